@@ -1,0 +1,70 @@
+# netclaim — see README.md. Every target installs what it needs (idempotent, cached outside the repo).
+SHELL := /bin/bash
+PY ?= $(CURDIR)/.venv/bin/python
+VENV_STAMP := .venv/.netclaim-installed
+export NETCLAIM_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/netclaim
+TIERS := unit netns runtime apiserver node
+
+.PHONY: test test-unit test-netns test-runtime test-apiserver test-node lint proto proto-check venv \
+        deps-host deps-runtime deps-apiserver deps-node bench soak demo demo-down kind-demo clean
+
+venv: $(VENV_STAMP)
+$(VENV_STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+proto: venv
+	hack/gen-proto.sh
+
+proto-check: venv
+	hack/check-proto.sh
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy draplugin nriplugin tests bench
+
+# Components for each tier (cached under $(NETCLAIM_CACHE); never upgrades host libc).
+deps-host:
+	hack/install-host-deps.sh
+deps-runtime: deps-host
+	hack/install-runtime.sh
+deps-apiserver: deps-host
+	hack/install-etcd.sh
+	hack/build-k8s.sh kube-apiserver
+deps-node: deps-runtime deps-apiserver
+	hack/build-k8s.sh
+
+test-unit: venv
+	hack/run-tier.sh unit
+test-netns: venv
+	hack/run-tier.sh netns
+test-runtime: venv deps-runtime
+	hack/run-tier.sh runtime
+test-apiserver: venv deps-apiserver
+	hack/run-tier.sh apiserver
+test-node: venv deps-node
+	hack/run-tier.sh node
+
+# Runs every check and tier even when one fails, prints a per-tier summary, fails if anything failed.
+test: venv
+	hack/run-all.sh
+
+bench: venv deps-node
+	$(PY) -m bench $(BENCH_ARGS)
+
+soak: venv deps-node
+	hack/run-tier.sh soak
+
+demo: venv deps-node
+	hack/demo.sh up
+
+demo-down:
+	hack/demo.sh down
+
+kind-demo:
+	hack/kind-demo.sh
+
+clean:
+	rm -rf test-results bench/out .mypy_cache .ruff_cache .pytest_cache
