@@ -1,0 +1,159 @@
+"""The driver's domain vocabulary: what a claim asks for, the plan to satisfy it, and what attach did.
+
+These types are the seam between the slow, fallible half of the driver (NodePrepareResources: read the
+claim, validate config, compute plans) and the time-critical half (the NRI hook executes plans inside a
+pod's netns). Everything here is plain data with no I/O, so plans can be checkpointed, compared for
+idempotency and handed to the hook without touching the Kubernetes API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class DeviceKind(StrEnum):
+    """How a device reaches the pod; chooses the handler that attaches and detaches it."""
+
+    HOST_DEVICE = "host-device"
+    SRIOV_VF = "sriov-vf"
+    MACVLAN = "macvlan"
+    IPVLAN = "ipvlan"
+    VETH = "veth"
+    DUMMY = "dummy"
+    RDMA = "rdma"
+    ROCE = "roce"
+
+    @property
+    def is_virtual(self) -> bool:
+        """Virtual links are created in the pod netns and deleted at teardown; others are moved."""
+        return self in (DeviceKind.MACVLAN, DeviceKind.IPVLAN, DeviceKind.VETH, DeviceKind.DUMMY)
+
+    @property
+    def has_netdev(self) -> bool:
+        """Plain RDMA hands the pod character devices only; every other kind gives it a netdev."""
+        return self is not DeviceKind.RDMA
+
+
+@dataclass(frozen=True)
+class ClaimRef:
+    """Identity of a ResourceClaim as kubelet names it in NodePrepareResources."""
+
+    namespace: str
+    name: str
+    uid: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class DeviceRef:
+    """One allocation result of this driver: the key of a `status.devices[]` entry."""
+
+    request: str
+    driver: str
+    pool: str
+    device: str
+    share_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    """A route installed in the pod netns; `destination` is a canonical CIDR."""
+
+    destination: str
+    gateway: str | None = None
+    metric: int | None = None
+
+
+@dataclass(frozen=True)
+class NetdevSpec:
+    """Validated, defaulted network settings for one device, as the pod should see it."""
+
+    interface_name: str
+    mtu: int | None = None
+    hardware_address: str | None = None
+    addresses: tuple[str, ...] = ()
+    routes: tuple[Route, ...] = ()
+    mode: str | None = None
+    """macvlan mode (bridge, private, vepa, passthru) or ipvlan mode (l2, l3, l3s)."""
+    host_interface_name: str | None = None
+    """veth only: name of the host-side end."""
+
+
+@dataclass(frozen=True)
+class CharDevice:
+    """A character device injected into containers (RDMA uverbs, rdma_cm)."""
+
+    path: str
+    major: int
+    minor: int
+    file_mode: int = 0o666
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """Everything the NRI hook needs to attach one device, computed ahead of time.
+
+    `host_name` is the host netdev the plan starts from: the device itself for host-device/sriov-vf,
+    the parent for macvlan/ipvlan, unset for veth/dummy/rdma.
+    """
+
+    ref: DeviceRef
+    kind: DeviceKind
+    netdev: NetdevSpec | None
+    host_name: str | None = None
+    char_devices: tuple[CharDevice, ...] = ()
+    attributes: dict[str, str] = field(default_factory=dict)
+    """Published device facts copied into status `data` (pci address, parent, vf index...)."""
+
+
+@dataclass(frozen=True)
+class ClaimPlan:
+    """The attach plans of one prepared claim, linked to pods through `status.reservedFor`."""
+
+    claim: ClaimRef
+    pod_uids: tuple[str, ...]
+    devices: tuple[DevicePlan, ...]
+    generation: int = 0
+
+
+@dataclass(frozen=True)
+class AttachResult:
+    """What the pod really got for one device, read back from the kernel after attach.
+
+    `restore` carries what detach needs to undo the attach (original name and MTU of a moved host
+    device, the host-side veth name...), so teardown never depends on recomputing the plan.
+    """
+
+    ref: DeviceRef
+    kind: DeviceKind
+    interface_name: str | None
+    hardware_address: str | None
+    ips: tuple[str, ...]
+    netns_path: str
+    restore: dict[str, Any] = field(default_factory=dict)
+
+
+AttributeValue = str | int | bool
+
+
+@dataclass(frozen=True)
+class PublishedDevice:
+    """A device as discovery sees it and the ResourceSlice publishes it.
+
+    The planner resolves an allocation result (pool, device name) to one of these to learn the kind
+    and the host netdev, so claims never have to name host interfaces themselves.
+    `multi_allocatable` marks the consumable-capacity entries (one per macvlan/ipvlan parent, one
+    for veth) that many claims share.
+    """
+
+    name: str
+    kind: DeviceKind
+    host_name: str | None
+    attributes: dict[str, AttributeValue] = field(default_factory=dict)
+    capacity: dict[str, str] = field(default_factory=dict)
+    multi_allocatable: bool = False
+    char_devices: tuple[CharDevice, ...] = ()
