@@ -1,0 +1,75 @@
+"""The node tier: a whole one-node cluster (etcd, kube-apiserver, controller-manager, scheduler,
+containerd with NRI, kubelet) per containerd line.
+
+``local_node`` (module scope, parametrized: ids ``containerd-1.7`` and ``containerd-2.1``)
+    A started `testbed.node.LocalNode`: the node `127.0.0.1` is Ready and schedulable. Use
+    ``local_node.api_client()`` (admin, sync; close it), ``local_node.plane`` (the ControlPlane),
+    ``local_node.containerd``, ``local_node.kubelet`` (``plugins_registry``/``plugins_dir`` for a DRA
+    driver), ``local_node.wait_default_service_account(ns)``. Teardown deletes all pods through the
+    API, stops everything and fails the module's last test if anything was left on the host.
+
+``node_namespace`` (function)
+    A fresh namespace whose `default` ServiceAccount exists (pods are admitted), deleted afterwards.
+
+The kubelet binds the fixed ports 10250/10248 and owns /kubepods cgroups: one node at a time.
+Missing binaries skip locally and fail in CI (``make deps-node``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import kubernetes.client
+import pytest
+from testbed import etcd, prereq
+from testbed.apiserver import k8s_binary
+from testbed.containerd import LINES, RuntimeMissing, check_installed
+from testbed.node import LocalNode
+
+
+def _require_node(line: str) -> None:
+    if os.geteuid() != 0:
+        prereq.missing("root (kubelet, containerd, cgroups)", "run the node tier as root")
+    try:
+        etcd.binary()
+        for component in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet"):
+            k8s_binary(component)
+        check_installed(line)
+    except (FileNotFoundError, RuntimeMissing) as error:
+        prereq.missing(f"node components ({error})", "make deps-node")
+
+
+@pytest.fixture(scope="module", params=LINES, ids=[f"containerd-{line}" for line in LINES])
+def local_node(request: pytest.FixtureRequest) -> Iterator[LocalNode]:
+    line: str = request.param
+    _require_node(line)
+    node = LocalNode(Path(tempfile.mkdtemp(prefix="ncn-", dir="/tmp")), line)
+    node.start()
+    try:
+        yield node
+    finally:
+        left = node.destroy()
+    assert not left, f"node teardown left: {left}"
+
+
+@pytest.fixture
+def node_namespace(local_node: LocalNode) -> Iterator[str]:
+    name = f"t-{secrets.token_hex(4)}"
+    with local_node.api_client() as api:
+        core = kubernetes.client.CoreV1Api(api)
+        core.create_namespace(
+            kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=name))
+        )
+        local_node.wait_default_service_account(name)
+        try:
+            yield name
+        finally:
+            # No forced deletion: the pod object must go away only after the kubelet tore it down.
+            for pod in core.list_namespaced_pod(name).items:
+                core.delete_namespaced_pod(pod.metadata.name, name)
+            local_node.wait_pods_gone(name)
+            core.delete_namespace(name)

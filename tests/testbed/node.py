@@ -1,0 +1,171 @@
+"""A one-node Kubernetes on this VM: control plane, controller-manager, scheduler, containerd, kubelet.
+
+Start order follows shared/localnode.md §7: the node only schedules once the controller-manager's
+node-lifecycle controller has lifted the not-ready taint, and pods are only admitted once the
+`default` ServiceAccount of their namespace exists, so `start()` waits for both conditions instead of
+leaving every test to rediscover them.
+
+Teardown deletes pods through the API while the kubelet still runs (so it unprepares claims, unmounts
+volumes and stops sandboxes the normal way), then stops the kubelet, cleans what it leaves on the host
+(mounts, /kubepods cgroups, sysctls), and tears down containerd and the control plane; every step
+reports what it had to remove, and `destroy()` raises if anything was left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from pathlib import Path
+
+import kubernetes.client
+
+from testbed import proc
+from testbed.apiserver import ControlPlane, k8s_binary
+from testbed.containerd import Containerd
+from testbed.kubelet import CGROUP_ROOT, KUBEPODS, NODE_NAME, Kubelet, kubelet_config
+from testbed.localnode import ControllerManager, Scheduler
+
+
+def pod_cgroups() -> list[str]:
+    """Pod-level cgroups under /kubepods in the memory hierarchy (the kubelet removes them itself)."""
+    top = CGROUP_ROOT / "memory" / KUBEPODS
+    if not top.is_dir():
+        return []
+    return sorted(str(p) for p in top.rglob("pod*") if p.is_dir())
+
+
+class LocalNode:
+    def __init__(self, workdir: Path, containerd_line: str) -> None:
+        self.workdir = workdir
+        self.line = containerd_line
+        self.plane: ControlPlane | None = None
+        self.controller_manager: ControllerManager | None = None
+        self.scheduler: Scheduler | None = None
+        self.containerd: Containerd | None = None
+        self.kubelet: Kubelet | None = None
+        self.timings: dict[str, float] = {}
+
+    @property
+    def node_name(self) -> str:
+        return NODE_NAME
+
+    def _timed(self, name: str, t0: float) -> None:
+        self.timings[name] = round(time.monotonic() - t0, 2)
+
+    def start(self) -> None:
+        """Bring everything up in order; on failure, stop what was started and re-raise."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_components()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.destroy()
+            raise
+
+    def _start_components(self) -> None:
+        kubelet_binary = k8s_binary("kubelet")
+        t0 = time.monotonic()
+        self.plane = ControlPlane.start(self.workdir / "cp")
+        self._timed("control_plane", t0)
+        t0 = time.monotonic()
+        self.controller_manager = ControllerManager(self.plane)
+        self.controller_manager.start()
+        self.scheduler = Scheduler(self.plane)
+        self.scheduler.start()
+        self._timed("controller_manager_scheduler", t0)
+        t0 = time.monotonic()
+        self.containerd = Containerd(self.line, self.workdir / "c")
+        self.containerd.start()
+        self._timed("containerd", t0)
+        t0 = time.monotonic()
+        kubeconfig = self.plane.kubeconfig_for("kubelet", self.plane.pki.kubelet(NODE_NAME), "kubelet")
+        config = kubelet_config(self.workdir / "kl", self.containerd.cri_socket, self.plane.ca_cert)
+        self.kubelet = Kubelet(self.workdir / "kl", kubelet_binary, kubeconfig, config)
+        self.kubelet.start()
+        self._wait_schedulable()
+        self._timed("kubelet_ready_schedulable", t0)
+
+    def api_client(self) -> kubernetes.client.ApiClient:
+        assert self.plane is not None
+        return self.plane.api_client()
+
+    def _wait_schedulable(self, timeout: float = 90.0) -> None:
+        """Node Ready and without the not-ready taint (lifted by the node-lifecycle controller)."""
+        assert self.kubelet is not None and self.kubelet.daemon is not None
+        with self.api_client() as api:
+            core = kubernetes.client.CoreV1Api(api)
+
+            def schedulable() -> bool:
+                try:
+                    node = core.read_node(NODE_NAME)
+                except kubernetes.client.ApiException:
+                    return False
+                ready = any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+                tainted = any(t.key.startswith("node.kubernetes.io/") for t in node.spec.taints or [])
+                return ready and not tainted
+
+            proc.wait_until(schedulable, self.kubelet.daemon, timeout, "Ready and untainted", interval=0.5)
+
+    def wait_default_service_account(self, namespace: str, timeout: float = 30.0) -> None:
+        """The ServiceAccount admission plugin rejects pods until the controller made `default`."""
+        with self.api_client() as api:
+            core = kubernetes.client.CoreV1Api(api)
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    core.read_namespaced_service_account("default", namespace)
+                    return
+                except kubernetes.client.ApiException as error:
+                    if error.status != 404 or time.monotonic() > deadline:
+                        raise
+                time.sleep(0.2)
+
+    def wait_pods_gone(self, namespace: str | None = None, timeout: float = 60.0) -> list[str]:
+        """Wait until the API lists no pods (in `namespace`, or at all) and the kubelet removed their
+        pod cgroups; returns what is still there at the deadline."""
+        with self.api_client() as api:
+            core = kubernetes.client.CoreV1Api(api)
+
+            def pods() -> list[kubernetes.client.V1Pod]:
+                if namespace is None:
+                    return list(core.list_pod_for_all_namespaces().items)
+                return list(core.list_namespaced_pod(namespace).items)
+
+            deadline = time.monotonic() + timeout
+            while (pods() or pod_cgroups()) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            left = [f"pod {p.metadata.namespace}/{p.metadata.name} not deleted" for p in pods()]
+            return left + [f"pod cgroup {c} not removed by the kubelet" for c in pod_cgroups()]
+
+    def delete_all_pods(self, timeout: float = 60.0) -> list[str]:
+        """Delete every pod through the API and wait until the kubelet has removed them all."""
+        if self.plane is None or self.kubelet is None or not self.kubelet.running:
+            return []
+        with self.api_client() as api:
+            core = kubernetes.client.CoreV1Api(api)
+            pods = core.list_pod_for_all_namespaces().items
+            for pod in pods:
+                with contextlib.suppress(kubernetes.client.ApiException):
+                    core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace)
+        return self.wait_pods_gone(None, timeout)
+
+    def destroy(self) -> list[str]:
+        """Tear everything down in reverse order; returns (and asserts empty) the leftovers found."""
+        left: list[str] = []
+        left += self.delete_all_pods()
+        if self.kubelet is not None:
+            self.kubelet.stop()
+            left += self.kubelet.cleanup_host()
+        if self.containerd is not None:
+            try:
+                self.containerd.teardown()
+            except AssertionError as error:
+                left.append(str(error))
+        for component in (self.scheduler, self.controller_manager):
+            if component is not None:
+                component.stop()
+        if self.plane is not None:
+            self.plane.destroy()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        return left
