@@ -21,14 +21,12 @@ proto-check: venv
 	hack/check-proto.sh
 
 lint: venv
-	$(PY) -m ruff check .
-	$(PY) -m ruff format --check .
-	$(PY) -m mypy draplugin nriplugin tests bench
+	hack/lint.sh
 
 # Components for each tier (cached under $(NETCLAIM_CACHE); never upgrades host libc).
 deps-host:
 	hack/install-host-deps.sh
-deps-runtime: deps-host
+deps-runtime: deps-host venv
 	hack/install-runtime.sh
 deps-apiserver: deps-host
 	hack/install-etcd.sh

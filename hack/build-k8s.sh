@@ -8,10 +8,13 @@
 # staging modules is read from the release's own go.mod, so it is right for any release.
 #
 # usage: hack/build-k8s.sh [component ...]     (default: all four)
-# env:   K8S_VERSION (default below), NETCLAIM_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/netclaim)
+# env:   K8S_VERSION (default: hack/versions.env), NETCLAIM_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/netclaim)
 set -euo pipefail
 
-K8S_VERSION=${K8S_VERSION:-v1.37.2}
+K8S_VERSION_FROM_ENV=${K8S_VERSION:-}
+# shellcheck source=versions.env
+. "$(dirname "$0")/versions.env"
+K8S_VERSION=${K8S_VERSION_FROM_ENV:-$K8S_VERSION}
 CACHE=${NETCLAIM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/netclaim}
 OUT=$CACHE/kubernetes/$K8S_VERSION
 WORK=$CACHE/kubernetes/build-$K8S_VERSION

@@ -12,6 +12,6 @@ done < <(find "$TMP" -type f -name '*_pb2*')
 while IFS= read -r f; do
   rel=${f#"$ROOT"/}
   [ -f "$TMP/$rel" ] || { echo "generated file without a .proto: $rel (run: make proto)" >&2; status=1; }
-done < <(find "$ROOT/nriplugin/pb" "$ROOT/draplugin/pb" -type f -name '*_pb2*' 2>/dev/null)
+done < <(find "$ROOT/nriplugin/pb" "$ROOT/draplugin/pb" -type f -name '*_pb2*' -not -path '*/__pycache__/*' 2>/dev/null)
 [ $status -eq 0 ] && echo "generated protocol code is up to date"
 exit $status

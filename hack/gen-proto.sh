@@ -33,3 +33,5 @@ for f in "${files[@]}"; do
   g="$OUT/${f%.proto}_pb2_grpc.py"
   if [ -f "$g" ] && ! grep -q 'class .*Stub' "$g"; then rm -f "$g" "${g}i"; fi
 done
+# NRI services run over ttrpc, not gRPC: gRPC stubs for them would be unusable (and fail mypy).
+find "$OUT/nriplugin/pb" -name '*_pb2_grpc.py*' -delete 2>/dev/null || true

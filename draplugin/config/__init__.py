@@ -1,0 +1,30 @@
+"""The NetworkConfig opaque-parameter schema: parsing with field-path errors, and layering of configs."""
+
+from draplugin.config.errors import ConfigError, FieldError
+from draplugin.config.merge import merge_configs
+from draplugin.config.parse import parse_network_config
+from draplugin.config.types import (
+    API_VERSION,
+    KIND,
+    IpvlanConfig,
+    MacvlanConfig,
+    NetdevConfig,
+    NetworkConfig,
+    RdmaConfig,
+    VethConfig,
+)
+
+__all__ = [
+    "API_VERSION",
+    "KIND",
+    "ConfigError",
+    "FieldError",
+    "IpvlanConfig",
+    "MacvlanConfig",
+    "NetdevConfig",
+    "NetworkConfig",
+    "RdmaConfig",
+    "VethConfig",
+    "merge_configs",
+    "parse_network_config",
+]

@@ -1,0 +1,224 @@
+"""Turns raw opaque parameters (decoded JSON) into a `NetworkConfig`, or a `ConfigError` listing every
+problem with its field path.
+
+Unknown fields are errors, not ignored: a misspelt `interfacename` silently doing nothing is the worst
+outcome for someone debugging a pod without its interface.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+from draplugin.config import fields
+from draplugin.config.errors import ConfigError, FieldError
+from draplugin.config.types import (
+    API_VERSION,
+    IPVLAN_MODES,
+    KIND,
+    MACVLAN_MODES,
+    IpvlanConfig,
+    MacvlanConfig,
+    NetdevConfig,
+    NetworkConfig,
+    RdmaConfig,
+    VethConfig,
+)
+from draplugin.model import DeviceKind, Route
+
+MAX_ADDRESSES = 16  # status.devices networkData.ips holds at most 16
+MAX_ROUTES = 32
+MAX_RDMA_DEVICES = 16
+
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+T = TypeVar("T")
+Errors = list[FieldError]
+
+
+def join(path: str, key: str | int) -> str:
+    """`a.b[0]`; a key that would make the path ambiguous (empty, dots, brackets) is quoted: `a["x.y"]`."""
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    if not _PLAIN_KEY.fullmatch(key):
+        return f"{path}[{json.dumps(key)}]"
+    return f"{path}.{key}" if path else key
+
+
+def parse_network_config(raw: object) -> NetworkConfig:
+    """Raises `ConfigError` and nothing else, whatever `raw` holds."""
+    errors: Errors = []
+    obj = _object(raw, "", ("apiVersion", "kind", "netdev", "rdma"), errors)
+    if obj is None:
+        raise ConfigError(errors)
+    _require_constant(obj, "apiVersion", API_VERSION, errors)
+    _require_constant(obj, "kind", KIND, errors)
+    config = NetworkConfig(
+        netdev=_section(obj, "netdev", "", _netdev, errors),
+        rdma=_section(obj, "rdma", "", _rdma, errors),
+    )
+    if errors:
+        raise ConfigError(errors)
+    return config
+
+
+def _object(raw: object, path: str, known: tuple[str, ...], errors: Errors) -> Mapping[str, object] | None:
+    if not isinstance(raw, Mapping):
+        errors.append(FieldError(path, f"must be an object, not {fields.type_name(raw)}"))
+        return None
+    for key in raw:
+        if not isinstance(key, str):
+            errors.append(FieldError(path, "field names must be strings"))
+        elif key not in known:
+            errors.append(FieldError(join(path, key), f"unknown field (known: {', '.join(known)})"))
+    return raw
+
+
+def _require_constant(obj: Mapping[str, object], key: str, expected: str, errors: Errors) -> None:
+    if key not in obj:
+        errors.append(FieldError(key, f"required; must be {expected!r}"))
+    elif obj[key] != expected:
+        errors.append(FieldError(key, f"must be {expected!r}"))
+
+
+def _value(
+    obj: Mapping[str, object], key: str, path: str, check: Callable[[object], T], errors: Errors
+) -> T | None:
+    if key not in obj:
+        return None
+    try:
+        return check(obj[key])
+    except fields.Invalid as problem:
+        errors.append(FieldError(join(path, key), problem.message))
+        return None
+
+
+def _section(
+    obj: Mapping[str, object],
+    key: str,
+    path: str,
+    parse: Callable[[object, str, Errors], T | None],
+    errors: Errors,
+) -> T | None:
+    return parse(obj[key], join(path, key), errors) if key in obj else None
+
+
+def _netdev(raw: object, path: str, errors: Errors) -> NetdevConfig | None:
+    known = ("kind", "interfaceName", "mtu", "hardwareAddress", "addresses", "routes", "macvlan", "ipvlan")
+    obj = _object(raw, path, (*known, "veth"), errors)
+    if obj is None:
+        return None
+    return NetdevConfig(
+        kind=_value(obj, "kind", path, _kind, errors),
+        interface_name=_value(obj, "interfaceName", path, fields.interface_name, errors),
+        mtu=_value(obj, "mtu", path, fields.mtu, errors),
+        hardware_address=_value(obj, "hardwareAddress", path, fields.hardware_address, errors),
+        addresses=_section(obj, "addresses", path, _addresses, errors),
+        routes=_section(obj, "routes", path, _routes, errors),
+        macvlan=_section(obj, "macvlan", path, _macvlan, errors),
+        ipvlan=_section(obj, "ipvlan", path, _ipvlan, errors),
+        veth=_section(obj, "veth", path, _veth, errors),
+    )
+
+
+def _kind(value: object) -> DeviceKind:
+    return DeviceKind(fields.one_of(value, tuple(k.value for k in DeviceKind)))
+
+
+def _list(raw: object, path: str, limit: int, errors: Errors) -> list[object] | None:
+    if not isinstance(raw, list):
+        errors.append(FieldError(path, f"must be an array, not {fields.type_name(raw)}"))
+        return None
+    if len(raw) > limit:
+        errors.append(FieldError(path, f"must have at most {limit} entries, got {len(raw)}"))
+        return None
+    return raw
+
+
+def _unique_items(
+    raw: object, path: str, limit: int, check: Callable[[object], str], errors: Errors
+) -> tuple[str, ...] | None:
+    """A list of canonicalised strings where duplicates (after canonicalisation) are errors."""
+    items = _list(raw, path, limit, errors)
+    if items is None:
+        return None
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        try:
+            value = check(item)
+        except fields.Invalid as problem:
+            errors.append(FieldError(join(path, index), problem.message))
+            continue
+        if value in seen:
+            errors.append(FieldError(join(path, index), f"duplicate of {join(path, seen[value])}"))
+        seen.setdefault(value, index)
+    return tuple(seen)
+
+
+def _addresses(raw: object, path: str, errors: Errors) -> tuple[str, ...] | None:
+    return _unique_items(raw, path, MAX_ADDRESSES, fields.interface_address, errors)
+
+
+def _routes(raw: object, path: str, errors: Errors) -> tuple[Route, ...] | None:
+    items = _list(raw, path, MAX_ROUTES, errors)
+    if items is None:
+        return None
+    routes = [_route(item, join(path, index), errors) for index, item in enumerate(items)]
+    return tuple(route for route in routes if route is not None)
+
+
+def _route(raw: object, path: str, errors: Errors) -> Route | None:
+    obj = _object(raw, path, ("destination", "gateway", "metric"), errors)
+    if obj is None:
+        return None
+    if "destination" not in obj:
+        errors.append(FieldError(join(path, "destination"), "required"))
+        return None
+    destination = _value(obj, "destination", path, fields.network, errors)
+    gateway = _value(obj, "gateway", path, fields.ip_address, errors)
+    metric = _value(obj, "metric", path, fields.metric, errors)
+    if destination is None:
+        return None
+    if gateway is not None and gateway.version != _family(destination):
+        family = _family(destination)
+        errors.append(FieldError(join(path, "gateway"), f"must be IPv{family} like the destination"))
+        return None
+    return Route(destination, str(gateway) if gateway is not None else None, metric)
+
+
+def _family(cidr: str) -> int:
+    return 6 if ":" in cidr else 4
+
+
+def _macvlan(raw: object, path: str, errors: Errors) -> MacvlanConfig | None:
+    obj = _object(raw, path, ("mode",), errors)
+    return None if obj is None else MacvlanConfig(_value(obj, "mode", path, _mode(MACVLAN_MODES), errors))
+
+
+def _ipvlan(raw: object, path: str, errors: Errors) -> IpvlanConfig | None:
+    obj = _object(raw, path, ("mode",), errors)
+    return None if obj is None else IpvlanConfig(_value(obj, "mode", path, _mode(IPVLAN_MODES), errors))
+
+
+def _mode(choices: tuple[str, ...]) -> Callable[[object], str]:
+    return lambda value: fields.one_of(value, choices)
+
+
+def _veth(raw: object, path: str, errors: Errors) -> VethConfig | None:
+    obj = _object(raw, path, ("hostInterfaceName",), errors)
+    if obj is None:
+        return None
+    return VethConfig(_value(obj, "hostInterfaceName", path, fields.interface_name, errors))
+
+
+def _rdma(raw: object, path: str, errors: Errors) -> RdmaConfig | None:
+    obj = _object(raw, path, ("devices",), errors)
+    if obj is None:
+        return None
+    devices = _section(obj, "devices", path, _rdma_devices, errors)
+    return RdmaConfig(devices)
+
+
+def _rdma_devices(raw: object, path: str, errors: Errors) -> tuple[str, ...] | None:
+    return _unique_items(raw, path, MAX_RDMA_DEVICES, fields.char_device_name, errors)

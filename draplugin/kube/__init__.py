@@ -1,0 +1,1 @@
+"""Thin adapters between the Kubernetes API (kubernetes.aio) and the driver's domain types."""

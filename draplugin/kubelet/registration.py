@@ -1,0 +1,46 @@
+"""pluginregistration v1: tells kubelet who we are and where the DRA service listens.
+
+Kubelet gives GetInfo one second and, on recent versions, probes it every 10 s to decide whether the
+plugin is alive, so the answer is precomputed and nothing here waits on anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from draplugin.pb.pluginregistration.v1 import api_pb2 as pb
+from draplugin.pb.pluginregistration.v1 import api_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+PLUGIN_TYPE = "DRAPlugin"
+# 1.34+ kubelets take the first entry they support; 1.32/1.33 need v1beta1 (protocols.md §3.3).
+SUPPORTED_VERSIONS = ("v1.DRAPlugin", "v1beta1.DRAPlugin")
+
+
+class RegistrationService(pb_grpc.RegistrationServicer):
+    def __init__(self, driver: str, endpoint: str) -> None:
+        self._info = pb.PluginInfo(
+            type=PLUGIN_TYPE, name=driver, endpoint=endpoint, supported_versions=SUPPORTED_VERSIONS
+        )
+        self.registered = asyncio.Event()
+        self.last_error = ""
+
+    async def GetInfo(self, request: pb.InfoRequest, context: Any) -> pb.PluginInfo:
+        return self._info
+
+    async def NotifyRegistrationStatus(
+        self, request: pb.RegistrationStatus, context: Any
+    ) -> pb.RegistrationStatusResponse:
+        """Kubelet's verdict; a refusal is logged loudly because the driver is then useless."""
+        if request.plugin_registered:
+            self.last_error = ""
+            self.registered.set()
+            log.info("kubelet registered DRA driver %s", self._info.name)
+        else:
+            self.last_error = request.error
+            self.registered.clear()
+            log.error("kubelet refused DRA driver %s: %s", self._info.name, request.error)
+        return pb.RegistrationStatusResponse()

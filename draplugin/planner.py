@@ -1,0 +1,207 @@
+"""From an allocated claim to attach plans: resolve each allocated device, layer and check its config,
+and fill in defaults, so that the NRI hook only executes and never decides.
+
+Pure computation: no I/O, deterministic for the same input, so a repeated NodePrepareResources (or one
+after a restart) produces the same plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from draplugin.allocation import AllocatedClaim, OpaqueConfig
+from draplugin.config import (
+    ConfigError,
+    FieldError,
+    NetdevConfig,
+    NetworkConfig,
+    merge_configs,
+    parse_network_config,
+)
+from draplugin.model import (
+    CharDevice,
+    ClaimPlan,
+    DeviceKind,
+    DevicePlan,
+    DeviceRef,
+    NetdevSpec,
+    PublishedDevice,
+)
+
+DEFAULT_MODES = {DeviceKind.MACVLAN: "bridge", DeviceKind.IPVLAN: "l2"}
+_SECTION_KINDS = {"macvlan": DeviceKind.MACVLAN, "ipvlan": DeviceKind.IPVLAN, "veth": DeviceKind.VETH}
+
+
+class DeviceLookup(Protocol):
+    """The node's published devices by name; a plain dict works, so does the discovery inventory."""
+
+    def get(self, name: str, /) -> PublishedDevice | None: ...
+
+
+@dataclass(frozen=True)
+class RequestError:
+    """A problem with one request of a claim; `error.path` starts at the config entry (`config[0]`)."""
+
+    request: str | None
+    error: FieldError
+
+
+class PlanError(Exception):
+    """Why a claim cannot be prepared, phrased for the claim's owner: claim, request, field, reason."""
+
+    def __init__(self, claim: AllocatedClaim, problems: list[RequestError]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(_describe(claim, problem) for problem in problems))
+
+
+def _describe(claim: AllocatedClaim, problem: RequestError) -> str:
+    parts = [f"claim {claim.ref}"]
+    if problem.request:
+        parts.append(f"request {problem.request}")
+    parts.append(str(problem.error))
+    return ", ".join(parts)
+
+
+def plan_claim(claim: AllocatedClaim, driver: str, node: str, lookup: DeviceLookup) -> ClaimPlan:
+    """Raises `PlanError` if the claim is not allocated here or any of its configs is unusable."""
+    _check_allocation(claim, node)
+    problems: list[RequestError] = []
+    plans: list[DevicePlan] = []
+    for ref in claim.devices_of(driver):
+        try:
+            plans.append(_plan_device(claim, driver, ref, lookup))
+        except ConfigError as invalid:
+            problems.extend(RequestError(ref.request, error) for error in invalid.errors)
+    problems.extend(_duplicate_names(plans))
+    if problems:
+        raise PlanError(claim, problems)
+    return ClaimPlan(claim=claim.ref, pod_uids=claim.pod_uids, devices=tuple(plans))
+
+
+def _check_allocation(claim: AllocatedClaim, node: str) -> None:
+    if not claim.allocated:
+        raise PlanError(
+            claim, [RequestError(None, FieldError("status.allocation", "claim is not allocated"))]
+        )
+    if claim.node_names is not None and node not in claim.node_names:
+        where = ", ".join(sorted(claim.node_names)) or "no node"
+        message = f"allocated for {where}, not for this node {node}"
+        raise PlanError(claim, [RequestError(None, FieldError("status.allocation.nodeSelector", message))])
+
+
+def _plan_device(claim: AllocatedClaim, driver: str, ref: DeviceRef, lookup: DeviceLookup) -> DevicePlan:
+    published = lookup.get(ref.device)
+    if published is None:
+        path = f"device {ref.pool}/{ref.device}"
+        raise ConfigError([FieldError(path, "not published by this node's driver")])
+    config = _layered_config(claim.configs_for(driver, ref.request), published)
+    netdev = _netdev_spec(config, published, _suffix(claim, ref)) if published.kind.has_netdev else None
+    return DevicePlan(
+        ref=ref,
+        kind=published.kind,
+        netdev=netdev,
+        host_name=published.host_name,
+        char_devices=_char_devices(config, published),
+        attributes={key: _attribute(value) for key, value in published.attributes.items()},
+    )
+
+
+def _layered_config(entries: Iterable[OpaqueConfig], device: PublishedDevice) -> NetworkConfig:
+    """Parses and checks every entry on its own so each error names the entry that caused it."""
+    parsed: list[NetworkConfig] = []
+    errors: list[FieldError] = []
+    for entry in entries:
+        try:
+            config = parse_network_config(entry.parameters)
+        except ConfigError as invalid:
+            errors.extend(invalid.under(entry.label).errors)
+            continue
+        errors.extend(error.under(entry.label) for error in _misfits(config, device))
+        parsed.append(config)
+    if errors:
+        raise ConfigError(errors)
+    return merge_configs(parsed)
+
+
+def _misfits(config: NetworkConfig, device: PublishedDevice) -> list[FieldError]:
+    """Settings that make no sense for the allocated device's kind."""
+    kind, errors = device.kind, []
+    netdev, rdma = config.netdev, config.rdma
+    if netdev is not None and not kind.has_netdev:
+        errors.append(FieldError("netdev", f"device {device.name} is {kind}, which has no network interface"))
+    if netdev is not None and netdev.kind is not None and netdev.kind is not kind:
+        errors.append(FieldError("netdev.kind", f"is {netdev.kind}, but device {device.name} is {kind}"))
+    for section, wanted in _SECTION_KINDS.items():
+        if netdev is not None and getattr(netdev, section) is not None and kind is not wanted:
+            errors.append(
+                FieldError(f"netdev.{section}", f"only for {wanted} devices; {device.name} is {kind}")
+            )
+    if rdma is not None and kind not in (DeviceKind.RDMA, DeviceKind.ROCE):
+        errors.append(FieldError("rdma", f"only for rdma and roce devices; {device.name} is {kind}"))
+    available = {cd.path.rsplit("/", 1)[-1] for cd in device.char_devices}
+    for index, name in enumerate((rdma and rdma.devices) or ()):
+        if name not in available:
+            errors.append(FieldError(f"rdma.devices[{index}]", f"device {device.name} has no {name}"))
+    return errors
+
+
+def _netdev_spec(config: NetworkConfig, device: PublishedDevice, suffix: str) -> NetdevSpec:
+    netdev = config.netdev or NetdevConfig()
+    mode_section = netdev.macvlan if device.kind is DeviceKind.MACVLAN else netdev.ipvlan
+    host_name = netdev.veth.host_interface_name if netdev.veth else None
+    return NetdevSpec(
+        interface_name=netdev.interface_name or default_interface_name(suffix),
+        mtu=netdev.mtu,
+        hardware_address=netdev.hardware_address,
+        addresses=netdev.addresses or (),
+        routes=netdev.routes or (),
+        mode=(mode_section and mode_section.mode) or DEFAULT_MODES.get(device.kind),
+        host_interface_name=host_name or _default_host_name(device.kind, suffix),
+    )
+
+
+def _char_devices(config: NetworkConfig, device: PublishedDevice) -> tuple[CharDevice, ...]:
+    if device.kind not in (DeviceKind.RDMA, DeviceKind.ROCE):
+        return ()
+    wanted = config.rdma.devices if config.rdma else None
+    if wanted is None:
+        return device.char_devices
+    return tuple(cd for cd in device.char_devices if cd.path.rsplit("/", 1)[-1] in wanted)
+
+
+def _suffix(claim: AllocatedClaim, ref: DeviceRef) -> str:
+    """Stable per claim device, so the default names survive restarts and repeated prepares."""
+    key = "/".join((claim.ref.uid, ref.request, ref.pool, ref.device, ref.share_id or ""))
+    return hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
+def default_interface_name(suffix: str) -> str:
+    """`net` + 8 hex digits (11 bytes): unique enough within a pod without knowing its other claims."""
+    return f"net{suffix}"
+
+
+def _default_host_name(kind: DeviceKind, suffix: str) -> str | None:
+    return f"veth{suffix}" if kind is DeviceKind.VETH else None
+
+
+def _duplicate_names(plans: list[DevicePlan]) -> list[RequestError]:
+    seen: dict[str, str] = {}
+    problems = []
+    for plan in plans:
+        if plan.netdev is None:
+            continue
+        name = plan.netdev.interface_name
+        if name in seen:
+            error = FieldError("netdev.interfaceName", f"{name!r} is also used by request {seen[name]}")
+            problems.append(RequestError(plan.ref.request, error))
+        seen.setdefault(name, plan.ref.request)
+    return problems
+
+
+def _attribute(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -1,0 +1,92 @@
+"""The prepared plans, by claim UID and by pod UID, kept in memory and mirrored to the checkpoint.
+
+Readers (the NRI hook) call `plans_for_pod` synchronously under a tight time budget, so reads touch
+only memory: every write builds new dictionaries and swaps them in with one assignment, which also
+makes a read from another thread see either the old or the new state, never a half-update. Writes
+persist first and swap after, so memory never holds a plan the checkpoint would not bring back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+
+from draplugin.checkpoint import Checkpoint
+from draplugin.model import ClaimPlan
+
+
+class _Snapshot:
+    __slots__ = ("by_claim", "by_pod")
+
+    def __init__(self, plans: Mapping[str, ClaimPlan]) -> None:
+        self.by_claim: Mapping[str, ClaimPlan] = MappingProxyType(dict(plans))
+        by_pod: dict[str, list[ClaimPlan]] = {}
+        for plan in sorted(plans.values(), key=lambda p: p.claim.uid):
+            for pod_uid in plan.pod_uids:
+                by_pod.setdefault(pod_uid, []).append(plan)
+        self.by_pod: Mapping[str, tuple[ClaimPlan, ...]] = MappingProxyType(
+            {pod: tuple(claims) for pod, claims in by_pod.items()}
+        )
+
+
+class PlanStore:
+    """Load with `PlanStore.open`, which raises `CheckpointError` for an unusable checkpoint."""
+
+    def __init__(self, checkpoint: Checkpoint, plans: Mapping[str, ClaimPlan]) -> None:
+        self._checkpoint = checkpoint
+        self._state = _Snapshot(plans)
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    def open(cls, checkpoint: Checkpoint) -> PlanStore:
+        return cls(checkpoint, checkpoint.load())
+
+    def get(self, claim_uid: str) -> ClaimPlan | None:
+        return self._state.by_claim.get(claim_uid)
+
+    def plans_for_pod(self, pod_uid: str) -> tuple[ClaimPlan, ...]:
+        """Memory only; safe to call from the NRI hook."""
+        return self._state.by_pod.get(pod_uid, ())
+
+    def all(self) -> tuple[ClaimPlan, ...]:
+        return tuple(self._state.by_claim.values())
+
+    async def put(self, plans: Iterable[ClaimPlan]) -> None:
+        """Adds or replaces plans (by claim UID) with at most one checkpoint write."""
+        async with self._write_lock:
+            merged = dict(self._state.by_claim)
+            merged.update((plan.claim.uid, plan) for plan in plans)
+            if merged != self._state.by_claim:
+                await self._commit(merged)
+
+    async def set_pods(self, claim_uid: str, pod_uids: Iterable[str]) -> bool:
+        """Follows `status.reservedFor` of a prepared claim.
+
+        kubelet prepares a claim once, so a second pod sharing it never comes through NodePrepareResources;
+        whoever watches claims calls this so the hook finds the plan for that pod too. False if the claim
+        is not prepared here.
+        """
+        async with self._write_lock:
+            plan = self._state.by_claim.get(claim_uid)
+            if plan is None:
+                return False
+            pods = tuple(pod_uids)
+            if pods != plan.pod_uids:
+                updated = dict(self._state.by_claim)
+                updated[claim_uid] = dataclasses.replace(plan, pod_uids=pods)
+                await self._commit(updated)
+            return True
+
+    async def drop(self, claim_uids: Iterable[str]) -> None:
+        """Removing unknown UIDs is not an error: unprepare is idempotent."""
+        async with self._write_lock:
+            remaining = dict(self._state.by_claim)
+            dropped = [remaining.pop(uid) for uid in set(claim_uids) if uid in remaining]
+            if dropped:
+                await self._commit(remaining)
+
+    async def _commit(self, plans: dict[str, ClaimPlan]) -> None:
+        await asyncio.to_thread(self._checkpoint.save, plans.values())
+        self._state = _Snapshot(plans)

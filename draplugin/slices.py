@@ -1,0 +1,123 @@
+"""Published devices -> the ResourceSlices of this node's pool (resource.k8s.io/v1 shape, no I/O).
+
+One pool per node, named after the node. The scheduler trusts a pool only when it sees
+`resourceSliceCount` slices of the same, highest `generation`, so every write round stamps all slices
+with one new generation. Limits enforced here rather than discovered as apiserver rejections:
+≤ 128 devices per slice, DNS-label device names unique in the pool, attributes + capacity ≤ 32,
+string attributes ≤ 64 characters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from draplugin.discovery.naming import is_label
+from draplugin.model import AttributeValue, PublishedDevice
+
+DRIVER = "netclaim.dev"
+MAX_DEVICES_PER_SLICE = 128
+MAX_ATTRIBUTES_AND_CAPACITY = 32
+MAX_STRING_ATTRIBUTE = 64
+MAX_NAME = 253
+# A shared device gives each claim one slot; requesting more than one makes no sense.
+SLOT_POLICY: dict[str, Any] = {"default": "1", "validValues": ["1"]}
+
+
+@dataclass(frozen=True)
+class SliceSpec:
+    """One ResourceSlice to write: its object name and its `spec`."""
+
+    name: str
+    spec: dict[str, Any]
+
+
+def qualified(key: str, driver: str = DRIVER) -> str:
+    return key if "/" in key else f"{driver}/{key}"
+
+
+def _attribute(device: str, key: str, value: AttributeValue) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"bool": value}
+    if isinstance(value, int):
+        return {"int": value}
+    if len(value) > MAX_STRING_ATTRIBUTE:
+        raise ValueError(f"device {device}: attribute {key} longer than {MAX_STRING_ATTRIBUTE} characters")
+    return {"string": value}
+
+
+def device_entry(device: PublishedDevice, driver: str = DRIVER) -> dict[str, Any]:
+    """The v1 `Device` for one published device."""
+    if not is_label(device.name):
+        raise ValueError(f"device name {device.name!r} is not a DNS label")
+    if len(device.attributes) + len(device.capacity) > MAX_ATTRIBUTES_AND_CAPACITY:
+        raise ValueError(f"device {device.name}: more than {MAX_ATTRIBUTES_AND_CAPACITY} attributes+capacity")
+    entry: dict[str, Any] = {"name": device.name}
+    if device.attributes:
+        entry["attributes"] = {
+            qualified(k, driver): _attribute(device.name, k, v) for k, v in sorted(device.attributes.items())
+        }
+    if device.capacity:
+        capacity: dict[str, Any] = {}
+        for key, value in sorted(device.capacity.items()):
+            capacity[qualified(key, driver)] = {"value": value}
+            if device.multi_allocatable:
+                capacity[qualified(key, driver)]["requestPolicy"] = SLOT_POLICY
+        entry["capacity"] = capacity
+    if device.multi_allocatable:
+        entry["allowMultipleAllocations"] = True
+    return entry
+
+
+def slice_name(node: str, driver: str, index: int) -> str:
+    """Deterministic, so a restarted driver updates its slices in place instead of duplicating them."""
+    name = f"{node}-{driver}-{index}"
+    if len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.sha256(f"{node}/{driver}".encode()).hexdigest()[:10]
+    return f"{node[: MAX_NAME - len(driver) - 20]}-{digest}-{driver}-{index}"
+
+
+def device_entries(devices: Sequence[PublishedDevice], driver: str = DRIVER) -> list[dict[str, Any]]:
+    """Entries sorted by name, so slice contents (and thus change detection) ignore discovery order."""
+    entries = [device_entry(d, driver) for d in sorted(devices, key=lambda d: d.name)]
+    names = [e["name"] for e in entries]
+    if len(set(names)) != len(names):
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"duplicate device names in pool: {duplicates}")
+    return entries
+
+
+def fingerprint(entries: list[dict[str, Any]]) -> str:
+    """Identity of a pool's content, independent of generation: a change here means a new generation."""
+    return hashlib.sha256(orjson.dumps(entries, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def build_pool(
+    entries: list[dict[str, Any]],
+    *,
+    node: str,
+    generation: int,
+    driver: str = DRIVER,
+    per_slice: int = MAX_DEVICES_PER_SLICE,
+) -> list[SliceSpec]:
+    """Split `entries` into slices of at most `per_slice` devices; an empty pool is one empty slice."""
+    if not 0 < per_slice <= MAX_DEVICES_PER_SLICE:
+        raise ValueError(f"per_slice must be 1..{MAX_DEVICES_PER_SLICE}")
+    chunks = [entries[i : i + per_slice] for i in range(0, len(entries), per_slice)] or [[]]
+    return [
+        SliceSpec(
+            name=slice_name(node, driver, index),
+            spec={
+                "driver": driver,
+                "nodeName": node,
+                "pool": {"name": node, "generation": generation, "resourceSliceCount": len(chunks)},
+                "devices": chunk,
+            },
+        )
+        for index, chunk in enumerate(chunks)
+    ]

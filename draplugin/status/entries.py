@@ -1,0 +1,153 @@
+"""Turn what the driver knows about a claim's devices into its `status.devices[]` entries.
+
+Pure: no clock, no I/O. Each apply must carry *all* of this driver's entries for the claim (an apply that
+omits an entry deletes it), so the builder always works from the full list of allocation results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from draplugin.model import AttachResult, ClaimRef, DeviceKind, DevicePlan, DeviceRef
+from draplugin.status.types import ClaimStatus, DeviceState, Entry, Failed, Pending
+from draplugin.status.validate import clean_reason
+
+READY = "Ready"
+ATTACHED = "Attached"
+
+EntryKey = tuple[str, str, str, str | None]
+"""(driver, pool, device, shareID): the list-map key of `status.devices`."""
+
+
+def entry_key(entry: Mapping[str, Any]) -> EntryKey:
+    return (entry["driver"], entry["pool"], entry["device"], entry.get("shareID"))
+
+
+def ref_key(ref: DeviceRef) -> EntryKey:
+    return (ref.driver, ref.pool, ref.device, ref.share_id)
+
+
+def format_time(moment: datetime) -> str:
+    """metav1.Time has second precision on the wire; anything finer would not read back equal."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build_entries(
+    claim: ClaimRef,
+    allocated: Sequence[DeviceRef],
+    states: Mapping[DeviceRef, DeviceState],
+    *,
+    driver: str,
+    now: datetime,
+    generation: int = 0,
+    plans: Mapping[DeviceRef, DevicePlan] | None = None,
+    previous: Sequence[Entry] = (),
+) -> list[Entry]:
+    """All of `driver`'s entries for `claim`, one per allocation result, in allocation order.
+
+    `previous` is what was last applied: a Ready condition whose status did not change keeps its
+    lastTransitionTime, so re-applying the same state is a no-op on the server.
+    """
+    del claim  # part of the contract for callers and logs; entries themselves do not name the claim
+    before = {entry_key(e): e for e in previous}
+    plans = plans or {}
+    entries: list[Entry] = []
+    seen: set[EntryKey] = set()
+    for ref in allocated:
+        key = ref_key(ref)
+        if ref.driver != driver or key in seen:
+            continue
+        seen.add(key)
+        state = states.get(ref, Pending())
+        entries.append(
+            _entry(
+                ref,
+                state,
+                plans.get(ref),
+                generation=generation,
+                now=format_time(now),
+                previous=before.get(key),
+            ),
+        )
+    return entries
+
+
+def entries_for(status: ClaimStatus, *, driver: str, previous: Sequence[Entry] = ()) -> list[Entry]:
+    return build_entries(
+        status.claim,
+        status.allocated,
+        status.states,
+        driver=driver,
+        now=status.observed_at,
+        generation=status.generation,
+        plans=status.plans,
+        previous=previous,
+    )
+
+
+def _entry(
+    ref: DeviceRef,
+    state: DeviceState,
+    plan: DevicePlan | None,
+    *,
+    generation: int,
+    now: str,
+    previous: Entry | None,
+) -> Entry:
+    entry: Entry = {"driver": ref.driver, "pool": ref.pool, "device": ref.device}
+    if ref.share_id is not None:
+        entry["shareID"] = ref.share_id
+    entry["conditions"] = [_ready(state, generation, now, previous)]
+    entry["data"] = _data(ref, state, plan)
+    if isinstance(state, AttachResult) and state.interface_name:
+        network: Entry = {"interfaceName": state.interface_name, "ips": list(state.ips)}
+        if state.hardware_address:
+            network["hardwareAddress"] = state.hardware_address
+        entry["networkData"] = network
+    return entry
+
+
+def _ready(state: DeviceState, generation: int, now: str, previous: Entry | None) -> Entry:
+    if isinstance(state, AttachResult):
+        status, reason = "True", ATTACHED
+        name = state.interface_name or "device"
+        message = f"{name} attached in the pod network namespace"
+    elif isinstance(state, Failed):
+        status, reason = "False", clean_reason(state.reason)
+        message = f"{state.field}: {state.message}" if state.field else state.message
+    else:
+        assert isinstance(state, Pending)
+        status, reason, message = "False", clean_reason(state.reason), state.message
+    return {
+        "type": READY,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": _transition_time(status, now, previous),
+        "observedGeneration": generation,
+    }
+
+
+def _transition_time(status: str, now: str, previous: Entry | None) -> str:
+    for condition in (previous or {}).get("conditions", ()):
+        if condition.get("type") == READY and condition.get("status") == status:
+            return str(condition.get("lastTransitionTime", now))
+    return now
+
+
+def _data(ref: DeviceRef, state: DeviceState, plan: DevicePlan | None) -> Entry:
+    """Facts a person debugging the pod wants and networkData has no field for: kind and host-side names."""
+    data: Entry = {"request": ref.request}
+    kind = state.kind if isinstance(state, AttachResult) else plan.kind if plan else None
+    if kind is not None:
+        data["kind"] = kind.value
+    if plan is not None:
+        if kind in (DeviceKind.MACVLAN, DeviceKind.IPVLAN) and plan.host_name:
+            data["parent"] = plan.host_name
+        elif plan.host_name:
+            data["hostInterface"] = plan.host_name
+        if plan.netdev is not None and plan.netdev.host_interface_name:
+            data["hostInterface"] = plan.netdev.host_interface_name
+    return data

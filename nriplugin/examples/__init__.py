@@ -1,0 +1,1 @@
+"""Runnable example plugins built on nriplugin."""

@@ -1,0 +1,69 @@
+"""Watches handler durations against the runtime's request budget.
+
+The runtime gives every call one budget (2 s unless Configure says otherwise) and drops the plugin on a
+timeout, after which the pod starts without whatever the handler was doing. A handler that uses a large
+share of the budget is the early warning, so it is logged with its duration and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable
+from typing import TypeVar
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BUDGET = 2.0
+T = TypeVar("T")
+
+
+class Watchdog:
+    def __init__(self, share: float = 0.5, budget: float = DEFAULT_BUDGET) -> None:
+        if not 0 < share <= 1:
+            raise ValueError("watchdog share must be in (0, 1]")
+        self.share = share
+        self.budget = budget
+        self.overruns: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
+        self.max_duration: dict[str, float] = {}
+
+    def set_budget_ms(self, request_timeout_ms: int) -> None:
+        """Take the runtime's request timeout; 0 (NRI v0.6.1 does not send it) keeps the 2 s default."""
+        self.budget = request_timeout_ms / 1000 if request_timeout_ms > 0 else DEFAULT_BUDGET
+
+    @property
+    def threshold(self) -> float:
+        return self.budget * self.share
+
+    async def run(self, name: str, awaitable: Awaitable[T]) -> T:
+        threshold = self.threshold
+        start = time.monotonic()
+        timer = asyncio.get_running_loop().call_later(threshold, self._still_running, name, start)
+        try:
+            return await awaitable
+        finally:
+            timer.cancel()
+            elapsed = time.monotonic() - start
+            self.calls[name] += 1
+            self.max_duration[name] = max(elapsed, self.max_duration.get(name, 0.0))
+            if elapsed > threshold:
+                self.overruns[name] += 1
+                log.warning(
+                    "NRI handler %s took %.1f ms, over %.0f%% of the runtime's %.0f ms budget",
+                    name,
+                    elapsed * 1000,
+                    self.share * 100,
+                    self.budget * 1000,
+                )
+
+    def _still_running(self, name: str, start: float) -> None:
+        log.warning(
+            "NRI handler %s still running after %.1f ms (budget %.0f ms); the runtime drops the plugin "
+            "at the budget",
+            name,
+            (time.monotonic() - start) * 1000,
+            self.budget * 1000,
+        )

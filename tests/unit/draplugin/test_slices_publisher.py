@@ -1,0 +1,140 @@
+"""Publisher reconcile rounds against an in-memory store: generations, stale slices, conflicts."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from typing import Any
+
+from draplugin.model import DeviceKind, PublishedDevice
+from draplugin.publisher import CONTENT_ANNOTATION, Conflict, Publisher
+
+
+class MemoryStore:
+    """Stores slices like the apiserver does (resourceVersion checks); `conflicts` fails the next writes."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, dict[str, Any]] = {}
+        self.versions = itertools.count(1)
+        self.conflicts = 0
+        self.writes = 0
+        self.events: asyncio.Queue[str] = asyncio.Queue()
+        self.written = asyncio.Event()
+
+    async def list(self) -> tuple[list[dict[str, Any]], str]:
+        return [dict(v) for v in self.items.values()], str(next(self.versions))
+
+    def _store(self, name: str, spec: dict[str, Any], annotations: dict[str, str]) -> dict[str, Any]:
+        if self.conflicts:
+            self.conflicts -= 1
+            raise Conflict(name)
+        self.writes += 1
+        item = {
+            "metadata": {
+                "name": name,
+                "annotations": annotations,
+                "resourceVersion": str(next(self.versions)),
+            },
+            "spec": spec,
+        }
+        self.items[name] = item
+        self.written.set()
+        return item
+
+    async def create(self, name: str, spec: dict[str, Any], annotations: dict[str, str]) -> dict[str, Any]:
+        if name in self.items:
+            raise Conflict(f"{name} exists")
+        return self._store(name, spec, annotations)
+
+    async def update(
+        self, name: str, spec: dict[str, Any], annotations: dict[str, str], resource_version: str
+    ) -> dict[str, Any]:
+        if self.items[name]["metadata"]["resourceVersion"] != resource_version:
+            raise Conflict(f"{name} changed")
+        return self._store(name, spec, annotations)
+
+    async def delete(self, name: str) -> None:
+        self.items.pop(name, None)
+
+    async def changes(self) -> AsyncIterator[str]:
+        while True:
+            yield await self.events.get()
+
+
+def nics(n: int) -> list[PublishedDevice]:
+    return [
+        PublishedDevice(f"eth{i}", DeviceKind.HOST_DEVICE, f"eth{i}", {"kind": "host-device"})
+        for i in range(n)
+    ]
+
+
+async def test_generations_count_up_only_when_something_changes() -> None:
+    store = MemoryStore()
+    devices = nics(5)
+
+    async def discover() -> list[PublishedDevice]:
+        return devices
+
+    publisher = Publisher(store, discover, node="n1", per_slice=2)
+    assert (await publisher.reconcile()).generation == 1
+    assert not (await publisher.reconcile()).written
+    assert store.writes == 3
+    devices = nics(2)
+    result = await publisher.reconcile()
+    assert (result.generation, result.deleted) == (2, ("n1-netclaim.dev-1", "n1-netclaim.dev-2"))
+    assert set(store.items) == {"n1-netclaim.dev-0"}
+    assert store.items["n1-netclaim.dev-0"]["spec"]["pool"] == {
+        "name": "n1",
+        "generation": 2,
+        "resourceSliceCount": 1,
+    }
+
+
+async def test_a_tampered_or_partial_pool_is_rewritten_with_a_new_generation() -> None:
+    store = MemoryStore()
+
+    async def discover() -> list[PublishedDevice]:
+        return nics(3)
+
+    publisher = Publisher(store, discover, node="n1", per_slice=2)
+    await publisher.reconcile()
+    del store.items["n1-netclaim.dev-1"]  # one slice wiped
+    assert (await publisher.reconcile()).generation == 2
+    store.items["n1-netclaim.dev-0"]["metadata"]["annotations"] = {CONTENT_ANNOTATION: "someone else"}
+    assert (await publisher.reconcile()).generation == 3
+    assert len({i["spec"]["pool"]["generation"] for i in store.items.values()}) == 1
+
+
+async def test_conflicts_are_retried_from_a_fresh_read() -> None:
+    store = MemoryStore()
+
+    async def discover() -> list[PublishedDevice]:
+        return nics(1)
+
+    store.conflicts = 2
+    result = await Publisher(store, discover, node="n1").reconcile()
+    assert result.written
+    assert set(store.items) == {"n1-netclaim.dev-0"}
+
+
+async def test_run_republishes_when_the_store_reports_a_deletion() -> None:
+    store = MemoryStore()
+
+    async def discover() -> list[PublishedDevice]:
+        return nics(1)
+
+    publisher = Publisher(store, discover, node="n1", resync_seconds=3600, debounce_seconds=0.01)
+    task = asyncio.create_task(publisher.run())
+    try:
+        async with asyncio.timeout(5):
+            await store.written.wait()
+            store.written.clear()
+            store.items.clear()
+            store.events.put_nowait("DELETED")
+            await store.written.wait()
+        assert set(store.items) == {"n1-netclaim.dev-0"}
+        assert publisher.generation == 2
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
