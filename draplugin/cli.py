@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from draplugin.cli_status import add_status_parser
+from draplugin.settings import add_arguments as add_run_arguments
 
 
 def _run(args: argparse.Namespace) -> int:
-    print("netclaim run: not wired yet", file=sys.stderr)
-    return 2
+    # grpcio's fork handlers crash pyroute2 (design.md): off before anything imports grpc.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+    from draplugin import daemon, logs, settings
+
+    config = settings.from_args(args)
+    logs.setup(config.log_format, config.log_level)
+    return daemon.run(config)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netclaim", description="Kubernetes DRA network driver")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    run = subparsers.add_parser("run", help="run the driver on this node")
+    run = subparsers.add_parser("run", help="run the driver on this node (DRA kubelet plugin + NRI plugin)")
+    add_run_arguments(run)
     run.set_defaults(handler=_run)
     add_status_parser(subparsers)
     return parser

@@ -270,3 +270,24 @@ def _without_results(record: SandboxRecord) -> SandboxRecord:
     return SandboxRecord(
         record.sandbox_id, record.pod_uid, record.pod_namespace, record.pod_name, record.netns_path, ()
     )
+
+
+class CleanupForUnprepare:
+    """The Preparer's cleanup hook: whatever attach left for a claim whose sandboxes are gone.
+
+    kubelet unprepares after the pod's sandbox stopped, so normally StopPodSandbox already undid the
+    attach; this covers a StopPodSandbox the plugin missed (disconnected, restarted).
+    """
+
+    def __init__(self, hooks: NetworkHooks) -> None:
+        self.hooks = hooks
+
+    async def __call__(self, plan: ClaimPlan) -> None:
+        refs = {device.ref for device in plan.devices}
+        for pod_uid in plan.pod_uids:
+            for record in self.hooks.attachments.for_pod(pod_uid):
+                if any(result.ref in refs for result in record.results):
+                    async with self.hooks._locks[pod_uid]:
+                        await self.hooks._cleanup(record)
+        if self.hooks.status is not None:
+            self.hooks.status.forget(plan.claim.uid)

@@ -124,9 +124,13 @@ class StatusQueue:
             return True
         if uid not in self._inflight and self.depth >= self._max_claims:
             self.stats.overflow += 1
-            log.warning(
-                "status queue full (%d claims): status of claim %s not queued", self._max_claims, status.claim
-            )
+            if self.stats.overflow & (self.stats.overflow - 1) == 0:  # 1st, 2nd, 4th...: seen, not a flood
+                log.warning(
+                    "status queue full (%d claims): status of claim %s not queued (%d refused so far)",
+                    self._max_claims,
+                    status.claim,
+                    self.stats.overflow,
+                )
             return False
         self.stats.enqueued += 1
         slot = _Slot(status, due=self._clock())
@@ -198,6 +202,8 @@ class StatusQueue:
     async def _apply(self, uid: str, slot: _Slot) -> None:
         try:
             await self._apply_once(uid, slot)
+        except Exception:  # a bug must not kill the task silently; the claim waits for its next state
+            log.exception("status of claim %s could not be processed", slot.status.claim)
         finally:
             del self._inflight[uid]
             newer = self._waiting.get(uid)
@@ -282,7 +288,7 @@ class StatusQueue:
                 continue
             try:
                 await self._sink.record_event(AttachFailureEvent(status.claim, ref, state, status.pod))
-            except (Retryable, Rejected) as err:
+            except Exception as err:  # best effort: an Event never holds up or breaks the status path
                 self.stats.events_failed += 1
                 log.warning("could not record attach failure event for claim %s: %s", status.claim, err)
                 continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -119,28 +120,35 @@ class ApiStatusSink:
         self._timeout = request_timeout
 
     async def apply(self, claim: ClaimRef, entries: list[Entry]) -> None:
-        call = self._resource.patch_namespaced_resource_claim_status_without_preload_content(
-            claim.name,
-            claim.namespace,
-            apply_body(claim, entries),
-            field_manager=self._driver,
-            force=True,
-            _content_type=APPLY_CONTENT_TYPE,
-            _request_timeout=self._timeout,
+        await self._send(
+            lambda: self._resource.patch_namespaced_resource_claim_status_without_preload_content(
+                claim.name,
+                claim.namespace,
+                apply_body(claim, entries),
+                field_manager=self._driver,
+                force=True,
+                _content_type=APPLY_CONTENT_TYPE,
+                _request_timeout=self._timeout,
+            )
         )
-        await self._send(call)
 
     async def record_event(self, event: AttachFailureEvent) -> None:
         body = event_body(event, driver=self._driver, node=self._node, now=datetime.now(UTC))
-        call = self._core.create_namespaced_event_without_preload_content(
-            body["metadata"]["namespace"], cast(Any, body), _request_timeout=self._timeout
+        await self._send(
+            lambda: self._core.create_namespaced_event_without_preload_content(
+                body["metadata"]["namespace"], cast(Any, body), _request_timeout=self._timeout
+            )
         )
-        await self._send(call)
 
     @staticmethod
-    async def _send(call: Any) -> None:
+    async def _send(call: Callable[[], Awaitable[Any]]) -> None:
         try:
-            response = await call
+            response = await call()
+        except ValueError as err:  # the client's own parameter validation (pydantic): the request is wrong
+            raise Rejected(f"request refused by the client library: {err}") from err
+        except (aiohttp.ClientError, OSError, TimeoutError) as err:
+            raise Retryable(f"apiserver unreachable: {err!r}", unreachable=True) from err
+        try:
             try:
                 body = await response.read()
             finally:

@@ -331,12 +331,22 @@ class Containerd:
             self._force_clean(after)
             problems += leaks
             problems += self._shim_hint(after)
+        if problems:
+            problems.append(f"containerd log kept at {self._keep_log()}")
         if not keep_workdir:
             self._remove_workdir(problems)
         if problems:
             raise TeardownError(
                 f"containerd {self.line} teardown found leftovers:\n  " + "\n  ".join(problems)
             )
+
+    def _keep_log(self) -> Path:
+        """The work dir goes away; a failed teardown's log is what explains it."""
+        kept = cache_root() / "logs" / f"containerd-{self.line}-{self.id}.log"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            shutil.copyfile(self.log_path, kept)
+        return kept
 
     def _shim_hint(self, after: hoststate.HostState) -> list[str]:
         """Name the sandboxes whose shims outlived containerd without being listed by CRI."""

@@ -56,13 +56,18 @@ class FakeSink:
         self.overlap = False
         self.events: list[AttachFailureEvent] = []
         self.event_failures = 0
+        self.gate: asyncio.Event | None = None  # when set, every apply waits for it first
+        self.called = asyncio.Event()
 
     async def apply(self, claim: ClaimRef, entries: list[Entry]) -> None:
         self.calls += 1
+        self.called.set()
         self.active[claim.uid] += 1
         self.overlap |= self.active[claim.uid] > 1
         try:
             await asyncio.sleep(0.001)
+            if self.gate is not None:
+                await self.gate.wait()
             if claim.uid in self.gone:
                 raise ClaimGone("404")
             if self.down:
@@ -121,6 +126,25 @@ async def test_newer_state_during_an_apply_is_applied_after_it_never_concurrentl
     assert queue.stats.retries >= 1
 
 
+async def test_failed_apply_never_overwrites_a_newer_state() -> None:
+    sink = FakeSink()
+    sink.gate = asyncio.Event()
+    sink.failures.append(Retryable("503"))
+    queue = StatusQueue(sink, driver=DRIVER, base_delay=0.01)
+    c = claim(0)
+    queue.enqueue(state(c, 1))
+    queue.start()
+    try:
+        await asyncio.wait_for(sink.called.wait(), 2)
+        queue.enqueue(state(c, 2))  # arrives while state 1 is on the wire, which then fails
+        sink.gate.set()
+        assert await queue.wait_idle(2)
+    finally:
+        await queue.aclose()
+    assert sink.applied[c.uid] == [2]
+    assert queue.stats.retries == 1
+
+
 async def test_outage_keeps_newest_per_claim_and_releases_all_on_first_success() -> None:
     sink = FakeSink()
     sink.down = True
@@ -146,6 +170,27 @@ async def test_outage_keeps_newest_per_claim_and_releases_all_on_first_success()
     assert calls_during_outage < 20 * 8
     # One claim's backoff (<= 1 s) brought everyone back, not twenty backoffs in a row.
     assert recovery < 1.5
+
+
+async def test_first_success_after_outage_releases_claims_with_long_backoff() -> None:
+    sink = FakeSink()
+    sink.down = True
+    queue = StatusQueue(sink, driver=DRIVER, base_delay=0.05, max_delay=5.0, jitter=lambda: 0.5)
+    queue.start()
+    early, late = claim(0), claim(1)
+    try:
+        queue.enqueue(state(early, 1))
+        await asyncio.sleep(1.9)  # early's backoff has grown past a second by now
+        queue.enqueue(state(late, 1))  # late's is still short
+        await asyncio.sleep(0.1)
+        sink.down = False
+        back = time.monotonic()
+        assert await queue.wait_idle(10)
+        recovery = time.monotonic() - back
+    finally:
+        await queue.aclose()
+    assert sink.applied == {early.uid: [1], late.uid: [1]}
+    assert recovery < 0.6, f"early claim waited out its own backoff: {recovery:.2f}s"
 
 
 async def test_gone_claims_are_dropped_and_rejected_ones_not_retried(
@@ -218,3 +263,28 @@ async def test_forget_drops_unsent_state() -> None:
     finally:
         await queue.aclose()
     assert list(sink.applied) == ["uid-1"]
+
+
+async def test_metrics_expose_depth_and_counters() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from draplugin.status.metrics import StatusQueueCollector
+
+    sink = FakeSink()
+    sink.failures.append(Retryable("503"))
+    queue = StatusQueue(sink, driver=DRIVER, base_delay=0.01)
+    registry = CollectorRegistry()
+    registry.register(StatusQueueCollector(queue))
+    queue.enqueue(state(claim(0), 1))
+    queue.enqueue(state(claim(0), 2))
+    assert registry.get_sample_value("netclaim_status_queue_depth") == 1
+    queue.start()
+    try:
+        assert await queue.wait_idle(2)
+    finally:
+        await queue.aclose()
+    assert registry.get_sample_value("netclaim_status_queue_depth") == 0
+    assert registry.get_sample_value("netclaim_status_retries_total") == 1
+    assert registry.get_sample_value("netclaim_status_applied_total") == 1
+    assert registry.get_sample_value("netclaim_status_coalesced_total") == 1
+    assert b"netclaim_status_overflow_total 0.0" in generate_latest(registry)

@@ -1,0 +1,221 @@
+"""Wiring: one process that is both the DRA kubelet plugin and the containerd NRI plugin.
+
+Start order matters. Plans and attachment records are loaded first (a corrupt checkpoint stops the
+daemon with the file named, rather than running with a partial view of what pods should have). The NRI
+stub starts before the kubelet sockets, so a pod whose claims get prepared is never started by the
+runtime while we are not yet listening; ResourceSlices are published last and kept published.
+Shutdown runs in reverse: the registration socket goes first (kubelet stops sending work), in-flight
+prepares finish, then NRI disconnects, and the checkpoint writer flushes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+
+from kubernetes.aio import client as kclient
+from kubernetes.aio import config as kconfig
+
+from draplugin.attach import Executor
+from draplugin.attachments import AttachmentStore
+from draplugin.checkpoint import Checkpoint
+from draplugin.discovery.filters import FilterPolicy
+from draplugin.discovery.inventory import Inventory
+from draplugin.discovery.netlink import link_events
+from draplugin.discovery.sysfs import SysfsReader
+from draplugin.health import HealthServer
+from draplugin.hooks import CleanupForUnprepare, NetworkHooks
+from draplugin.kube.claims import KubeClaimReader
+from draplugin.kube.slices_api import SliceApi
+from draplugin.kubelet.server import KubeletServers, SocketPaths
+from draplugin.metrics import Metrics
+from draplugin.model import ClaimPlan, ClaimRef
+from draplugin.planstore import PlanStore
+from draplugin.prepare import Preparer, PrepareResult
+from draplugin.publisher import Publisher
+from draplugin.settings import Settings
+from draplugin.status.queue import StatusQueue
+from draplugin.status.types import ClaimStatus, Pending
+from draplugin.status.writer import ApiStatusSink
+from nriplugin import Stub
+
+log = logging.getLogger(__name__)
+
+
+class ReportingPreparer(Preparer):
+    """Counts and times kubelet calls, and marks freshly prepared claims `Ready=False, AttachPending`
+    so nobody reading the claim mistakes "not attached yet" for "nothing to report"."""
+
+    def __init__(self, *, metrics: Metrics, status: StatusQueue, attachments: AttachmentStore, **kw: object):
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.metrics = metrics
+        self.status = status
+        self.attachments = attachments
+
+    async def prepare(self, claims: Sequence[ClaimRef]) -> dict[str, PrepareResult]:
+        with self.metrics.timed("NodePrepareResources") as result:
+            results = await super().prepare(claims)
+            if any(r.error for r in results.values()):
+                result("partial" if any(not r.error for r in results.values()) else "error")
+        for ref in claims:
+            plan = self._store.get(ref.uid)
+            if plan is not None and not results[ref.uid].error and not self._attached(plan):
+                self.status.enqueue(_pending(plan))
+        return results
+
+    async def unprepare(self, claims: Sequence[ClaimRef]) -> dict[str, str | None]:
+        with self.metrics.timed("NodeUnprepareResources") as result:
+            errors = await super().unprepare(claims)
+            if any(errors.values()):
+                result("error")
+        return errors
+
+    def _attached(self, plan: ClaimPlan) -> bool:
+        refs = {d.ref for d in plan.devices}
+        return any(
+            r.ref in refs
+            for pod in plan.pod_uids
+            for rec in self.attachments.for_pod(pod)
+            for r in rec.results
+        )
+
+
+def _pending(plan: ClaimPlan) -> ClaimStatus:
+    return ClaimStatus(
+        claim=plan.claim,
+        allocated=[d.ref for d in plan.devices],
+        states={d.ref: Pending() for d in plan.devices},
+        plans={d.ref: d for d in plan.devices},
+        generation=plan.generation,
+    )
+
+
+async def _api_client(settings: Settings) -> kclient.ApiClient:
+    configuration = kclient.Configuration()
+    if settings.kubeconfig is not None:
+        await kconfig.load_kube_config(
+            config_file=str(settings.kubeconfig), client_configuration=configuration
+        )
+    else:
+        kconfig.load_incluster_config(client_configuration=configuration)
+    configuration.proxy = None
+    return kclient.ApiClient(configuration)
+
+
+async def _node_uid(api: kclient.ApiClient, node: str) -> str | None:
+    try:
+        obj = await kclient.CoreV1Api(api).read_node(node)
+    except Exception as error:  # slices then carry no owner reference; not worth failing over
+        log.warning("cannot read Node %s (slices get no owner reference): %s", node, error)
+        return None
+    return str(obj.metadata.uid)
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.stopping = asyncio.Event()
+        self.stub: Stub | None = None
+        self.kubelet: KubeletServers | None = None
+
+    def readiness(self) -> list[str]:
+        reasons = []
+        if self.kubelet is None or not self.kubelet.registration.registered.is_set():
+            reasons.append("not registered with kubelet")
+        if self.stub is None or not self.stub.synchronized:
+            reasons.append("not connected to the NRI runtime")
+        return reasons
+
+    async def run(self) -> None:
+        s = self.settings
+        plans = PlanStore.open(Checkpoint(s.plans_path))
+        attachments = AttachmentStore.open(s.attachments_path)
+        api = await _api_client(s)
+        status = StatusQueue(ApiStatusSink(api, driver=s.driver, node=s.node_name), driver=s.driver)
+        executor = Executor()
+        hooks = NetworkHooks(plans, executor, attachments, self.metrics, status)
+        policy = FilterPolicy(virtual_kinds=s.virtual_kinds, parents=s.parents, offer=s.offer)
+        inventory = Inventory(
+            sysfs=SysfsReader(s.sysfs_root), policy=policy, allocated=attachments.in_use_host_names
+        )
+        preparer = ReportingPreparer(
+            metrics=self.metrics,
+            status=status,
+            attachments=attachments,
+            driver=s.driver,
+            node=s.node_name,
+            reader=KubeClaimReader(kclient.ResourceV1Api(api)),
+            lookup=inventory,
+            store=plans,
+            cleanup=CleanupForUnprepare(hooks),
+        )
+        health = HealthServer(s.http_address, self.metrics.registry, self.readiness)
+        self.stub = Stub(
+            hooks, s.nri_plugin_name, s.nri_plugin_index, socket_path=str(s.nri_socket), watchdog_share=0.25
+        )
+        self.kubelet = KubeletServers(SocketPaths(s.driver, s.registry_dir, s.plugins_dir), preparer)
+        publisher = Publisher(
+            SliceApi(api, s.driver, s.node_name, await _node_uid(api, s.node_name)),
+            inventory.refresh,
+            node=s.node_name,
+            driver=s.driver,
+            resync_seconds=s.resync_seconds,
+        )
+        await inventory.refresh()  # the planner needs the inventory before the first prepare
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            attachments.start()
+            status.start()
+            await health.start()
+            tasks.append(asyncio.create_task(self.stub.run(), name="nri"))
+            await self.kubelet.start()
+            tasks.append(asyncio.create_task(publisher.run(link_events()), name="publisher"))
+            tasks.append(asyncio.create_task(self._gauges(status), name="gauges"))
+            log.info("netclaim %s running on node %s", s.driver, s.node_name)
+            await self._wait(tasks)
+        finally:
+            log.info("netclaim stopping")
+            await self.kubelet.stop(grace=10.0)
+            await self.stub.stop()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await hooks.aclose()
+            await status.wait_idle(within=2.0)
+            await status.aclose()
+            await attachments.aclose()
+            await health.stop()
+            executor.close()
+            await api.close()
+
+    async def _wait(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Until a signal asks to stop or a component dies (which is a bug: crash loudly)."""
+        stop = asyncio.create_task(self.stopping.wait())
+        done, _ = await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        for task in done:
+            if task is not stop and task.exception() is not None:
+                raise RuntimeError(f"component {task.get_name()} failed") from task.exception()
+
+    async def _gauges(self, status: StatusQueue) -> None:
+        while True:
+            self.metrics.status_queue_depth.set(status.depth)
+            self.metrics.status_retries.set(status.stats.retries)
+            await asyncio.sleep(1.0)
+
+
+def run(settings: Settings) -> int:
+    async def main() -> None:
+        daemon = Daemon(settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, daemon.stopping.set)
+        await daemon.run()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+    return 0

@@ -1,0 +1,120 @@
+"""The daemon's settings: every flag the DaemonSet passes, with defaults for a standard kubelet layout."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from draplugin.model import DeviceKind
+
+DEFAULT_DRIVER = "netclaim.dev"
+
+
+@dataclass(frozen=True)
+class Settings:
+    driver: str = DEFAULT_DRIVER
+    node_name: str = field(default_factory=socket.gethostname)
+    kubeconfig: Path | None = None
+    registry_dir: Path = Path("/var/lib/kubelet/plugins_registry")
+    plugins_dir: Path = Path("/var/lib/kubelet/plugins")
+    nri_socket: Path = Path("/var/run/nri/nri.sock")
+    nri_plugin_name: str = "netclaim"
+    nri_plugin_index: str = "10"
+    state_dir: Path = Path("/var/lib/netclaim")
+    sysfs_root: Path = Path("/sys")
+    parents: frozenset[str] | None = None
+    virtual_kinds: frozenset[DeviceKind] = frozenset({DeviceKind.MACVLAN, DeviceKind.IPVLAN, DeviceKind.VETH})
+    offer: frozenset[str] = frozenset()
+    http_address: str = "127.0.0.1:9402"
+    resync_seconds: float = 60.0
+    log_format: str = "json"
+    log_level: str = "INFO"
+
+    @property
+    def plans_path(self) -> Path:
+        return self.state_dir / "plans.json"
+
+    @property
+    def attachments_path(self) -> Path:
+        return self.state_dir / "attachments.json"
+
+
+def _names(value: str) -> frozenset[str]:
+    return frozenset(v.strip() for v in value.split(",") if v.strip())
+
+
+def _kinds(value: str) -> frozenset[DeviceKind]:
+    kinds = set()
+    for name in _names(value):
+        try:
+            kinds.add(DeviceKind(name))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"unknown device kind {name!r}") from None
+    return frozenset(kinds)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = Settings(node_name="")
+    env = os.environ.get
+    parser.add_argument("--driver-name", default=env("NETCLAIM_DRIVER", d.driver))
+    parser.add_argument(
+        "--node-name",
+        default=env("NODE_NAME", socket.gethostname()),
+        help="this node's name (the DaemonSet passes spec.nodeName as NODE_NAME)",
+    )
+    parser.add_argument("--kubeconfig", type=Path, default=env("KUBECONFIG"), help="default: in-cluster")
+    parser.add_argument("--kubelet-registry-dir", type=Path, default=d.registry_dir)
+    parser.add_argument("--kubelet-plugins-dir", type=Path, default=d.plugins_dir)
+    parser.add_argument("--nri-socket", type=Path, default=d.nri_socket)
+    parser.add_argument(
+        "--nri-plugin-index", default=d.nri_plugin_index, help="two digits; order among plugins"
+    )
+    parser.add_argument(
+        "--state-dir", type=Path, default=d.state_dir, help="checkpoints (plans, attachments)"
+    )
+    parser.add_argument("--sysfs-root", type=Path, default=d.sysfs_root)
+    parser.add_argument(
+        "--parents",
+        type=_names,
+        default=None,
+        help="comma list of macvlan/ipvlan parents (default: automatic)",
+    )
+    parser.add_argument(
+        "--virtual-kinds",
+        type=_kinds,
+        default=d.virtual_kinds,
+        help="virtual kinds to offer; leave out those the kernel lacks (default: macvlan,ipvlan,veth)",
+    )
+    parser.add_argument(
+        "--offer", type=_names, default=frozenset(), help="veth ends to offer as host devices (labs only)"
+    )
+    parser.add_argument("--http-address", default=d.http_address, help="metrics, /healthz and /readyz")
+    parser.add_argument("--resync-seconds", type=float, default=d.resync_seconds)
+    parser.add_argument("--log-format", choices=("json", "text"), default=d.log_format)
+    parser.add_argument("--log-level", default=d.log_level)
+
+
+def from_args(args: argparse.Namespace) -> Settings:
+    if not args.node_name:
+        raise SystemExit("netclaim: --node-name (or NODE_NAME) is required")
+    return Settings(
+        driver=args.driver_name,
+        node_name=args.node_name,
+        kubeconfig=args.kubeconfig,
+        registry_dir=args.kubelet_registry_dir,
+        plugins_dir=args.kubelet_plugins_dir,
+        nri_socket=args.nri_socket,
+        nri_plugin_index=args.nri_plugin_index,
+        state_dir=args.state_dir,
+        sysfs_root=args.sysfs_root,
+        parents=args.parents,
+        virtual_kinds=args.virtual_kinds,
+        offer=args.offer,
+        http_address=args.http_address,
+        resync_seconds=args.resync_seconds,
+        log_format=args.log_format,
+        log_level=args.log_level,
+    )
