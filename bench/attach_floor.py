@@ -1,14 +1,19 @@
-"""Attach of one macvlan with one address: our executor vs a raw pyroute2 floor vs the CNI plugin.
+"""Attach of one macvlan with one address: our RunPodSandbox hook vs a raw pyroute2 floor vs CNI.
 
 All three put a macvlan named net1 on the same parent into the same pod netns and give it
-203.0.113.80/24, then it is removed again (untimed). The parent is one end of a veth pair this
-benchmark creates on the host, its peer in a private netns, so no real uplink is involved.
+203.0.113.81/24; it is removed again untimed. The parent is one end of a veth pair this benchmark
+creates on the host, its peer in a private netns, so no real uplink is involved.
 
-- executor: `Executor.attach` as the NRI hook calls it (validate, open the pod-netns socket, create
-  in the netns, configure, read back).
-- floor: the same netlink work with nothing around it: open the netns fd and socket, one
+- hook: `NetworkHooks.run_pod_sandbox` as the NRI stub calls it (plan lookup by pod UID, record
+  check, validate, open the pod-netns socket, create in the netns, configure, read back, record the
+  attachment, metrics). Undone through the hooks' own StopPodSandbox/RemovePodSandbox (untimed).
+- floor: the same netlink work with nothing around it: open the netns fd and a socket in it, one
   RTM_NEWLINK with IFLA_NET_NS_FD, one RTM_NEWADDR, one RTM_NEWLINK to set it up.
 - cni: /usr/lib/cni/macvlan with static IPAM (a process per call, as containerd runs it).
+
+The three are interleaved sample by sample (rotating which goes first), so machine load drifting
+during the run hits all of them alike; the ratios are what to compare across runs. A second pass
+attaches 8 macvlans to one pod through the hook (hook_8if_*).
 
 Run as root: `python -m bench.attach_floor [runs]`; prints one JSON object.
 """
@@ -18,128 +23,104 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from pyroute2 import AsyncIPRoute
 
+from bench.common import ADDRESS, Bed, claim_plan, macvlan_device, ms
 from draplugin.attach import Executor
-from draplugin.model import ClaimPlan, ClaimRef, DeviceKind, DevicePlan, DeviceRef, NetdevSpec
+from draplugin.attachments import AttachmentStore
+from draplugin.checkpoint import Checkpoint
+from draplugin.hooks import NetworkHooks
+from draplugin.metrics import Metrics
 from draplugin.netns import netlink_in, open_netns_fd
+from draplugin.planstore import PlanStore
+from nriplugin import api
 
-ADDRESS = "203.0.113.80/24"
 CNI_DIR = Path("/usr/lib/cni")
 WARMUP = 5
 
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
-def _quiet_ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=False, capture_output=True)
+Attach = Callable[[], Awaitable[None]]
+Undo = Callable[[], Awaitable[None]]
 
 
-def _ms(samples: list[float], q: int) -> float:
-    return round(statistics.quantiles(samples, n=100, method="inclusive")[q - 1], 3)
+def sandbox(uid: str, netns: str) -> api.PodSandbox:
+    """What containerd hands the hook: a new sandbox id each time, the pod UID the plan is keyed by."""
+    return api.PodSandbox(
+        id=uuid.uuid4().hex + uuid.uuid4().hex,
+        uid=uid,
+        name="bench",
+        namespace="bench",
+        linux=api.LinuxPodSandbox(namespaces=[api.LinuxNamespace(type="network", path=netns)]),
+    )
 
 
-class Bed:
-    """Parent veth on the host (peer hidden in its own netns) and one pod netns, all removed at exit.
+class Hook:
+    """The driver's NRI side in this process, without the NRI socket: NetworkHooks on real stores."""
 
-    The namespaces are pinned on files in a private temporary directory (`unshare --net=FILE`), not
-    in /run/netns, so nothing else on the machine lists or unmounts them while the benchmark runs.
-    """
+    def __init__(self, bed: Bed, interfaces: int) -> None:
+        self.bed = bed
+        self.uid = str(uuid.uuid4())
+        self.names = [f"net{i}" for i in range(1, interfaces + 1)]
+        self.devices = [macvlan_device(bed.parent, i) for i in range(1, interfaces + 1)]
+        self.executor = Executor()
+        state = bed.root / f"state-{self.uid[:8]}"
+        self.plans = PlanStore.open(Checkpoint(state / "plans.json"))
+        self.attachments = AttachmentStore.open(state / "attachments.json")
+        self.hooks = NetworkHooks(self.plans, self.executor, self.attachments, Metrics())
+        self.pod: api.PodSandbox | None = None
 
-    def __init__(self) -> None:
-        tag = secrets.token_hex(3)
-        self.parent = f"ncbup{tag}"
-        self._dir = tempfile.TemporaryDirectory(prefix="netclaim-bench-")
-        self.peer_path = f"{self._dir.name}/peer"
-        self.pod_path = f"{self._dir.name}/pod"
-
-    def __enter__(self) -> Bed:
-        for path in (self.peer_path, self.pod_path):
-            Path(path).touch()
-            subprocess.run(["unshare", f"--net={path}", "true"], check=True, capture_output=True)
-        _ip(
-            "link",
-            "add",
-            self.parent,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "p" + self.parent,
-            "netns",
-            self.peer_path,
-        )
-        _ip("link", "set", self.parent, "up")
+    async def __aenter__(self) -> Hook:
+        self.attachments.start()
+        await self.plans.put([claim_plan(self.uid, self.devices)])
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        _quiet_ip("link", "del", self.parent)
-        for path in (self.pod_path, self.peer_path):
-            subprocess.run(["umount", path], check=False, capture_output=True)
-        self._dir.cleanup()
+    async def __aexit__(self, *exc: object) -> None:
+        await self.hooks.aclose()
+        await self.attachments.aclose()
+        self.executor.close()
 
-    def remove_net1(self) -> None:
-        subprocess.run(
-            ["nsenter", f"--net={self.pod_path}", "ip", "link", "del", "net1"],
-            check=False,
-            capture_output=True,
-        )
+    async def attach(self) -> None:
+        self.pod = sandbox(self.uid, self.bed.pod_path)
+        await self.hooks.run_pod_sandbox(self.pod)
 
-
-async def _timed(runs: int, attach: Callable[[], Awaitable[None]], undo: Callable[[], None]) -> list[float]:
-    samples: list[float] = []
-    for i in range(runs + WARMUP):
-        start = time.perf_counter()
-        await attach()
-        elapsed = (time.perf_counter() - start) * 1000
-        await asyncio.to_thread(undo)
-        if i >= WARMUP:
-            samples.append(elapsed)
-    return samples
+    async def undo(self) -> None:
+        assert self.pod is not None
+        await self.hooks.stop_pod_sandbox(self.pod)
+        await self.hooks.remove_pod_sandbox(self.pod)
+        left = await asyncio.to_thread(subprocess.run, ["nsenter", f"--net={self.bed.pod_path}", "ip", "-o", "link"], capture_output=True, text=True, check=True)
+        if any(f" {name}@" in left.stdout or f" {name}:" in left.stdout for name in self.names):
+            raise RuntimeError(f"the hook's detach left links in the pod netns:\n{left.stdout}")
 
 
-def _plan(parent: str) -> list[ClaimPlan]:
-    ref = DeviceRef("net", "netclaim.example.com", "bench", "macvlan-0")
-    spec = NetdevSpec(interface_name="net1", addresses=(ADDRESS,), mode="bridge")
-    device = DevicePlan(ref, DeviceKind.MACVLAN, spec, host_name=parent)
-    return [ClaimPlan(ClaimRef("bench", "claim", "claim-uid"), ("pod-uid",), (device,))]
+class Floor:
+    """The same netlink operations on pyroute2 directly."""
 
+    def __init__(self, bed: Bed) -> None:
+        self.bed = bed
+        self.host = AsyncIPRoute()
+        self.parent_index = 0
 
-async def bench_executor(bed: Bed, runs: int) -> list[float]:
-    executor = Executor()
-    claims = _plan(bed.parent)
+    async def __aenter__(self) -> Floor:
+        (parent,) = await self.host.link("get", ifname=self.bed.parent)
+        self.parent_index = parent["index"]
+        return self
 
-    async def attach() -> None:
-        await executor.attach("pod-uid", bed.pod_path, claims)
+    async def __aexit__(self, *exc: object) -> None:
+        self.host.close()
 
-    try:
-        return await _timed(runs, attach, bed.remove_net1)
-    finally:
-        executor.close()
-
-
-async def bench_floor(bed: Bed, runs: int) -> list[float]:
-    host = AsyncIPRoute()
-    (parent,) = await host.link("get", ifname=bed.parent)
-    address, prefix = ADDRESS.split("/")
-
-    async def attach() -> None:
-        fd = open_netns_fd(bed.pod_path)
+    async def attach(self) -> None:
+        address, prefix = ADDRESS.split("/")
+        fd = open_netns_fd(self.bed.pod_path)
         pod = await netlink_in(fd)
         try:
-            await host.link(
-                "add", ifname="net1", kind="macvlan", link=parent["index"], macvlan_mode=4, net_ns_fd=fd
+            await self.host.link(
+                "add", ifname="net1", kind="macvlan", link=self.parent_index, macvlan_mode=4, net_ns_fd=fd
             )
             (link,) = await pod.link("get", ifname="net1")
             await pod.addr("add", index=link["index"], address=address, prefixlen=int(prefix))
@@ -148,70 +129,99 @@ async def bench_floor(bed: Bed, runs: int) -> list[float]:
             pod.close()
             os.close(fd)
 
-    try:
-        return await _timed(runs, attach, bed.remove_net1)
-    finally:
-        host.close()
+    async def undo(self) -> None:
+        await asyncio.to_thread(self.bed.remove_links, "net1")
 
 
-def bench_cni(bed: Bed, runs: int) -> list[float] | None:
+class Cni:
+    """The CNI macvlan binary with static IPAM, one process per ADD like containerd runs it."""
+
     plugin = CNI_DIR / "macvlan"
-    if not plugin.exists():
-        return None
-    config = json.dumps(
-        {
-            "cniVersion": "1.0.0",
-            "name": "netclaim-bench",
-            "type": "macvlan",
-            "master": bed.parent,
-            "mode": "bridge",
-            "ipam": {"type": "static", "addresses": [{"address": ADDRESS}]},
+
+    def __init__(self, bed: Bed) -> None:
+        self.bed = bed
+        self.config = json.dumps(
+            {
+                "cniVersion": "1.0.0",
+                "name": "netclaim-bench",
+                "type": "macvlan",
+                "master": bed.parent,
+                "mode": "bridge",
+                "ipam": {"type": "static", "addresses": [{"address": ADDRESS}]},
+            }
+        ).encode()
+        self.env = {
+            "CNI_COMMAND": "ADD",
+            "CNI_CONTAINERID": "netclaim-bench",
+            "CNI_NETNS": bed.pod_path,
+            "CNI_IFNAME": "net1",
+            "CNI_PATH": str(CNI_DIR),
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
         }
-    ).encode()
-    env = {
-        "CNI_CONTAINERID": "netclaim-bench",
-        "CNI_NETNS": bed.pod_path,
-        "CNI_IFNAME": "net1",
-        "CNI_PATH": str(CNI_DIR),
-        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-    }
-    samples: list[float] = []
+
+    async def attach(self) -> None:
+        # Blocking on purpose: nothing else runs on the loop, and a thread hop would be counted.
+        subprocess.run([self.plugin], input=self.config, env=self.env, check=True, capture_output=True)
+
+    async def undo(self) -> None:
+        await asyncio.to_thread(self.bed.remove_links, "net1")
+
+
+async def interleaved(runs: int, methods: dict[str, tuple[Attach, Undo]]) -> dict[str, list[float]]:
+    """`runs` timed samples of each method, taken in rotating order, after WARMUP untimed rounds."""
+    samples: dict[str, list[float]] = {name: [] for name in methods}
+    order = list(methods)
     for i in range(runs + WARMUP):
-        start = time.perf_counter()
-        subprocess.run(
-            [plugin], input=config, env={**env, "CNI_COMMAND": "ADD"}, check=True, capture_output=True
-        )
-        elapsed = (time.perf_counter() - start) * 1000
-        bed.remove_net1()
-        if i >= WARMUP:
-            samples.append(elapsed)
+        rotation = order[i % len(order) :] + order[: i % len(order)]
+        for name in rotation:
+            attach, undo = methods[name]
+            start = time.perf_counter()
+            await attach()
+            elapsed = time.perf_counter() - start
+            await undo()
+            if i >= WARMUP:
+                samples[name].append(elapsed)
     return samples
 
 
-async def _virtual(bed: Bed, runs: int) -> tuple[list[float], list[float]]:
-    return await bench_executor(bed, runs), await bench_floor(bed, runs)
-
-
-def run(runs: int = 60) -> dict[str, float | None]:
+async def measure(runs: int, runs_8if: int) -> dict[str, float]:
+    out: dict[str, float] = {}
     with Bed() as bed:
-        ours, floor = asyncio.run(_virtual(bed, runs))
-        cni = bench_cni(bed, runs)
-    attach_p50 = _ms(ours, 50)
-    floor_p50 = _ms(floor, 50)
-    cni_p50 = _ms(cni, 50) if cni else None
-    return {
-        "attach_macvlan_ms_p50": attach_p50,
-        "attach_macvlan_ms_p99": _ms(ours, 99),
-        "floor_macvlan_ms_p50": floor_p50,
-        "cni_macvlan_ms_p50": cni_p50,
-        "ratio_attach_vs_cni": round(attach_p50 / cni_p50, 3) if cni_p50 else None,
-        "ratio_attach_vs_floor": round(attach_p50 / floor_p50, 3),
-    }
+        async with Hook(bed, 1) as hook, Floor(bed) as floor:
+            methods: dict[str, tuple[Attach, Undo]] = {
+                "hook": (hook.attach, hook.undo),
+                "floor": (floor.attach, floor.undo),
+            }
+            cni = Cni(bed)
+            if cni.plugin.exists():
+                methods["cni"] = (cni.attach, cni.undo)
+            else:
+                print(f"attach: {cni.plugin} missing, no CNI reference", file=sys.stderr)
+            samples = await interleaved(runs, methods)
+        async with Hook(bed, 8) as hook8:
+            eight = await interleaved(runs_8if, {"hook8": (hook8.attach, hook8.undo)})
+    out["attach_macvlan_ms_p50"] = ms(samples["hook"], 50)
+    out["attach_macvlan_ms_p99"] = ms(samples["hook"], 99)
+    out["floor_macvlan_ms_p50"] = ms(samples["floor"], 50)
+    out["floor_macvlan_ms_p99"] = ms(samples["floor"], 99)
+    out["ratio_attach_vs_floor"] = round(out["attach_macvlan_ms_p50"] / out["floor_macvlan_ms_p50"], 3)
+    if "cni" in samples:
+        out["cni_macvlan_ms_p50"] = ms(samples["cni"], 50)
+        out["ratio_attach_vs_cni"] = round(out["attach_macvlan_ms_p50"] / out["cni_macvlan_ms_p50"], 3)
+    out["hook_8if_ms_p50"] = ms(eight["hook8"], 50)
+    out["hook_8if_ms_p99"] = ms(eight["hook8"], 99)
+    out["attach_samples"] = float(runs)
+    out["hook_8if_samples"] = float(runs_8if)
+    return out
+
+
+def run(runs: int = 100, runs_8if: int = 100) -> dict[str, float]:
+    return asyncio.run(measure(runs, runs_8if))
 
 
 def main() -> None:
-    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 60
-    print(json.dumps(run(runs), indent=2))
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 100
+    print(json.dumps(run(runs, runs), indent=2))
 
 
 if __name__ == "__main__":

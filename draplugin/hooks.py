@@ -104,8 +104,17 @@ class NetworkHooks(Plugin):
     async def create_container(
         self, pod: api.PodSandbox, container: api.Container
     ) -> api.ContainerAdjustment | None:
-        """RDMA kinds hand the pod character devices: inject them into every container."""
+        """RDMA kinds hand the pod character devices: inject them into every container.
+
+        Also the last chance to attach before any application runs: containerd 1.7 leaves a pod out of
+        the next Synchronize when the plugin was dropped during its RunPodSandbox, so CreateContainer is
+        the first event that shows us such a pod. A failed attach here fails the container, so kubelet
+        retries instead of running the application without its interface.
+        """
         plans = self.plans.plans_for_pod(pod.uid)
+        if plans:
+            with self.metrics.timed("CreateContainer"):
+                await self._late_attach(pod, strict=True)
         devices = [dev for claim in plans for plan in claim.devices for dev in plan.char_devices]
         if not devices:
             return None
@@ -147,7 +156,7 @@ class NetworkHooks(Plugin):
         finally:
             self.reconciled.set()
 
-    async def _late_attach(self, pod: api.PodSandbox) -> None:
+    async def _late_attach(self, pod: api.PodSandbox, strict: bool = False) -> None:
         plans = self.plans.plans_for_pod(pod.uid)
         path = pod_netns_path(pod)
         if not plans or path is None or not _netns_exists(path):
@@ -161,6 +170,8 @@ class NetworkHooks(Plugin):
                     await self._attach(pod, plans)
             except HandlerError:
                 result("error")  # already logged and reported as Ready=False on the claim
+                if strict:
+                    raise
                 return
             self.metrics.late_attaches.inc()
             log.info("late attach done for pod %s/%s", pod.namespace, pod.name)

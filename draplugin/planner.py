@@ -184,7 +184,10 @@ def default_interface_name(suffix: str) -> str:
 
 
 def _default_host_name(kind: DeviceKind, suffix: str) -> str | None:
-    return f"veth{suffix}" if kind is DeviceKind.VETH else None
+    """No default here: the veth handler derives the host end from pod and claim at attach time
+    (`ncv` + 12 hex digits), so two pods sharing a claim never collide and the name cannot be
+    mistaken for a CNI plugin's `veth*` interface."""
+    return None
 
 
 def _duplicate_names(plans: list[DevicePlan]) -> list[RequestError]:

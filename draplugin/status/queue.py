@@ -110,8 +110,12 @@ class StatusQueue:
 
     @property
     def depth(self) -> int:
-        """Claims with a state not yet on the server (waiting, backing off, or being applied)."""
-        return len(self._waiting.keys() | self._inflight.keys())
+        """Claims with a state not yet on the server (waiting, backing off, or being applied).
+
+        O(concurrency): a claim can be both in flight and waiting with a newer state; count it once.
+        """
+        both = sum(1 for uid in self._inflight if uid in self._waiting)
+        return len(self._waiting) + len(self._inflight) - both
 
     def enqueue(self, status: ClaimStatus) -> bool:
         """Record `status` as the newest state of its claim; False if refused because the cap is reached."""
@@ -122,7 +126,7 @@ class StatusQueue:
             self.stats.enqueued += 1
             self.stats.coalesced += 1
             return True
-        if uid not in self._inflight and self.depth >= self._max_claims:
+        if uid not in self._inflight and len(self._waiting) + len(self._inflight) >= self._max_claims:
             self.stats.overflow += 1
             if self.stats.overflow & (self.stats.overflow - 1) == 0:  # 1st, 2nd, 4th...: seen, not a flood
                 log.warning(

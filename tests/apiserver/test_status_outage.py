@@ -96,6 +96,8 @@ async def test_outage_keeps_newest_state_and_order(
         catch_up = time.monotonic() - restart
     finally:
         await queue.aclose()
+        if not control_plane.apiserver.running:  # failed mid-outage: later tests need the apiserver
+            await asyncio.to_thread(control_plane.apiserver.start)
 
     for name, (_, refs) in claims.items():
         steps = applied[name]

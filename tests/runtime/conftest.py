@@ -12,7 +12,9 @@ How to use them in tests/runtime/test_*.py (the `runtime` marker is applied from
     (restart containerd while pods keep running), ``wait_nri(timeout)`` (the NRI listener comes up
     after CRI; call it before connecting a plugin), ``client()`` (a new CriClient).
     At the end of the module it removes every pod, stops containerd and asserts the host is clean
-    (links, netns, mounts, cgroups, shims); a leak fails the module's last test with TeardownError.
+    (links, netns, mounts, cgroups, shims); a leak fails the module's last test with TeardownError,
+    whose message lists each leftover and where a copy of containerd's log was kept. Do not stop or
+    restart containerd while a CRI call of yours is still in flight in another thread.
 
 ``cri`` (function scope)
     A `testbed.cri.CriClient` for that containerd. After the test it makes sure containerd is running
@@ -39,6 +41,9 @@ verbose info), ``create_container``/``start_container``/``run_busybox``, ``exec_
 (exit_code, stdout, stderr), ``stop_container`` (timeout 0), ``remove_container``, ``stop_pod_sandbox``,
 ``remove_pod_sandbox``, ``remove_pod``, ``list_pod_sandbox``, ``list_containers``, ``version``,
 ``container_status`` (verbose: ``runtime_spec`` is the OCI spec as run, i.e. after NRI adjustments).
+
+Outside pytest the same pieces are ``testbed.containerd.Containerd(line, workdir)`` (start/stop/teardown)
+and ``hack/testbed.sh up runtime --containerd 2.1`` (detached; prints the socket paths).
 
 Prerequisites: root and `make deps-runtime` (containerd 1.7 + 2.1, CRI stubs and images in the cache).
 Missing ones skip locally and fail under CI=true.

@@ -143,6 +143,8 @@ def test_teardown_reports_and_removes_a_leak(containerd: Containerd) -> None:
         if leak.exists():
             leak.rmdir()
             leak.parent.rmdir()
+    assert err.value.log is not None and err.value.log.is_file()
+    err.value.log.unlink()
     message = str(err.value)
     assert str(leak) in message
     assert f"+ processes: ({sleeper.pid}," in message

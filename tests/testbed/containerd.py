@@ -42,6 +42,10 @@ STATE_FILE = "testbed-state.json"
 class TeardownError(AssertionError):
     """Teardown found (and removed) things that should already have been gone."""
 
+    def __init__(self, message: str, log: Path | None = None) -> None:
+        super().__init__(message)
+        self.log = log  # a copy of containerd's log, kept outside the deleted work dir
+
 
 class RuntimeMissing(RuntimeError):
     """The cached containerd binaries or images for a line are absent (run `make deps-runtime`)."""
@@ -331,13 +335,14 @@ class Containerd:
             self._force_clean(after)
             problems += leaks
             problems += self._shim_hint(after)
-        if problems:
-            problems.append(f"containerd log kept at {self._keep_log()}")
+        kept = self._keep_log() if problems else None
+        if kept:
+            problems.append(f"containerd log kept at {kept}")
         if not keep_workdir:
             self._remove_workdir(problems)
         if problems:
             raise TeardownError(
-                f"containerd {self.line} teardown found leftovers:\n  " + "\n  ".join(problems)
+                f"containerd {self.line} teardown found leftovers:\n  " + "\n  ".join(problems), kept
             )
 
     def _keep_log(self) -> Path:

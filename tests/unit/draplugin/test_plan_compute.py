@@ -31,8 +31,10 @@ def test_defaults_are_deterministic_short_and_distinct_per_device() -> None:
     assert macvlan.netdev is not None and veth.netdev is not None
     assert macvlan.netdev.mode == "bridge"
     assert macvlan.netdev.interface_name != veth.netdev.interface_name
-    for name in (macvlan.netdev.interface_name, veth.netdev.interface_name, veth.netdev.host_interface_name):
-        assert name is not None and name.startswith(("net", "veth")) and len(name) < IFNAMSIZ
+    for name in (macvlan.netdev.interface_name, veth.netdev.interface_name):
+        assert name.startswith("net") and len(name) < IFNAMSIZ
+    # The veth host end is left to the handler, which derives it per pod (shared claims).
+    assert veth.netdev.host_interface_name is None
     other = plan_claim(claim("c2", device("a", "macvlan-up0")), DRIVER, NODE, DEVICES)
     assert other.devices[0].netdev != macvlan.netdev  # another claim on the same parent gets another name
 

@@ -288,3 +288,22 @@ async def test_metrics_expose_depth_and_counters() -> None:
     assert registry.get_sample_value("netclaim_status_applied_total") == 1
     assert registry.get_sample_value("netclaim_status_coalesced_total") == 1
     assert b"netclaim_status_overflow_total 0.0" in generate_latest(registry)
+
+
+def test_enqueue_cost_does_not_grow_with_tracked_claims() -> None:
+    """The hook calls enqueue with thousands of claims possibly waiting (an outage): O(1) each."""
+    queue = StatusQueue(FakeSink(), driver=DRIVER, max_claims=20000)
+    states = [state(claim(i), 1) for i in range(8000)]
+    t0 = time.perf_counter()
+    for s in states[:1000]:
+        queue.enqueue(s)
+    first = time.perf_counter() - t0
+    for s in states[1000:7000]:
+        queue.enqueue(s)
+    t1 = time.perf_counter()
+    for s in states[7000:]:
+        queue.enqueue(s)
+    last = time.perf_counter() - t1
+    assert queue.depth == 8000
+    # With 7000 claims already tracked, a thousand more cost about what the first thousand did.
+    assert last < first * 5 + 0.005, (first, last)

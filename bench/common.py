@@ -1,0 +1,100 @@
+"""Shared pieces of the benchmarks: percentiles, machine load, the macvlan parent bed, plans.
+
+Every figure in results.json is either a ratio against a reference measured in the same run or an
+absolute number reported next to the load average, because other work shares this machine.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+from draplugin.model import ClaimPlan, ClaimRef, DeviceKind, DevicePlan, DeviceRef, NetdevSpec
+
+DRIVER = "netclaim.dev"
+ADDRESS = "203.0.113.81/24"  # what macvlan_device(parent, 1) gets
+
+_TESTS = Path(__file__).resolve().parents[1] / "tests"
+if str(_TESTS) not in sys.path:
+    sys.path.insert(0, str(_TESTS))  # the test bed (tests/testbed) owns starting containerd and apiservers
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100): with 100 samples p99 is the 99th value, not interpolated
+    towards the maximum, and with few samples it is an observed value rather than an extrapolation."""
+    if not samples:
+        return float("nan")
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def ms(samples_s: list[float], q: float) -> float:
+    """Percentile of samples in seconds, in milliseconds rounded to the microsecond."""
+    return round(percentile(samples_s, q) * 1000, 3)
+
+
+def load_average() -> tuple[float, float, float]:
+    return os.getloadavg()
+
+
+def ip(*args: str, netns: str | None = None, check: bool = True) -> str:
+    argv = ["ip", *args] if netns is None else ["nsenter", f"--net={netns}", "ip", *args]
+    done = subprocess.run(argv, check=check, capture_output=True, text=True)
+    return done.stdout
+
+
+class Bed:
+    """A macvlan parent that is no real uplink, and one scratch pod netns, all removed at exit.
+
+    The parent is a veth whose peer sits in a namespace of ours. Namespaces are pinned on files in a
+    private temporary directory (`unshare --net=FILE`), not in /run/netns, so nothing else on the machine
+    lists or unmounts them while the benchmark runs.
+    """
+
+    def __init__(self) -> None:
+        self.parent = f"ncbup{secrets.token_hex(3)}"
+        self._dir = tempfile.TemporaryDirectory(prefix="netclaim-bench-")
+        self.root = Path(self._dir.name)
+        self.peer_path = f"{self._dir.name}/peer"
+        self.pod_path = f"{self._dir.name}/pod"
+
+    def __enter__(self) -> Bed:
+        try:
+            for path in (self.peer_path, self.pod_path):
+                Path(path).touch()
+                subprocess.run(["unshare", f"--net={path}", "true"], check=True, capture_output=True)
+            peer = "p" + self.parent
+            ip("link", "add", self.parent, "type", "veth", "peer", "name", peer, "netns", self.peer_path)
+            ip("link", "set", self.parent, "up")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        ip("link", "del", self.parent, check=False)
+        for path in (self.pod_path, self.peer_path):
+            subprocess.run(["umount", path], check=False, capture_output=True)
+        self._dir.cleanup()
+
+    def remove_links(self, *names: str) -> None:
+        for name in names:
+            ip("link", "del", name, netns=self.pod_path, check=False)
+
+
+def macvlan_device(parent: str, index: int = 1) -> DevicePlan:
+    """net<index> on `parent` with one address: the benchmark's unit of attach work."""
+    ref = DeviceRef(f"nic{index}", DRIVER, "bench", f"macvlan-{parent}")
+    spec = NetdevSpec(interface_name=f"net{index}", addresses=(f"203.0.113.{80 + index}/24",), mode="bridge")
+    return DevicePlan(ref, DeviceKind.MACVLAN, spec, host_name=parent)
+
+
+def claim_plan(pod_uid: str, devices: list[DevicePlan]) -> ClaimPlan:
+    return ClaimPlan(ClaimRef("bench", f"claim-{pod_uid[:8]}", str(uuid.uuid4())), (pod_uid,), tuple(devices))

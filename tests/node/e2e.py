@@ -1,0 +1,267 @@
+"""Helpers of the node e2e tests: the manifests in examples/ are the fixtures, applied as a user would.
+
+Why examples double as fixtures: a documented example that no test applies rots silently. The tests
+load `examples/<name>/manifest.yaml`, change only what must differ per test (namespace, and for many
+pods at once, names, addresses and MACs), and create the objects in the real apiserver.
+
+What is checked inside a pod goes through the CRI ExecSync of the node's containerd (what `kubectl
+exec` ends up calling), with busybox `ip`, so the test sees the pod's namespace as the app does.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import kubernetes.client as k
+import yaml
+from kubernetes.dynamic import DynamicClient
+from testbed.node import LocalNode
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+DEPLOY = ROOT / "deploy"
+DRIVER = "netclaim.dev"
+FIELD_MANAGER = "netclaim-e2e"
+
+# The links the examples and the demo rely on (see examples/*/README.md): fixed names, since one node
+# runs at a time on a machine. Both are veths whose peer sits in a namespace the test bed creates.
+UPLINK = "ncex-up0"
+HOST_NIC = "ncex-nic0"
+HOST_NIC_MTU = 1500
+
+Doc = dict[str, Any]
+
+
+def load_docs(path: Path) -> list[Doc]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def example(name: str) -> list[Doc]:
+    return load_docs(EXAMPLES / name / "manifest.yaml")
+
+
+def apply(api: k.ApiClient, docs: Iterable[Doc], namespace: str | None = None) -> None:
+    """Server-side apply, like `kubectl apply --server-side`; namespaced kinds go to `namespace`."""
+    dynamic = DynamicClient(api)
+    for doc in docs:
+        resource = dynamic.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
+        body = copy.deepcopy(doc)
+        ns = None
+        if resource.namespaced:
+            ns = body["metadata"].get("namespace") or namespace
+            body["metadata"]["namespace"] = ns
+        resource.server_side_apply(
+            body=body, name=body["metadata"]["name"], namespace=ns, field_manager=FIELD_MANAGER
+        )
+
+
+def install(api: k.ApiClient) -> None:
+    """What the DaemonSet install applies besides the DaemonSet: classes and the driver's RBAC
+    (plus the host-process grant, since the e2e driver is a host process, see testbed.driver)."""
+    for name in ("deviceclasses.yaml", "rbac.yaml", "rbac-host-process.yaml"):
+        apply(api, load_docs(DEPLOY / name))
+
+
+def of_kind(docs: Iterable[Doc], kind: str) -> list[Doc]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def netdev_config(template: Doc) -> dict[str, Any]:
+    """The `netdev` section of a ResourceClaimTemplate's single claim config."""
+    configs = template["spec"]["spec"]["devices"]["config"]
+    assert len(configs) == 1, "examples carry one config entry per template"
+    netdev: dict[str, Any] = configs[0]["opaque"]["parameters"]["netdev"]
+    return netdev
+
+
+# --- waiting ---------------------------------------------------------------------------------------------
+
+
+def events_of(core: k.CoreV1Api, namespace: str, pod: str | None = None) -> list[k.CoreV1Event]:
+    selector = f"involvedObject.name={pod}" if pod else None
+    items: list[k.CoreV1Event] = core.list_namespaced_event(namespace, field_selector=selector).items
+    return items
+
+
+def describe_events(events: Iterable[k.CoreV1Event]) -> str:
+    return "; ".join(f"{e.involved_object.name} {e.reason}: {e.message}" for e in events)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, detail: Callable[[], str]) -> Any:
+    """Poll `check` until it returns something truthy; on timeout the error carries `detail()`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}: {detail()}")
+        time.sleep(0.5)
+
+
+def wait_running(core: k.CoreV1Api, namespace: str, names: Iterable[str], timeout: float) -> list[k.V1Pod]:
+    names = list(names)
+
+    def running() -> list[k.V1Pod] | None:
+        pods = {p.metadata.name: p for p in core.list_namespaced_pod(namespace).items}
+        ok = [pods[n] for n in names if n in pods and pods[n].status.phase == "Running"]
+        return ok if len(ok) == len(names) else None
+
+    def detail() -> str:
+        pods = {p.metadata.name: p.status.phase for p in core.list_namespaced_pod(namespace).items}
+        return f"phases {pods}; events: {describe_events(events_of(core, namespace))[-3000:]}"
+
+    pods: list[k.V1Pod] = wait_for(f"pods {names} Running", running, timeout, detail)
+    return pods
+
+
+def claim_names(pod: k.V1Pod) -> dict[str, str]:
+    """Pod claim name -> ResourceClaim name (templates get generated names)."""
+    return {s.name: s.resource_claim_name for s in pod.status.resource_claim_statuses or []}
+
+
+def read_claim(api: k.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    """The claim as plain JSON (the wire form: camelCase keys, networkData as the apiserver stores it)."""
+    obj = k.CustomObjectsApi(api).get_namespaced_custom_object(
+        "resource.k8s.io", "v1", namespace, "resourceclaims", name
+    )
+    assert isinstance(obj, dict)
+    return obj
+
+
+def ready_entries(claim: dict[str, Any]) -> list[dict[str, Any]]:
+    """This driver's status.devices entries, if all of them carry Ready=True."""
+    entries = [d for d in claim.get("status", {}).get("devices", []) if d["driver"] == DRIVER]
+    ready = [
+        d
+        for d in entries
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in d.get("conditions", []))
+    ]
+    return entries if entries and len(ready) == len(entries) else []
+
+
+def wait_claim_ready(
+    api: k.ApiClient, namespace: str, name: str, timeout: float = 30.0
+) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = wait_for(
+        f"claim {namespace}/{name} Ready=True",
+        lambda: ready_entries(read_claim(api, namespace, name)),
+        timeout,
+        lambda: json.dumps(read_claim(api, namespace, name).get("status", {}))[-3000:],
+    )
+    return entries
+
+
+# --- inside the pod --------------------------------------------------------------------------------------
+
+
+def container_id(pod: k.V1Pod) -> str:
+    statuses = pod.status.container_statuses or []
+    assert statuses and statuses[0].container_id, f"pod {pod.metadata.name} has no container yet"
+    cid: str = statuses[0].container_id
+    return cid.split("://", 1)[1]
+
+
+def exec_in(node: LocalNode, pod: k.V1Pod, *cmd: str) -> str:
+    assert node.containerd is not None
+    with node.containerd.client() as cri:
+        result = cri.exec_sync(container_id(pod), list(cmd))
+    assert result.exit_code == 0, f"{cmd} in {pod.metadata.name}: {result.exit_code} {result.stderr}"
+    return result.stdout
+
+
+class PodLink:
+    """One interface as `ip` inside the pod shows it."""
+
+    def __init__(self, node: LocalNode, pod: k.V1Pod, name: str) -> None:
+        self.link = exec_in(node, pod, "ip", "-o", "link", "show", "dev", name)
+        self.addrs = exec_in(node, pod, "ip", "-o", "addr", "show", "dev", name)
+        self.routes4 = exec_in(node, pod, "ip", "-4", "route", "show", "dev", name)
+        self.routes6 = exec_in(node, pod, "ip", "-6", "route", "show", "dev", name)
+
+    @property
+    def mtu(self) -> int:
+        match = re.search(r"\bmtu (\d+)", self.link)
+        assert match, self.link
+        return int(match.group(1))
+
+    @property
+    def mac(self) -> str:
+        match = re.search(r"link/ether ([0-9a-f:]{17})", self.link)
+        assert match, self.link
+        return match.group(1)
+
+    @property
+    def up(self) -> bool:
+        return bool(re.search(r"<[^>]*\bUP\b[^>]*>", self.link))
+
+    @property
+    def addresses(self) -> set[str]:
+        return set(re.findall(r"\binet6? ([0-9a-f.:]+/\d+)", self.addrs))
+
+    def has_route(self, destination: str, gateway: str) -> bool:
+        table = self.routes6 if ":" in destination else self.routes4
+        return any(
+            line.split()[0] == destination and f"via {gateway}" in line for line in table.splitlines() if line
+        )
+
+
+def assert_configured(node: LocalNode, pod: k.V1Pod, netdev: dict[str, Any]) -> PodLink:
+    """The interface inside `pod` has exactly what the config asked for (the fields it sets)."""
+    link = PodLink(node, pod, netdev["interfaceName"])
+    assert link.up, link.link
+    if "mtu" in netdev:
+        assert link.mtu == netdev["mtu"], link.link
+    if "hardwareAddress" in netdev:
+        assert link.mac == netdev["hardwareAddress"].lower(), link.link
+    assert set(netdev.get("addresses", [])) <= link.addresses, link.addrs
+    for route in netdev.get("routes", []):
+        assert link.has_route(route["destination"], route["gateway"]), (route, link.routes4, link.routes6)
+    return link
+
+
+def assert_network_data(entry: dict[str, Any], netdev: dict[str, Any], mac: str) -> None:
+    """status.devices[].networkData mirrors what was configured in the pod."""
+    data = entry.get("networkData") or {}
+    assert data.get("interfaceName") == netdev["interfaceName"], entry
+    assert set(data.get("ips", [])) == set(netdev.get("addresses", [])), entry
+    assert data.get("hardwareAddress", "").lower() == mac, entry
+
+
+# --- host links ------------------------------------------------------------------------------------------
+
+
+def host_links() -> dict[str, int]:
+    """Host links the driver could have leaked -> MTU, without the CNI plugin's own (test-bed
+    bridges `nctb*` and pod veths `veth*`, which other test runs on this machine may be creating right
+    now). The driver's veth host ends in the examples are named explicitly, never `veth*`."""
+    out = subprocess.run(["ip", "-j", "link", "show"], check=True, capture_output=True, text=True).stdout
+    return {
+        link["ifname"]: int(link["mtu"])
+        for link in json.loads(out)
+        if not link["ifname"].startswith(("nctb", "veth"))
+    }
+
+
+def wait_slices(api: k.ApiClient, node: str, devices: set[str], timeout: float = 60.0) -> None:
+    """The driver's ResourceSlices for `node` list at least `devices` (the kubelet wipes slices when it
+    starts, and the publisher recreates them)."""
+    resource = k.ResourceV1Api(api)
+
+    def published() -> set[str]:
+        slices = resource.list_resource_slice().items
+        return {
+            d.name
+            for s in slices
+            if s.spec.driver == DRIVER and s.spec.node_name == node
+            for d in s.spec.devices or []
+        }
+
+    wait_for(f"slices with {devices}", lambda: devices <= published(), timeout, lambda: str(published()))

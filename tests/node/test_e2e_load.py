@@ -1,0 +1,100 @@
+"""End to end under pressure: many pods at once, and the driver SIGKILLed while pods start.
+
+Both derive their pods from examples/macvlan-static. Each pod gets its own template with a unique
+address and MAC (a macvlan parent refuses two children with one MAC); everything else is the example.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import e2e
+import kubernetes.client as k
+from testbed.driver import Driver
+from testbed.node import LocalNode
+
+
+def numbered(index: int) -> list[e2e.Doc]:
+    """The macvlan-static example for pod number `index`: own names, addresses and MAC."""
+    docs = copy.deepcopy(e2e.example("macvlan-static"))
+    name = f"macvlan-static-{index}"
+    (template,) = e2e.of_kind(docs, "ResourceClaimTemplate")
+    (pod,) = e2e.of_kind(docs, "Pod")
+    template["metadata"]["name"] = name
+    netdev = e2e.netdev_config(template)
+    netdev["addresses"] = [f"203.0.113.{20 + index}/25", f"2001:db8::{0x100 + index:x}/64"]
+    netdev["hardwareAddress"] = f"02:00:00:00:0b:{index:02x}"
+    pod["metadata"]["name"] = name
+    pod["spec"]["resourceClaims"][0]["resourceClaimTemplateName"] = name
+    return docs
+
+
+def create_all(api: k.ApiClient, namespace: str, count: int) -> dict[str, dict[str, Any]]:
+    """Create `count` pods as fast as the API takes them; returns pod name -> netdev config."""
+    configs: dict[str, dict[str, Any]] = {}
+    batches = [numbered(i) for i in range(1, count + 1)]
+    for docs in batches:  # templates first, so no pod waits on a missing template
+        e2e.apply(api, e2e.of_kind(docs, "ResourceClaimTemplate"), namespace)
+    for docs in batches:
+        (pod,) = e2e.of_kind(docs, "Pod")
+        e2e.apply(api, [pod], namespace)
+        configs[pod["metadata"]["name"]] = e2e.netdev_config(e2e.of_kind(docs, "ResourceClaimTemplate")[0])
+    return configs
+
+
+def check_all(local_node: LocalNode, api: k.ApiClient, namespace: str, configs: dict[str, Any]) -> None:
+    pods = e2e.wait_running(k.CoreV1Api(api), namespace, configs, timeout=240.0)
+    for pod in pods:
+        netdev = configs[pod.metadata.name]
+        link = e2e.assert_configured(local_node, pod, netdev)
+        (claim,) = e2e.claim_names(pod).values()
+        (entry,) = e2e.wait_claim_ready(api, namespace, claim)
+        e2e.assert_network_data(entry, netdev, link.mac)
+
+
+def delete_all(local_node: LocalNode, api: k.ApiClient, namespace: str) -> None:
+    core = k.CoreV1Api(api)
+    for pod in core.list_namespaced_pod(namespace).items:
+        core.delete_namespaced_pod(pod.metadata.name, namespace)
+    left = local_node.wait_pods_gone(namespace, timeout=180.0)
+    assert not left, left
+
+
+def test_twenty_pods_at_once(local_node: LocalNode, driver: Driver, node_namespace: str) -> None:
+    before = e2e.host_links()
+    with local_node.api_client() as api:
+        t0 = time.monotonic()
+        configs = create_all(api, node_namespace, 20)
+        check_all(local_node, api, node_namespace, configs)
+        print(f"20 pods Running, configured and Ready in {time.monotonic() - t0:.1f}s")
+        delete_all(local_node, api, node_namespace)
+    assert e2e.host_links() == before
+
+
+def test_driver_sigkilled_while_pods_start(
+    local_node: LocalNode, driver: Driver, node_namespace: str
+) -> None:
+    count = 8
+    before = e2e.host_links()
+    with local_node.api_client() as api:
+        core = k.CoreV1Api(api)
+        resource = k.ResourceV1Api(api)
+        configs = create_all(api, node_namespace, count)
+
+        def some_allocated() -> bool:
+            claims = resource.list_namespaced_resource_claim(node_namespace).items
+            return any(c.status and c.status.allocation for c in claims)
+
+        e2e.wait_for("a claim allocated", some_allocated, 60.0, lambda: "no allocation")
+        driver.kill()
+        running = [p for p in core.list_namespaced_pod(node_namespace).items if p.status.phase == "Running"]
+        print(f"driver SIGKILLed with {len(running)}/{count} pods Running")
+        # Killed while pods were starting, not after: otherwise this test would prove nothing.
+        assert len(running) < count
+        time.sleep(3.0)  # kubelet sees the socket vanish; pods keep arriving at the runtime meanwhile
+        driver.start()
+        check_all(local_node, api, node_namespace, configs)
+        delete_all(local_node, api, node_namespace)
+    assert e2e.host_links() == before
