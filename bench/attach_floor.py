@@ -93,7 +93,13 @@ class Hook:
         assert self.pod is not None
         await self.hooks.stop_pod_sandbox(self.pod)
         await self.hooks.remove_pod_sandbox(self.pod)
-        left = await asyncio.to_thread(subprocess.run, ["nsenter", f"--net={self.bed.pod_path}", "ip", "-o", "link"], capture_output=True, text=True, check=True)
+        left = await asyncio.to_thread(
+            subprocess.run,
+            ["nsenter", f"--net={self.bed.pod_path}", "ip", "-o", "link"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         if any(f" {name}@" in left.stdout or f" {name}:" in left.stdout for name in self.names):
             raise RuntimeError(f"the hook's detach left links in the pod netns:\n{left.stdout}")
 
@@ -161,7 +167,9 @@ class Cni:
 
     async def attach(self) -> None:
         # Blocking on purpose: nothing else runs on the loop, and a thread hop would be counted.
-        subprocess.run([self.plugin], input=self.config, env=self.env, check=True, capture_output=True)
+        subprocess.run(  # noqa: ASYNC221
+            [self.plugin], input=self.config, env=self.env, check=True, capture_output=True
+        )
 
     async def undo(self) -> None:
         await asyncio.to_thread(self.bed.remove_links, "net1")

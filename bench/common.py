@@ -10,7 +10,6 @@ import math
 import os
 import secrets
 import subprocess
-import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -19,10 +18,6 @@ from draplugin.model import ClaimPlan, ClaimRef, DeviceKind, DevicePlan, DeviceR
 
 DRIVER = "netclaim.dev"
 ADDRESS = "203.0.113.81/24"  # what macvlan_device(parent, 1) gets
-
-_TESTS = Path(__file__).resolve().parents[1] / "tests"
-if str(_TESTS) not in sys.path:
-    sys.path.insert(0, str(_TESTS))  # the test bed (tests/testbed) owns starting containerd and apiservers
 
 
 def percentile(samples: list[float], q: float) -> float:

@@ -24,13 +24,13 @@ from pathlib import Path
 
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
-from draplugin.attach import Executor  # noqa: E402
-from draplugin.attachments import AttachmentStore  # noqa: E402
-from draplugin.checkpoint import Checkpoint  # noqa: E402
-from draplugin.hooks import NetworkHooks  # noqa: E402
-from draplugin.metrics import Metrics  # noqa: E402
-from draplugin.planstore import PlanStore  # noqa: E402
-from nriplugin import Stub  # noqa: E402
+from draplugin.attach import Executor
+from draplugin.attachments import AttachmentStore
+from draplugin.checkpoint import Checkpoint
+from draplugin.hooks import NetworkHooks
+from draplugin.metrics import Metrics
+from draplugin.planstore import PlanStore
+from nriplugin import Stub
 
 
 def _calls(metrics: Metrics) -> dict[str, float]:

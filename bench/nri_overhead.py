@@ -29,10 +29,6 @@ from pathlib import Path
 from nriplugin import Event, Plugin, Stub, api
 from nriplugin.testing import FakeRuntime
 
-_TESTS = Path(__file__).resolve().parents[1] / "tests"
-if str(_TESTS) not in sys.path:
-    sys.path.insert(0, str(_TESTS))  # the test bed owns starting containerd
-
 
 class Empty(Plugin):
     async def run_pod_sandbox(self, pod: api.PodSandbox) -> None:

@@ -35,6 +35,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from testbed.containerd import Containerd
+from testbed.cri import CriClient
+
 from bench.common import Bed, claim_plan, ip, macvlan_device, ms
 from draplugin.attach import Executor
 from draplugin.attachments import AttachmentStore
@@ -43,8 +46,6 @@ from draplugin.hooks import NetworkHooks
 from draplugin.metrics import Metrics
 from draplugin.planstore import PlanStore
 from nriplugin import Stub
-from testbed.containerd import Containerd
-from testbed.cri import CriClient
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -152,7 +153,15 @@ class Agent:
 
     def __init__(self, ctd: Containerd, state: Path) -> None:
         env = {**os.environ, "GRPC_ENABLE_FORK_SUPPORT": "0", "PYTHONPATH": str(REPO)}
-        argv = [sys.executable, "-m", "bench.nri_agent", "--socket", str(ctd.nri_socket), "--state", str(state)]
+        argv = [
+            sys.executable,
+            "-m",
+            "bench.nri_agent",
+            "--socket",
+            str(ctd.nri_socket),
+            "--state",
+            str(state),
+        ]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()

@@ -20,7 +20,7 @@ step proto-check make -s proto-check
 step lint make -s lint
 for t in "${TIERS[@]}"; do
   case $t in
-    runtime) deps=deps-runtime ;; apiserver) deps=deps-apiserver ;; node) deps=deps-node ;; *) deps="" ;;
+    unit) deps=deps-tools ;; runtime) deps=deps-runtime ;; apiserver) deps=deps-apiserver ;; node) deps=deps-node ;; *) deps="" ;;
   esac
   if [ -n "$deps" ]; then
     step "setup-$t" make -s "$deps"

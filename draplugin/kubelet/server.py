@@ -57,7 +57,7 @@ class KubeletServers:
         self._bound: set[Path] = set()
 
     async def start(self) -> None:
-        self.paths.dra.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _make_private_dirs(self.paths.dra.parent)
         os.chmod(self.paths.dra.parent, 0o700)  # ours alone, unlike the kubelet's registry directory
         await self._serve(self._dra, self.paths.dra)
         await self._serve(self._reg, self.paths.registration)
@@ -86,6 +86,21 @@ class KubeletServers:
             self._bound.discard(path)
 
 
+def _make_private_dirs(directory: Path) -> None:
+    """Creates `directory` and its missing parents, each root-only.
+
+    `mkdir(parents=True)` gives the parents it creates the umask's default mode (0777 under umask 0),
+    so a driver started before kubelet would leave a world-writable plugins directory in which anyone
+    could plant sockets next to ours. Existing directories are left as they are.
+    """
+    missing: list[Path] = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for path in reversed(missing):
+        path.mkdir(mode=0o700, exist_ok=True)
+
+
 def _prepare_socket_path(path: Path) -> None:
     """Creates the directory root-only and removes a stale socket from a previous run.
 
@@ -95,8 +110,7 @@ def _prepare_socket_path(path: Path) -> None:
         raise ValueError(
             f"socket path {path} is longer than {MAX_SOCKET_PATH} bytes; use shorter directories"
         )
-    if not path.parent.exists():
-        path.parent.mkdir(mode=0o700, parents=True)
+    _make_private_dirs(path.parent)
     try:
         mode = path.lstat().st_mode
     except FileNotFoundError:

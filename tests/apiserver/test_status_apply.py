@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import kubernetes.aio.client
 import kubernetes.client
 import pytest
-from apiserver.status_claims import (
+from kubernetes.client import ResourceV1Api
+from status_claims import (
     DRIVER,
     NODE,
     allocated_claim,
@@ -20,7 +21,6 @@ from apiserver.status_claims import (
     running_queue,
     status_devices,
 )
-from kubernetes.client import ResourceV1Api
 
 from draplugin.model import DeviceKind, DevicePlan, DeviceRef
 from draplugin.status.types import ClaimStatus, Failed, Pending

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import kubernetes.aio.client
 import kubernetes.client
-from apiserver.status_claims import DRIVER, NODE, allocated_claim, attached, device_refs, running_queue
 from kubernetes.client import CoreV1Api
+from status_claims import DRIVER, NODE, allocated_claim, attached, device_refs, running_queue
 
 from draplugin.model import DeviceRef
 from draplugin.status.types import ClaimStatus, DeviceState, Failed, PodRef

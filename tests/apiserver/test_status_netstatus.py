@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import kubernetes.aio.client
 import kubernetes.client
 import pytest
-from apiserver.status_claims import DRIVER, allocated_claim, attached, device_refs, running_queue
 from kubernetes.client import CoreV1Api
+from status_claims import DRIVER, allocated_claim, attached, device_refs, running_queue
 from testbed.apiserver import ControlPlane
 
 from draplugin.model import DeviceRef

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import kubernetes.aio.client
 import kubernetes.client
-from apiserver.status_claims import (
+from status_claims import (
     DRIVER,
     NODE,
     allocated_claim,

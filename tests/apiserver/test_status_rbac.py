@@ -18,9 +18,9 @@ from typing import Any
 import kubernetes.client
 import pytest
 import yaml
-from apiserver.status_claims import DRIVER, allocated_claim, attached, by_device, device_refs, status_devices
 from kubernetes.client import CoreV1Api, RbacAuthorizationV1Api, ResourceV1Api
 from kubernetes.client.exceptions import ApiException
+from status_claims import DRIVER, allocated_claim, attached, by_device, device_refs, status_devices
 from testbed import kubeclient, namespaces
 from testbed.apiserver import ControlPlane
 

@@ -9,7 +9,9 @@ import aiohttp
 import kubernetes.aio.client
 import kubernetes.client
 import pytest
-from apiserver.status_claims import (
+from kubernetes.client import ResourceV1Api
+from kubernetes.client.exceptions import ApiException
+from status_claims import (
     DRIVER,
     NODE,
     allocated_claim,
@@ -18,8 +20,6 @@ from apiserver.status_claims import (
     device_refs,
     status_devices,
 )
-from kubernetes.client import ResourceV1Api
-from kubernetes.client.exceptions import ApiException
 from testbed import kubeclient
 from testbed.apiserver import ControlPlane
 

@@ -94,11 +94,9 @@ def example_links(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         for name in (e2e.UPLINK, e2e.HOST_NIC):
             peer = tnetns.create(work / f"{name}-peer")
             made.append((name, peer))
-            subprocess.run(
-                ["ip", "link", "add", name, "mtu", str(e2e.HOST_NIC_MTU), "type", "veth"]
-                + ["peer", "name", "p", "netns", str(peer)],
-                check=True,
-            )
+            mtu = str(e2e.HOST_NIC_MTU)
+            add = ["ip", "link", "add", name, "mtu", mtu, "type", "veth", "peer", "name", "p", "netns"]
+            subprocess.run([*add, str(peer)], check=True)
             subprocess.run(["ip", "link", "set", name, "up"], check=True)
         yield
     finally:
@@ -108,7 +106,9 @@ def example_links(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def driver(local_node: LocalNode, example_links: None) -> Iterator[Driver]:
+def driver(
+    local_node: LocalNode, example_links: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Driver]:
     """netclaim running on `local_node` as its ServiceAccount (x509 identity bound by deploy/rbac.yaml),
     with deploy/ applied, registered with the kubelet, connected to NRI and its slices published."""
     assert local_node.plane is not None
@@ -119,7 +119,7 @@ def driver(local_node: LocalNode, example_links: None) -> Iterator[Driver]:
     )
     instance = testbed_driver.for_node(
         local_node,
-        local_node.workdir / "driver",
+        tmp_path_factory.mktemp("driver"),  # outlives the node's work dir: the log stays for a post-mortem
         kubeconfig,
         parents=[e2e.UPLINK],
         offer=[e2e.HOST_NIC],

@@ -238,16 +238,42 @@ def assert_network_data(entry: dict[str, Any], netdev: dict[str, Any], mac: str)
 # --- host links ------------------------------------------------------------------------------------------
 
 
+def example_link_names() -> set[str]:
+    """Every link name the examples ask for, in the pod or on the host."""
+    names: set[str] = set()
+    for path in EXAMPLES.glob("*/manifest.yaml"):
+        for template in of_kind(load_docs(path), "ResourceClaimTemplate"):
+            netdev = netdev_config(template)
+            names.add(netdev.get("interfaceName", ""))
+            names.add(netdev.get("veth", {}).get("hostInterfaceName", ""))
+    return names - {""}
+
+
 def host_links() -> dict[str, int]:
-    """Host links the driver could have leaked -> MTU, without the CNI plugin's own (test-bed
-    bridges `nctb*` and pod veths `veth*`, which other test runs on this machine may be creating right
-    now). The driver's veth host ends in the examples are named explicitly, never `veth*`."""
-    out = subprocess.run(["ip", "-j", "link", "show"], check=True, capture_output=True, text=True).stdout
-    return {
-        link["ifname"]: int(link["mtu"])
-        for link in json.loads(out)
-        if not link["ifname"].startswith(("nctb", "veth"))
-    }
+    """Host links the driver could have leaked -> MTU.
+
+    Other engineers' tests create and delete links on this machine at the same time, so this is not
+    every link: it is the links the e2e tests own (uplink, stand-in NIC), any link named like an
+    interface of the examples (a device that failed to move or to come back keeps such a name),
+    and children of our uplink (a macvlan created on the host by mistake). The examples name their
+    veth host ends, so no default `ncv*` name is needed here, and none may be matched: other engineers'
+    drivers on this machine create and delete `ncv*` veths (and the CNI plugin `veth*`/`nctb*` links)
+    at any moment.
+    """
+    out = subprocess.run(
+        ["ip", "-d", "-j", "link", "show"], check=True, capture_output=True, text=True
+    ).stdout
+    links = json.loads(out)
+    ours = {UPLINK, HOST_NIC} | example_link_names()
+    uplink = next((link["ifindex"] for link in links if link["ifname"] == UPLINK), None)
+
+    def could_leak(link: dict[str, Any]) -> bool:
+        kind = link.get("linkinfo", {}).get("info_kind")
+        return link["ifname"] in ours or (
+            uplink is not None and link.get("link_index") == uplink and kind != "veth"
+        )
+
+    return {link["ifname"]: int(link["mtu"]) for link in links if could_leak(link)}
 
 
 def wait_slices(api: k.ApiClient, node: str, devices: set[str], timeout: float = 60.0) -> None:

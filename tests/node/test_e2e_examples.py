@@ -4,6 +4,7 @@ manifest, and deleting the pod must leave the node's links as they were."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import e2e
@@ -124,7 +125,7 @@ def test_bad_config_fails_only_its_pod(local_node: LocalNode, driver: Driver, no
         assert "config[0].netdev.interfaceName" in message, message
         assert "15" in message, message
         # The other pod is unaffected: it runs with its interface and a Ready claim.
-        pod, entries = _pod_and_claims(api, node_namespace, good)
+        pod, _ = _pod_and_claims(api, node_namespace, good)
         e2e.assert_configured(
             local_node, pod, e2e.netdev_config(e2e.of_kind(good, "ResourceClaimTemplate")[0])
         )
@@ -137,3 +138,30 @@ def test_bad_config_fails_only_its_pod(local_node: LocalNode, driver: Driver, no
         left = local_node.wait_pods_gone(node_namespace)
         assert not left, left
     assert e2e.host_links() == before
+
+
+def test_host_process_identity_needs_the_arbitrary_node_grant(
+    local_node: LocalNode, driver: Driver, node_namespace: str
+) -> None:
+    """The driver runs as its ServiceAccount but through a static x509 credential (no node-name extra),
+    so since 1.36 the apiserver checks `arbitrary-node:patch` on resourceclaims/driver for status
+    writes: without deploy/rbac-host-process.yaml the pod still gets its interface (the hook needs no
+    API) but the claim shows nothing; once the grant is back, the queued status lands."""
+    docs = e2e.example("macvlan-static")
+    binding = e2e.of_kind(e2e.load_docs(e2e.DEPLOY / "rbac-host-process.yaml"), "ClusterRoleBinding")[0]
+    with local_node.api_client() as api:
+        k.RbacAuthorizationV1Api(api).delete_cluster_role_binding(binding["metadata"]["name"])
+        try:
+            e2e.apply(api, docs, node_namespace)
+            (pod,) = e2e.wait_running(k.CoreV1Api(api), node_namespace, ["macvlan-static"], START_TIMEOUT)
+            e2e.assert_configured(
+                local_node, pod, e2e.netdev_config(e2e.of_kind(docs, "ResourceClaimTemplate")[0])
+            )
+            (claim,) = e2e.claim_names(pod).values()
+            time.sleep(5.0)  # the status queue has had its chance to write
+            status = e2e.read_claim(api, node_namespace, claim).get("status", {})
+            assert not [d for d in status.get("devices", []) if d["driver"] == e2e.DRIVER], status
+        finally:
+            e2e.apply(api, [binding])
+        e2e.wait_claim_ready(api, node_namespace, claim, timeout=90.0)
+        _delete_and_wait(local_node, api, node_namespace, "macvlan-static")

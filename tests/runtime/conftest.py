@@ -97,9 +97,11 @@ def containerd(request: pytest.FixtureRequest) -> Iterator[Containerd]:
 def cri(containerd: Containerd) -> Iterator[CriClient]:
     client = containerd.client()
     yield client
-    containerd.start()  # a test may have stopped it; pods are removed through CRI only
-    client.remove_all()
-    client.close()
+    try:
+        containerd.start()  # a test may have stopped it; pods are removed through CRI only
+        client.remove_all()
+    finally:
+        client.close()
 
 
 @pytest.fixture

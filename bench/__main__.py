@@ -1,0 +1,147 @@
+"""`make bench`: run the benchmarks, write bench/out/results.json (one flat object, metric -> number),
+print a table with the targets.
+
+The machine is shared (other engineers' containerd, kubelet and apiservers run alongside), so absolute
+times move with the load; the figures to compare across runs are the ratios, each measured against its
+reference in the same run, and the load average is recorded at the start and end of every run.
+
+Quick by default (a few minutes); --full adds the slow parts: 1,000 pod cycles for the RSS drift, more
+samples, and the runtime benchmarks on the containerd 1.7 line too (metrics suffixed
+`_containerd_1_7`).
+
+usage: python -m bench [--full] [--only attach,apiserver,runtime] [--lines 2.1[,1.7]] [--cycles N]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")  # before grpc is imported: see design.md hazards
+
+import argparse
+import json
+import math
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.common import load_average
+
+OUT = Path(__file__).resolve().parent / "out" / "results.json"
+
+# metric -> (comparison, target): "<=" means the measured value must not exceed the target.
+TARGETS: dict[str, tuple[str, float]] = {
+    "ratio_attach_vs_cni": ("<=", 0.33),
+    "ratio_attach_vs_floor": ("<=", 1.5),
+    "attach_macvlan_ms_p99": ("<=", 20.0),
+    "hook_8if_ms_p99": ("<=", 60.0),
+    "runpodsandbox_overhead_ms_p50": ("<=", 15.0),
+    "status_visible_ms_p99": ("<=", 500.0),
+    "rss_mib_steady": ("<=", 100.0),
+    "rss_drift_mib_1000": ("<=", 2.0),
+    "concurrent_100_pods_unconfigured": ("<=", 0.0),
+}
+
+
+def target_for(name: str) -> tuple[str, float] | None:
+    """Targets apply to the same metric on another containerd line (suffix `_containerd_1_7`)."""
+    base = name.split("_containerd_", maxsplit=1)[0]
+    return TARGETS.get(base)
+
+
+def table(results: dict[str, float]) -> str:
+    rows = [f"{'metric':<44} {'value':>12}  {'target':>10}  verdict"]
+    for name, value in results.items():
+        target = target_for(name)
+        if target is None:
+            rows.append(f"{name:<44} {value:>12g}")
+            continue
+        op, limit = target
+        ok = not math.isnan(value) and value <= limit
+        rows.append(
+            f"{name:<44} {value:>12g}  {op + ' ' + format(limit, 'g'):>10}  {'ok' if ok else 'MISSED'}"
+        )
+    missing = [name for name in TARGETS if not any(target_for(k) and k.startswith(name) for k in results)]
+    rows += [f"{name:<44} {'not measured':>12}" for name in missing]
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--full", action="store_true", help="slow parts too: 1,000 pod cycles, containerd 1.7"
+    )
+    parser.add_argument("--only", default="attach,apiserver,runtime", help="sections to run")
+    parser.add_argument("--lines", default=None, help="containerd lines (default 2.1; --full: 2.1,1.7)")
+    parser.add_argument("--runs", type=int, default=None, help="attach samples per method (default 200)")
+    parser.add_argument(
+        "--pairs", type=int, default=None, help="RunPodSandbox pairs (default 40; --full 100)"
+    )
+    parser.add_argument("--storm", type=int, default=100, help="pods started at once")
+    parser.add_argument(
+        "--cycles", type=int, default=None, help="pod cycles for RSS (default 0; --full 1000)"
+    )
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        parser.error("run as root: netns, netlink and containerd need it")
+    sections = {s for s in args.only.split(",") if s}
+    lines = (args.lines or ("2.1,1.7" if args.full else "2.1")).split(",")
+    runs = args.runs or (400 if args.full else 200)
+    pairs = args.pairs if args.pairs is not None else (100 if args.full else 40)
+    cycles = args.cycles if args.cycles is not None else (1000 if args.full else 0)
+
+    load_start = load_average()
+    results: dict[str, float] = {}
+    failed: list[str] = []
+    t0 = time.time()
+
+    def section(name: str, run: Callable[[], dict[str, float]]) -> None:
+        if name.split(":", maxsplit=1)[0] not in sections:
+            return
+        started = time.perf_counter()
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        try:
+            results.update(run())
+        except Exception:
+            traceback.print_exc()
+            failed.append(name)
+        print(f"bench: {name} done in {time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
+
+    from bench import apiserver, attach_floor, runtime
+
+    section("attach", lambda: attach_floor.run(runs, runs // 2))
+    section("apiserver", lambda: apiserver.measure(claims=200, status_claims=200, vfs=1000))
+    for line in lines:
+        section(
+            f"runtime:{line}",
+            lambda line=line: runtime.measure(line, pairs=pairs, storm=args.storm, cycles=cycles),  # type: ignore[misc]
+        )
+    load_end = load_average()
+    results.update(
+        {
+            "run_unix_time": round(t0),
+            "run_seconds": round(time.time() - t0, 1),
+            "full": 1.0 if args.full else 0.0,
+            "loadavg_1m_start": round(load_start[0], 2),
+            "loadavg_5m_start": round(load_start[1], 2),
+            "loadavg_1m_end": round(load_end[0], 2),
+            "loadavg_5m_end": round(load_end[1], 2),
+            "cpus": float(os.cpu_count() or 0),
+        }
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t0))
+    print(f"\n{stamp}; load average {load_start[0]:.2f} at start, {load_end[0]:.2f} at end; wrote {args.out}")
+    if failed:
+        print(f"sections that failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""The driver's apiserver-facing work against a real etcd + kube-apiserver (tests/testbed ControlPlane).
+
+- prepare_ms_per_claim_p*: NodePrepareResources (DRA v1) for one claim per call, as kubelet calls it
+  for a pod with one claim, through the driver's real gRPC server on its unix socket
+  (draplugin.kubelet.server.KubeletServers) and a real Preparer whose KubeClaimReader reads the claim
+  from the apiserver, validates its opaque config, plans and checkpoints. Claims are created and
+  allocated beforehand (untimed) the way kube-scheduler writes allocations; no scheduler runs here.
+- status_visible_ms_p*: bench.status_latency (StatusQueue + ApiStatusSink, enqueue -> watch sees it).
+- publish_1000_devices_s: 1,000 fixture VFs (tests/testbed/sysfs_fixture.py, plus their PF and the
+  PF's shared entries) through Inventory and draplugin.publisher.Publisher onto a node with no slices
+  yet, i.e. a first publication, as after kubelet wiped the node's slices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import grpc
+import kubernetes.aio.client
+import kubernetes.client
+from kubernetes.aio.client import ResourceV1Api as AioResourceV1Api
+from testbed import namespaces
+from testbed.apiserver import running_control_plane
+from testbed.namespaces import request
+from testbed.sysfs_fixture import sriov_tree
+
+from bench import status_latency
+from bench.common import DRIVER, ms
+from draplugin.checkpoint import Checkpoint
+from draplugin.discovery.inventory import Inventory
+from draplugin.discovery.netlink import LinkInfo, LinkSnapshot
+from draplugin.discovery.sysfs import SysfsReader
+from draplugin.kube.claims import KubeClaimReader
+from draplugin.kube.slices_api import SliceApi
+from draplugin.kubelet.server import KubeletServers, SocketPaths
+from draplugin.model import DeviceKind, PublishedDevice
+from draplugin.pb.dra.v1 import api_pb2 as v1
+from draplugin.pb.dra.v1 import api_pb2_grpc as v1_grpc
+from draplugin.planstore import PlanStore
+from draplugin.prepare import Preparer
+from draplugin.publisher import Publisher
+
+NODE = "bench-node"
+PARENT = "bench-up0"
+DEVICES = {
+    f"macvlan-{PARENT}": PublishedDevice(
+        f"macvlan-{PARENT}", DeviceKind.MACVLAN, PARENT, multi_allocatable=True
+    )
+}
+
+
+def allocate(api: kubernetes.client.ApiClient, namespace: str, name: str, index: int) -> v1.Claim:
+    """Create a claim with an opaque config and write its allocation and reservation as kube-scheduler
+    does (untimed setup)."""
+    base = f"/apis/resource.k8s.io/v1/namespaces/{namespace}/resourceclaims"
+    config = {
+        "apiVersion": "netclaim.dev/v1alpha1",
+        "kind": "NetworkConfig",
+        "netdev": {"interfaceName": "net1", "mtu": 1400, "addresses": [f"203.0.113.{index % 250 + 1}/24"]},
+    }
+    claim_config = {"requests": ["nic"], "opaque": {"driver": DRIVER, "parameters": config}}
+    spec = {
+        "devices": {
+            "requests": [{"name": "nic", "exactly": {"deviceClassName": "netclaim"}}],
+            "config": [claim_config],
+        }
+    }
+    code, created = request(api, "POST", base, {"metadata": {"name": name}, "spec": spec})
+    assert code == 201, created
+    pod = str(uuid.uuid4())
+    status = {
+        "allocation": {
+            "devices": {
+                "results": [
+                    {"request": "nic", "driver": DRIVER, "pool": NODE, "device": f"macvlan-{PARENT}"}
+                ],
+                "config": [{"source": "FromClaim", **claim_config}],
+            },
+            "nodeSelector": {
+                "nodeSelectorTerms": [
+                    {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [NODE]}]}
+                ]
+            },
+        },
+        "reservedFor": [{"resource": "pods", "name": f"pod-{pod[:8]}", "uid": pod}],
+    }
+    body = {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "resourceVersion": created["metadata"]["resourceVersion"],
+        },
+        "spec": spec,
+        "status": status,
+    }
+    code, updated = request(api, "PUT", f"{base}/{name}/status", body)
+    assert code == 200, updated
+    return v1.Claim(namespace=namespace, name=name, uid=created["metadata"]["uid"])
+
+
+async def prepare(
+    admin: kubernetes.client.ApiClient, aio: kubernetes.aio.client.ApiClient, claims: int
+) -> dict[str, float]:
+    namespace = namespaces.create(admin, "bench")
+    state = Path(tempfile.mkdtemp(prefix="ncb-", dir="/tmp"))  # short: unix socket paths are limited
+    try:
+        refs = [allocate(admin, namespace, f"c{i}", i) for i in range(claims + 5)]
+        paths = SocketPaths(driver=DRIVER, registry_dir=state / "registry", plugins_dir=state / "plugins")
+        store = PlanStore.open(Checkpoint(state / "state" / "plans.json"))
+        preparer = Preparer(
+            driver=DRIVER,
+            node=NODE,
+            reader=KubeClaimReader(AioResourceV1Api(aio)),
+            lookup=DEVICES,
+            store=store,
+        )
+        servers = KubeletServers(paths, preparer)
+        await servers.start()
+        samples: list[float] = []
+        try:
+            async with grpc.aio.insecure_channel(f"unix://{paths.dra}") as channel:
+                stub = v1_grpc.DRAPluginStub(channel)
+                for i, ref in enumerate(refs):
+                    t0 = time.perf_counter()
+                    response = await stub.NodePrepareResources(
+                        v1.NodePrepareResourcesRequest(claims=[ref]), timeout=30
+                    )
+                    elapsed = time.perf_counter() - t0
+                    error = response.claims[ref.uid].error
+                    if error:
+                        raise RuntimeError(f"prepare of {ref.name} failed: {error}")
+                    if (
+                        i >= 5
+                    ):  # the first calls warm the channel, the informer-less reader and the checkpoint
+                        samples.append(elapsed)
+                await stub.NodeUnprepareResources(v1.NodeUnprepareResourcesRequest(claims=refs), timeout=30)
+        finally:
+            await servers.stop(grace=5)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+        namespaces.delete(admin, namespace)
+    return {
+        "prepare_ms_per_claim_p50": ms(samples, 50),
+        "prepare_ms_per_claim_p99": ms(samples, 99),
+        "prepare_claims": float(len(samples)),
+    }
+
+
+def _fake_link(i: int, name: str) -> LinkInfo:
+    """What netlink would report for a NIC or VF (no rtnl kind); the VM has none to read."""
+    mac = f"02:00:00:00:{(i >> 8) & 0xFF:02x}:{i & 0xFF:02x}"
+    return LinkInfo(name, i + 2, mac, 1500, None, None, None, None, False, False)
+
+
+async def publish(
+    admin: kubernetes.client.ApiClient, aio: kubernetes.aio.client.ApiClient, vfs: int
+) -> dict[str, float]:
+    node = f"bench-{uuid.uuid4().hex[:6]}"
+    root = Path(tempfile.mkdtemp(prefix="ncb-sys-"))
+    try:
+        functions = sriov_tree(root, pf_name="ens1f0", num_vfs=vfs, rdma=True)
+        snapshot = LinkSnapshot(
+            links=tuple(_fake_link(i, fn.name) for i, fn in enumerate(functions)), uplinks=frozenset()
+        )
+        reader = SysfsReader(root)
+        t0 = time.perf_counter()
+        devices = Inventory(sysfs=reader).update(snapshot, reader.facts_for([fn.name for fn in functions]))
+        t1 = time.perf_counter()
+
+        async def discover() -> list[PublishedDevice]:
+            return devices
+
+        result = await Publisher(SliceApi(aio, DRIVER, node), discover, node=node).reconcile()
+        t2 = time.perf_counter()
+        code, body = request(
+            admin, "GET", f"/apis/resource.k8s.io/v1/resourceslices?fieldSelector=spec.nodeName={node}"
+        )
+        assert code == 200, body
+        stored = sum(len(item["spec"].get("devices", [])) for item in body["items"])
+        if stored != len(devices):
+            raise RuntimeError(f"published {stored} devices, expected {len(devices)}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        code, body = request(
+            admin, "GET", f"/apis/resource.k8s.io/v1/resourceslices?fieldSelector=spec.nodeName={node}"
+        )
+        for item in body.get("items", []):
+            request(admin, "DELETE", f"/apis/resource.k8s.io/v1/resourceslices/{item['metadata']['name']}")
+    name = "publish_1000_devices_s" if vfs == 1000 else f"publish_{vfs}_devices_s"
+    return {
+        name: round(t2 - t1, 3),
+        f"discover_{vfs}_devices_s": round(t1 - t0, 3),
+        f"publish_{vfs}_devices_slices": float(len(result.slice_names)),
+        f"publish_{vfs}_devices_published": float(len(devices)),
+    }
+
+
+async def _measure(
+    admin: kubernetes.client.ApiClient, aio_factory: Any, claims: int, status_claims: int, vfs: int
+) -> dict[str, float]:
+    out: dict[str, float] = {}
+    async with aio_factory() as aio:
+        if claims:
+            out.update(await prepare(admin, aio, claims))
+        if status_claims:
+            namespace = namespaces.create(admin, "bench")
+            try:
+                out.update(await status_latency.measure(aio, claims=status_claims, namespace=namespace))
+            finally:
+                namespaces.delete(admin, namespace)
+        if vfs:
+            out.update(await publish(admin, aio, vfs))
+    return out
+
+
+def measure(*, claims: int, status_claims: int, vfs: int) -> dict[str, float]:
+    t0 = time.perf_counter()
+    with running_control_plane() as plane:
+        started = time.perf_counter() - t0
+        admin = plane.api_client()
+        try:
+            out = asyncio.run(_measure(admin, plane.aio_api_client, claims, status_claims, vfs))
+        finally:
+            admin.close()
+    out["apiserver_start_s"] = round(started, 3)
+    return out

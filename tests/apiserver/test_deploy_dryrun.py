@@ -1,0 +1,133 @@
+"""Every deployment object, as a real kube-apiserver v1.37.2 sees it: server-side dry-run create with
+strict field validation, so unknown or misspelt fields, wrong types, invalid values (for example
+allowPrivilegeEscalation=false next to CAP_SYS_ADMIN) and admission (the system-node-critical priority
+class) all fail here. Nothing is persisted.
+
+Objects come from the plain manifests (deploy/kustomization.yaml and deploy/rbac-host-process.yaml) and
+from `helm template` of the chart, with default and with non-default values. Namespaced objects go into
+the test's fresh namespace; cluster-scoped names get a unique suffix so objects other tests created (the
+driver's ClusterRoles, say) cannot collide with the dry run.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import kubernetes.client
+import pytest
+from testbed import namespaces
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "deploy"))
+from deploy_support import DEPLOY, KubeObject, load_objects, plain_objects, render  # noqa: E402
+
+# kind -> (API path prefix, plural, namespaced). A kind missing here fails the test: add it.
+RESOURCES: dict[str, tuple[str, str, bool]] = {
+    "Namespace": ("/api/v1", "namespaces", False),
+    "ServiceAccount": ("/api/v1", "serviceaccounts", True),
+    "ClusterRole": ("/apis/rbac.authorization.k8s.io/v1", "clusterroles", False),
+    "ClusterRoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
+    "DaemonSet": ("/apis/apps/v1", "daemonsets", True),
+    "DeviceClass": ("/apis/resource.k8s.io/v1", "deviceclasses", False),
+}
+
+
+def _placed(objects: Iterable[KubeObject], namespace: str, suffix: str) -> list[KubeObject]:
+    """Namespaced objects into `namespace`, cluster-scoped ones renamed with `suffix` (and the
+    references between them: roleRef, ServiceAccount subjects)."""
+    placed = []
+    for original in objects:
+        obj = copy.deepcopy(original)
+        prefix, _, namespaced = RESOURCES[obj["kind"]]
+        assert obj["apiVersion"] == prefix.removeprefix("/apis/").removeprefix("/api/"), obj["apiVersion"]
+        if namespaced:
+            obj["metadata"]["namespace"] = namespace
+        else:
+            obj["metadata"]["name"] += suffix
+        if obj["kind"] == "ClusterRoleBinding":
+            obj["roleRef"]["name"] += suffix
+            for subject in obj["subjects"]:
+                subject["namespace"] = namespace
+        placed.append(obj)
+    return placed
+
+
+def _rejection(api: kubernetes.client.ApiClient, obj: KubeObject) -> str | None:
+    """None when the apiserver accepts a dry-run create of `obj`, else why it refused."""
+    prefix, plural, namespaced = RESOURCES[obj["kind"]]
+    path = f"{prefix}/namespaces/{obj['metadata']['namespace']}" if namespaced else prefix
+    status, body = namespaces.request(api, "POST", f"{path}/{plural}?dryRun=All&fieldValidation=Strict", obj)
+    if status == 201:
+        assert body["metadata"]["name"] == obj["metadata"]["name"]
+        return None
+    return f"{obj['kind']}/{obj['metadata']['name']}: HTTP {status}: {body.get('message', body)}"
+
+
+def _assert_all_accepted(api: kubernetes.client.ApiClient, objects: list[KubeObject]) -> None:
+    assert objects
+    rejected = [r for r in (_rejection(api, obj) for obj in objects) if r]
+    assert not rejected, "\n".join(rejected)
+
+
+@pytest.fixture
+def suffix() -> str:
+    return f"-dry{uuid.uuid4().hex[:6]}"
+
+
+def test_plain_manifests_pass_server_side_dry_run(
+    admin_api: kubernetes.client.ApiClient, namespace: str, suffix: str
+) -> None:
+    objects = plain_objects() + load_objects([DEPLOY / "rbac-host-process.yaml"])
+    _assert_all_accepted(admin_api, _placed(objects, namespace, suffix))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {
+            "fullnameOverride": "nc",
+            "driver.virtualKinds": "{macvlan,veth}",
+            "driver.nriPluginIndex": "5",
+            "http.host": "0.0.0.0",
+            "http.port": "9500",
+            "rdma.enabled": "false",
+            "imagePullSecrets[0].name": "regcred",
+            "nodeSelector.kubernetes\\.io/os": "linux",
+        },
+    ],
+    ids=["defaults", "custom"],
+)
+def test_chart_render_passes_server_side_dry_run(
+    admin_api: kubernetes.client.ApiClient, namespace: str, suffix: str, values: dict[str, str]
+) -> None:
+    objects = render(values, namespace=namespace)
+    _assert_all_accepted(admin_api, _placed(objects, namespace, suffix))
+
+
+def _daemonset(namespace: str) -> dict[str, Any]:
+    (ds,) = [o for o in _placed(plain_objects(), namespace, "") if o["kind"] == "DaemonSet"]
+    return ds
+
+
+def test_dry_run_does_reject_bad_objects(admin_api: kubernetes.client.ApiClient, namespace: str) -> None:
+    """The check above can fail: an unknown field and an invalid security context are refused."""
+    unknown = _daemonset(namespace)
+    unknown["spec"]["template"]["spec"]["hostNetwrok"] = True
+    reason = _rejection(admin_api, unknown)
+    assert reason is not None and "hostNetwrok" in reason
+
+    escalation = _daemonset(namespace)
+    escalation["spec"]["template"]["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = (
+        False
+    )
+    reason = _rejection(admin_api, escalation)
+    assert reason is not None and "allowPrivilegeEscalation" in reason
+
+    priority = _daemonset(namespace)
+    priority["spec"]["template"]["spec"]["priorityClassName"] = "no-such-priority"
+    assert _rejection(admin_api, priority) is not None

@@ -1,0 +1,306 @@
+"""`make demo`: a local node, the driver, and examples/multi-nic running, left up for hands-on work.
+
+Why a supervisor process: a LocalNode is a tree of objects (control plane, controller-manager,
+scheduler, containerd, kubelet) whose teardown order and host cleanup live in `LocalNode.destroy()`.
+Rather than serialising all of it, `up` starts one detached supervisor that builds the node and the
+driver, writes what a user needs into the state dir, and waits; `down` (from any shell) sends it SIGTERM
+and it tears everything down the same way the tests do, then exits. The state dir is fixed
+($NETCLAIM_DEMO_STATE, default /run/netclaim-demo) so `down` finds it.
+
+    PYTHONPATH=tests .venv/bin/python -m testbed.demo up [--containerd 1.7|2.1]
+    PYTHONPATH=tests .venv/bin/python -m testbed.demo exec -- ip addr
+    PYTHONPATH=tests .venv/bin/python -m testbed.demo down
+
+Network safety: the macvlan parent `ncex-up0` is a veth the demo creates, its peer in a namespace the
+demo creates; no pre-existing interface is touched and nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import kubernetes.client as k
+import yaml
+
+from testbed import driver as driver_mod
+from testbed import netns as tnetns
+from testbed import proc
+from testbed.containerd import LINES
+from testbed.node import LocalNode
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMESPACE = "demo"
+EXAMPLE = "multi-nic"
+POD = "multi-nic"
+UPLINK = "ncex-up0"
+SUPERVISOR = "supervisor.json"
+INFO = "info.json"
+FAILED = "failed"
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("NETCLAIM_DEMO_STATE", "/run/netclaim-demo"))
+
+
+def _apply(api: k.ApiClient, path: Path, namespace: str | None = None) -> None:
+    from kubernetes.dynamic import DynamicClient
+
+    dynamic = DynamicClient(api)
+    for doc in (d for d in yaml.safe_load_all(path.read_text()) if d):
+        resource = dynamic.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
+        ns = namespace if resource.namespaced else None
+        if ns:
+            doc["metadata"]["namespace"] = ns
+        resource.server_side_apply(
+            body=doc, name=doc["metadata"]["name"], namespace=ns, field_manager="netclaim-demo"
+        )
+
+
+# --- the supervisor (runs detached) -----------------------------------------------------------------------
+
+
+class Demo:
+    def __init__(self, root: Path, line: str) -> None:
+        self.root = root
+        self.line = line
+        self.node = LocalNode(root / "node", line)
+        self.driver: driver_mod.Driver | None = None
+        self.peer = root / "uplink-peer"
+
+    def up(self) -> dict[str, Any]:
+        t0 = time.monotonic()
+        self._uplink()
+        self.node.start()
+        assert self.node.plane is not None and self.node.containerd is not None
+        with self.node.api_client() as api:
+            for name in ("deviceclasses.yaml", "rbac.yaml", "rbac-host-process.yaml"):
+                _apply(api, ROOT / "deploy" / name)
+        kubeconfig = self.node.plane.kubeconfig_for(
+            "netclaim", driver_mod.service_account_identity(self.node.plane), "netclaim"
+        )
+        self.driver = driver_mod.for_node(self.node, self.root / "driver", kubeconfig, parents=[UPLINK])
+        self.driver.start()
+        self.driver.save()
+        with self.node.api_client() as api:
+            core = k.CoreV1Api(api)
+            core.create_namespace(k.V1Namespace(metadata=k.V1ObjectMeta(name=NAMESPACE)))
+            self.node.wait_default_service_account(NAMESPACE)
+            self._wait_slices(api)
+            _apply(api, ROOT / "examples" / EXAMPLE / "manifest.yaml", NAMESPACE)
+            self._wait_running(core)
+        return {
+            "containerd": self.line,
+            "kubeconfig": str(self.node.plane.admin_kubeconfig),
+            "cri_socket": str(self.node.containerd.cri_socket),
+            "namespace": NAMESPACE,
+            "pod": POD,
+            "driver_log": str(self.driver.log),
+            "driver_http": f"127.0.0.1:{self.driver.port}",
+            "kubelet_log": str(self.node.kubelet.log) if self.node.kubelet else "",
+            "node_timings": self.node.timings,
+            "seconds": round(time.monotonic() - t0, 1),
+        }
+
+    def _uplink(self) -> None:
+        subprocess.run(["ip", "link", "del", UPLINK], check=False, capture_output=True)
+        tnetns.create(self.peer)
+        add = ["ip", "link", "add", UPLINK, "type", "veth", "peer", "name", "p", "netns", str(self.peer)]
+        subprocess.run(add, check=True)
+        subprocess.run(["ip", "link", "set", UPLINK, "up"], check=True)
+
+    def _wait_slices(self, api: k.ApiClient, timeout: float = 60.0) -> None:
+        assert self.driver is not None and self.driver.daemon is not None
+        resource = k.ResourceV1Api(api)
+
+        def published() -> bool:
+            names = {d.name for s in resource.list_resource_slice().items for d in s.spec.devices or []}
+            return {f"macvlan-{UPLINK}", "veth"} <= names
+
+        proc.wait_until(published, self.driver.daemon, timeout, "publishing its slices", interval=0.5)
+
+    def _wait_running(self, core: k.CoreV1Api, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while core.read_namespaced_pod(POD, NAMESPACE).status.phase != "Running":
+            if time.monotonic() > deadline:
+                events = core.list_namespaced_event(NAMESPACE).items
+                raise TimeoutError(
+                    f"pod {NAMESPACE}/{POD} not Running: "
+                    + "; ".join(f"{e.reason}: {e.message}" for e in events)
+                )
+            time.sleep(0.5)
+
+    def down(self) -> list[str]:
+        left: list[str] = []
+        left += self.node.delete_all_pods()  # while the driver runs: devices go back the normal way
+        if self.driver is not None:
+            self.driver.stop()
+        left += self.node.destroy()
+        subprocess.run(["ip", "link", "del", UPLINK], check=False, capture_output=True)
+        if self.peer.exists():
+            tnetns.delete(self.peer)
+        return left
+
+
+def serve(root: Path, line: str) -> int:
+    """The supervisor: bring the demo up, publish info.json, wait for SIGTERM, tear down."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    demo = Demo(root, line)
+    code = 0
+    try:
+        info = demo.up()
+        (root / INFO).write_text(json.dumps(info, indent=2) + "\n")
+        print(f"demo up: {info}", flush=True)
+        stop.wait()
+    except BaseException as error:  # reported through the state dir to the waiting `up`
+        (root / FAILED).write_text(f"{type(error).__name__}: {error}\n")
+        print(f"demo failed: {error}", flush=True)
+        code = 1
+    finally:
+        left = demo.down()
+        print(f"demo down; leftovers: {left}", flush=True)
+    return code
+
+
+# --- the commands ---------------------------------------------------------------------------------------
+
+
+def _supervisor(root: Path) -> proc.Daemon | None:
+    path = root / SUPERVISOR
+    if not path.exists():
+        return None
+    return proc.Daemon.from_json(json.loads(path.read_text()))
+
+
+def cmd_up(root: Path, line: str, timeout: float) -> int:
+    running = _supervisor(root)
+    if running is not None and proc.running(running) and (root / INFO).exists():
+        print(f"the demo is already up (state in {root}); `make demo-down` stops it")
+        return show(root)
+    if running is not None and proc.running(running):
+        raise SystemExit(f"a demo supervisor (pid {running.pid}) is starting or stopping; see {running.log}")
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    env = {**os.environ, "GRPC_ENABLE_FORK_SUPPORT": "0", "PYTHONPATH": str(ROOT / "tests")}
+    argv = [sys.executable, "-m", "testbed.demo", "serve", "--containerd", line]
+    daemon = proc.spawn("netclaim-demo", argv, root / "supervisor.log", env=env)
+    (root / SUPERVISOR).write_text(json.dumps(daemon.to_json()) + "\n")
+    print(f"starting a local node (containerd {line}), the driver and examples/{EXAMPLE} ...", flush=True)
+
+    def settled() -> bool:
+        return (root / INFO).exists() or (root / FAILED).exists()
+
+    try:
+        proc.wait_until(settled, daemon, timeout, "up", interval=0.5)
+    except (RuntimeError, TimeoutError) as error:
+        print(f"demo did not come up: {error}", file=sys.stderr)
+        cmd_down(root)
+        return 1
+    if (root / FAILED).exists():
+        print(f"demo failed: {(root / FAILED).read_text()}{proc.log_tail(daemon.log)}", file=sys.stderr)
+        cmd_down(root)
+        return 1
+    return show(root)
+
+
+def _exec(info: dict[str, Any], cmd: list[str]) -> tuple[int, str]:
+    from testbed.cri import CriClient
+
+    with CriClient(info["cri_socket"], cgroup_root="/", log_root=Path("/nonexistent")) as cri:
+        pods = [
+            p for p in cri.list_pod_sandbox() if p.name == info["pod"] and p.namespace == info["namespace"]
+        ]
+        ready = [p for p in pods if p.state == "SANDBOX_READY"]
+        ids = {p.id for p in ready}
+        containers = [
+            c for c in cri.list_containers() if c.pod_sandbox_id in ids and c.state == "CONTAINER_RUNNING"
+        ]
+        if not containers:
+            return 1, f"pod {info['namespace']}/{info['pod']} has no running container\n"
+        result = cri.exec_sync(containers[0].id, cmd)
+        return result.exit_code, result.stdout + result.stderr
+
+
+def show(root: Path) -> int:
+    info = json.loads((root / INFO).read_text())
+    ns, pod, kubeconfig = info["namespace"], info["pod"], info["kubeconfig"]
+    code, out = _exec(info, ["ip", "addr"])
+    print(f"\n=== ip addr inside pod {ns}/{pod} ===\n{out}")
+    netclaim = str(ROOT / ".venv" / "bin" / "netclaim")
+    status_cmd = [netclaim, "status", pod, "-n", ns, "--kubeconfig", kubeconfig]
+    print(f"=== netclaim status {pod} -n {ns} ===", flush=True)
+    status = subprocess.run(status_cmd, check=False)
+    print(
+        f"""
+The demo is up (containerd {info["containerd"]}; started in {info["seconds"]} s) and stays up.
+  export KUBECONFIG={kubeconfig}
+  kubectl get pods,resourceclaims -n {ns}          # the pod and its two claims
+  kubectl get resourceslices -o wide               # what the driver published
+  .venv/bin/netclaim status {pod} -n {ns}
+  hack/demo.sh exec -- ip route                    # any command inside the pod
+  driver log:  {info["driver_log"]}   (metrics: http://{info["driver_http"]}/metrics)
+Stop and clean everything (node, driver, uplink, state): make demo-down"""
+    )
+    return code or status.returncode
+
+
+def cmd_down(root: Path, timeout: float = 300.0) -> int:
+    daemon = _supervisor(root)
+    if daemon is not None and proc.running(daemon):
+        print("stopping the demo (pods, driver, node, uplink) ...", flush=True)
+        os.kill(daemon.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while proc.running(daemon) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if proc.running(daemon):
+            print(f"supervisor pid {daemon.pid} still running; see {daemon.log}", file=sys.stderr)
+            return 1
+        print(proc.log_tail(daemon.log, 1))
+    elif root.exists() and (root / INFO).exists():
+        print(
+            f"warning: the demo supervisor is gone without cleaning up; see {root}/supervisor.log",
+            file=sys.stderr,
+        )
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(root)
+    print("demo down")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m testbed.demo")
+    ap.add_argument("action", choices=["up", "down", "show", "exec", "serve"])
+    ap.add_argument("--containerd", choices=LINES, default=os.environ.get("NETCLAIM_DEMO_CONTAINERD", "1.7"))
+    ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("cmd", nargs="*", help="exec: the command to run in the pod")
+    args = ap.parse_args(argv)
+    root = state_dir()
+    if args.action == "serve":
+        return serve(root, args.containerd)
+    if args.action == "up":
+        return cmd_up(root, args.containerd, args.timeout)
+    if args.action == "down":
+        return cmd_down(root)
+    if not (root / INFO).exists():
+        raise SystemExit("the demo is not up: make demo")
+    if args.action == "show":
+        return show(root)
+    code, out = _exec(json.loads((root / INFO).read_text()), args.cmd)
+    sys.stdout.write(out)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
