@@ -1,7 +1,8 @@
 """Every deployment object, as a real kube-apiserver v1.37.2 sees it: server-side dry-run create with
 strict field validation, so unknown or misspelt fields, wrong types, invalid values (for example
-allowPrivilegeEscalation=false next to CAP_SYS_ADMIN) and admission (the system-node-critical priority
-class) all fail here. Nothing is persisted.
+allowPrivilegeEscalation=false next to privileged=true) all fail here; the driver pod itself goes through
+pod admission (ServiceAccount, priority class). Nothing but one ServiceAccount in the test's own
+namespace is persisted.
 
 Objects come from the plain manifests (deploy/kustomization.yaml and deploy/rbac-host-process.yaml) and
 from `helm template` of the chart, with default and with non-default values. Namespaced objects go into
@@ -12,18 +13,13 @@ driver's ClusterRoles, say) cannot collide with the dry run.
 from __future__ import annotations
 
 import copy
-import sys
 import uuid
 from collections.abc import Iterable
-from pathlib import Path
-from typing import Any
 
 import kubernetes.client
 import pytest
 from testbed import namespaces
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "deploy"))
-from deploy_support import DEPLOY, KubeObject, load_objects, plain_objects, render  # noqa: E402
+from unit.deploy.deploy_support import DEPLOY, KubeObject, load_objects, plain_objects, render
 
 # kind -> (API path prefix, plural, namespaced). A kind missing here fails the test: add it.
 RESOURCES: dict[str, tuple[str, str, bool]] = {
@@ -109,7 +105,7 @@ def test_chart_render_passes_server_side_dry_run(
     _assert_all_accepted(admin_api, _placed(objects, namespace, suffix))
 
 
-def _daemonset(namespace: str) -> dict[str, Any]:
+def _daemonset(namespace: str) -> KubeObject:
     (ds,) = [o for o in _placed(plain_objects(), namespace, "") if o["kind"] == "DaemonSet"]
     return ds
 
@@ -121,13 +117,48 @@ def test_dry_run_does_reject_bad_objects(admin_api: kubernetes.client.ApiClient,
     reason = _rejection(admin_api, unknown)
     assert reason is not None and "hostNetwrok" in reason
 
-    escalation = _daemonset(namespace)
-    escalation["spec"]["template"]["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = (
-        False
-    )
-    reason = _rejection(admin_api, escalation)
+    privileged = _daemonset(namespace)
+    privileged["spec"]["template"]["spec"]["containers"][0]["securityContext"]["privileged"] = True
+    reason = _rejection(admin_api, privileged)
     assert reason is not None and "allowPrivilegeEscalation" in reason
 
-    priority = _daemonset(namespace)
-    priority["spec"]["template"]["spec"]["priorityClassName"] = "no-such-priority"
-    assert _rejection(admin_api, priority) is not None
+
+def _pod_of(daemonset: KubeObject) -> KubeObject:
+    """The pod the DaemonSet controller would create (it is not running in this tier)."""
+    template = daemonset["spec"]["template"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {**template["metadata"], "name": "netclaim-node-a", "namespace": namespace_of(daemonset)},
+        "spec": {**template["spec"], "nodeName": "node-a"},
+    }
+
+
+def namespace_of(obj: KubeObject) -> str:
+    namespace: str = obj["metadata"]["namespace"]
+    return namespace
+
+
+def test_driver_pod_passes_pod_admission(
+    admin_api: kubernetes.client.ApiClient, namespace: str, suffix: str
+) -> None:
+    """Pod-level admission, which a DaemonSet create does not run: the ServiceAccount must exist and the
+    system-node-critical priority class must resolve outside kube-system."""
+    objects = _placed(plain_objects(), namespace, suffix)
+    (account,) = [o for o in objects if o["kind"] == "ServiceAccount"]
+    status, body = namespaces.request(
+        admin_api, "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", account
+    )
+    assert status == 201, body
+    pod = _pod_of(_daemonset(namespace))
+    status, body = namespaces.request(
+        admin_api, "POST", f"/api/v1/namespaces/{namespace}/pods?dryRun=All&fieldValidation=Strict", pod
+    )
+    assert status == 201, body
+    assert body["spec"]["priority"] == 2000001000  # system-node-critical resolved by admission
+
+    pod["spec"]["priorityClassName"] = "no-such-priority"
+    status, body = namespaces.request(
+        admin_api, "POST", f"/api/v1/namespaces/{namespace}/pods?dryRun=All", pod
+    )
+    assert status != 201 and "no-such-priority" in body.get("message", ""), body
