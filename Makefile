@@ -52,7 +52,7 @@ test-node: venv deps-node
 test: venv
 	hack/run-all.sh
 
-bench: venv deps-node
+bench: venv deps-runtime deps-apiserver
 	$(PY) -m bench $(BENCH_ARGS)
 
 soak: venv deps-node

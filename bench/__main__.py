@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cycles", type=int, default=None, help="pod cycles for RSS (default 0; --full 1000)"
     )
+    parser.add_argument("--trace-rss", action="store_true", help="tracemalloc report of RSS growth (slow)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -117,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     for line in lines:
         section(
             f"runtime:{line}",
-            lambda line=line: runtime.measure(line, pairs=pairs, storm=args.storm, cycles=cycles),  # type: ignore[misc]
+            lambda line=line: runtime.measure(
+                line, pairs=pairs, storm=args.storm, cycles=cycles, trace=args.trace_rss
+            ),  # type: ignore[misc]
         )
     load_end = load_average()
     results.update(

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -39,10 +40,10 @@ from testbed.containerd import Containerd
 from testbed.cri import CriClient
 
 from bench.common import Bed, claim_plan, ip, macvlan_device, ms
+from bench.nri_agent import TimedHooks
 from draplugin.attach import Executor
 from draplugin.attachments import AttachmentStore
 from draplugin.checkpoint import Checkpoint
-from draplugin.hooks import NetworkHooks
 from draplugin.metrics import Metrics
 from draplugin.planstore import PlanStore
 from nriplugin import Stub
@@ -81,7 +82,8 @@ class InProcessDriver:
         self.attachments = AttachmentStore.open(state / "attachments.json")
         self.executor = Executor()
         self.metrics = Metrics()
-        self.hooks = NetworkHooks(self.plans, self.executor, self.attachments, self.metrics)
+        self.hooks = TimedHooks(self.plans, self.executor, self.attachments, self.metrics)
+        self.hooks.durations = []
         self.attachments.start()
 
     @contextlib.asynccontextmanager
@@ -138,9 +140,16 @@ async def overhead(ctd: Containerd, bed: Bed, pairs: int) -> dict[str, float]:
                     await driver.plans.drop([p.claim.uid for p in driver.plans.plans_for_pod(uid)])
     finally:
         await driver.aclose()
-    paired = [w - b for w, b in zip(loaded, bare, strict=True)]
+    paired = sorted(w - b for w, b in zip(loaded, bare, strict=True))
+    cut = len(paired) // 10
+    trimmed = paired[cut : len(paired) - cut] if cut else paired
+    spread = statistics.stdev(paired) if len(paired) > 1 else float("nan")
     return {
         "runpodsandbox_overhead_ms_p50": round(statistics.median(paired) * 1000, 3),
+        "runpodsandbox_overhead_ms_trimmed_mean": round(statistics.mean(trimmed) * 1000, 3),
+        # Standard error of the median of the paired differences: the resolution of the figure above.
+        "runpodsandbox_overhead_ms_stderr": round(1.2533 * spread / len(paired) ** 0.5 * 1000, 3),
+        "runpodsandbox_hook_ms_p50": ms(driver.hooks.durations, 50),
         "runpodsandbox_with_driver_ms_p50": ms(loaded, 50),
         "runpodsandbox_without_driver_ms_p50": ms(bare, 50),
         "runpodsandbox_overhead_pairs": float(pairs),
@@ -151,7 +160,7 @@ async def overhead(ctd: Containerd, bed: Bed, pairs: int) -> dict[str, float]:
 class Agent:
     """bench.nri_agent as a child process, with every plan it will need already checkpointed."""
 
-    def __init__(self, ctd: Containerd, state: Path) -> None:
+    def __init__(self, ctd: Containerd, state: Path, *, trace: bool = False) -> None:
         env = {**os.environ, "GRPC_ENABLE_FORK_SUPPORT": "0", "PYTHONPATH": str(REPO)}
         argv = [
             sys.executable,
@@ -162,6 +171,7 @@ class Agent:
             "--state",
             str(state),
         ]
+        argv += ["--trace"] if trace else []
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()
@@ -229,14 +239,17 @@ def concurrent(ctd: Containerd, bed: Bed, pods: int) -> dict[str, float]:
         ),
         f"concurrent_{pods}_pods_failed": float(failed),
         f"concurrent_{pods}_pods_wall_s": round(wall, 3),
-        f"concurrent_{pods}_hook_max_ms": float(summary.get("run_pod_sandbox_max_ms", float("nan"))),
+        f"concurrent_{pods}_hook_ms_p50": float(summary.get("run_pod_sandbox_ms_p50", float("nan"))),
+        f"concurrent_{pods}_hook_ms_max": float(summary.get("run_pod_sandbox_ms_max", float("nan"))),
     }
 
 
-def rss(ctd: Containerd, bed: Bed, cycles: int, warmup: int = 50, every: int = 25) -> dict[str, float]:
+def rss(
+    ctd: Containerd, bed: Bed, cycles: int, *, warmup: int = 50, every: int = 25, trace: bool = False
+) -> dict[str, float]:
     state = bed.root / f"agent-r-{ctd.id}"
     uids = asyncio.run(_write_plans(state, bed.parent, cycles + warmup))
-    agent = Agent(ctd, state)
+    agent = Agent(ctd, state, trace=trace)
     samples: list[float] = []
     missing = 0
     try:
@@ -249,8 +262,11 @@ def rss(ctd: Containerd, bed: Bed, cycles: int, warmup: int = 50, every: int = 2
                 done = i + 1 - warmup
                 if done >= 0 and done % every == 0:
                     samples.append(agent.rss_mib())
+                    if done == 0 and trace:
+                        agent.proc.send_signal(signal.SIGUSR1)
     finally:
         summary = agent.stop()
+    print("rss: MiB every", every, "cycles:", " ".join(f"{x:.1f}" for x in samples), file=sys.stderr)
     calls = summary.get("calls", {})
     return {
         "rss_mib_steady": round(statistics.median(samples), 2),
@@ -258,13 +274,17 @@ def rss(ctd: Containerd, bed: Bed, cycles: int, warmup: int = 50, every: int = 2
         ("rss_drift_mib_1000" if cycles == 1000 else f"rss_drift_mib_{cycles}"): round(
             samples[-1] - samples[0], 2
         ),
+        "rss_mib_after_warmup": round(samples[0], 2),
+        "rss_mib_end": round(samples[-1], 2),
         "rss_cycles": float(cycles),
         "rss_cycles_sampled_without_interface": float(missing),
         "rss_run_pod_sandbox_ok": float(calls.get("RunPodSandbox.ok", 0)),
     }
 
 
-def measure(line: str, *, pairs: int, storm: int, cycles: int, default_line: str = "2.1") -> dict[str, float]:
+def measure(
+    line: str, *, pairs: int, storm: int, cycles: int, default_line: str = "2.1", trace: bool = False
+) -> dict[str, float]:
     out: dict[str, float] = {}
     with Bed() as bed, containerd(line) as ctd:
         if pairs:
@@ -272,6 +292,6 @@ def measure(line: str, *, pairs: int, storm: int, cycles: int, default_line: str
         if storm:
             out.update(concurrent(ctd, bed, storm))
         if cycles:
-            out.update(rss(ctd, bed, cycles))
+            out.update(rss(ctd, bed, cycles, trace=trace))
     suffix = _suffix(line, default_line)
     return {f"{k}{suffix}": v for k, v in out.items()}

@@ -29,6 +29,7 @@ from draplugin.discovery.sysfs import SysfsReader
 from draplugin.health import HealthServer
 from draplugin.hooks import CleanupForUnprepare, NetworkHooks
 from draplugin.kube.claims import KubeClaimReader
+from draplugin.kube.reservations import ReservationWatcher
 from draplugin.kube.slices_api import SliceApi
 from draplugin.kubelet.server import KubeletServers, SocketPaths
 from draplugin.metrics import Metrics
@@ -174,6 +175,7 @@ class Daemon:
             tasks.append(asyncio.create_task(self.stub.run(), name="nri"))
             await self.kubelet.start()
             tasks.append(asyncio.create_task(publisher.run(link_events()), name="publisher"))
+            tasks.append(asyncio.create_task(ReservationWatcher(api, plans).run(), name="reservations"))
             tasks.append(asyncio.create_task(self._gauges(status), name="gauges"))
             log.info("netclaim %s running on node %s", s.driver, s.node_name)
             await self._wait(tasks)

@@ -105,8 +105,16 @@ async def _add_route(ipr: AsyncIPRoute, index: int, route: Route) -> None:
     await ipr.route("replace", **request)
 
 
-async def configure(ipr: AsyncIPRoute, current_name: str, spec: NetdevSpec) -> int:
-    """Rename, MTU, MAC, addresses, up, routes — in the order the kernel needs; returns the ifindex.
+@dataclass(frozen=True)
+class Configured:
+    index: int
+    link: Any | None
+    """The link message read before configuring, when configure changed no link attribute (only the
+    up flag): its name and MAC are still what the kernel reports, so `observe` need not ask again."""
+
+
+async def configure(ipr: AsyncIPRoute, current_name: str, spec: NetdevSpec) -> Configured:
+    """Rename, MTU, MAC, addresses, up, routes — in the order the kernel needs.
 
     Routes come last: a gateway is only reachable once the link is up and its prefix route exists.
     """
@@ -125,13 +133,18 @@ async def configure(ipr: AsyncIPRoute, current_name: str, spec: NetdevSpec) -> i
         await ipr.link("set", index=index, state="up")
     for route in spec.routes:
         await _add_route(ipr, index, route)
-    return index
+    return Configured(index, None if changes else link)
 
 
-async def observe(ipr: AsyncIPRoute, index: int) -> Observed:
+async def observe(ipr: AsyncIPRoute, index: int, link: Any | None = None) -> Observed:
     """Name, MAC and global/site addresses as canonical `addr/prefix` (link-local ones are not IPs
-    a pod is reachable on, so status does not carry them)."""
-    (link,) = await ipr.link("get", index=index)
+    a pod is reachable on, so status does not carry them).
+
+    `link`: a message for this link read since its name and MAC last changed (Configured.link); it
+    saves a kernel round trip in the RunPodSandbox hook, whose budget is the whole node's.
+    """
+    if link is None:
+        (link,) = await ipr.link("get", index=index)
     ips: list[str] = []
     async for msg in await ipr.addr("dump", index=index):
         if msg["scope"] == RT_SCOPE_LINK or msg.get("index", index) != index:

@@ -54,14 +54,14 @@ def claim_from_object(obj: Mapping[str, Any]) -> AllocatedClaim:
     return AllocatedClaim(
         ref=ref,
         allocated=True,
-        pod_uids=_pod_uids(status.get("reservedFor") or []),
+        pod_uids=pod_uids_of(status.get("reservedFor") or []),
         devices=tuple(_device(result) for result in devices),
         configs=_configs((allocation.get("devices") or {}).get("config") or []),
         node_names=_node_names(allocation.get("nodeSelector")),
     )
 
 
-def _pod_uids(reserved_for: list[Mapping[str, Any]]) -> tuple[str, ...]:
+def pod_uids_of(reserved_for: list[Mapping[str, Any]]) -> tuple[str, ...]:
     return tuple(
         entry["uid"]
         for entry in reserved_for

@@ -12,6 +12,7 @@ from typing import Any
 
 import e2e
 import kubernetes.client as k
+import pytest
 from testbed.driver import Driver
 from testbed.node import LocalNode
 
@@ -73,9 +74,20 @@ def test_twenty_pods_at_once(local_node: LocalNode, driver: Driver, node_namespa
     assert e2e.host_links() == before
 
 
+def prepared_claims(driver: Driver) -> float:
+    """NodePrepareResources calls the driver answered without error (its /metrics)."""
+    wanted = ("netclaim_calls_total{", 'method="NodePrepareResources"', 'result="ok"')
+    lines = [line for line in driver.metrics().splitlines() if all(w in line for w in wanted)]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+
+
+@pytest.mark.parametrize("kill_at", ["allocated", "prepared"])
 def test_driver_sigkilled_while_pods_start(
-    local_node: LocalNode, driver: Driver, node_namespace: str
+    local_node: LocalNode, driver: Driver, node_namespace: str, kill_at: str
 ) -> None:
+    """SIGKILL once the scheduler allocated a first claim (kubelet then finds no driver), or once the
+    driver prepared a first claim (its plan is checkpointed, its pod not started yet: the restart must
+    pick the plan up from disk and attach at RunPodSandbox or late)."""
     count = 8
     before = e2e.host_links()
     with local_node.api_client() as api:
@@ -87,10 +99,13 @@ def test_driver_sigkilled_while_pods_start(
             claims = resource.list_namespaced_resource_claim(node_namespace).items
             return any(c.status and c.status.allocation for c in claims)
 
-        e2e.wait_for("a claim allocated", some_allocated, 60.0, lambda: "no allocation")
+        if kill_at == "allocated":
+            e2e.wait_for("a claim allocated", some_allocated, 60.0, lambda: "no allocation")
+        else:
+            e2e.wait_for("a claim prepared", lambda: prepared_claims(driver) >= 1, 60.0, driver.metrics)
         driver.kill()
         running = [p for p in core.list_namespaced_pod(node_namespace).items if p.status.phase == "Running"]
-        print(f"driver SIGKILLed with {len(running)}/{count} pods Running")
+        print(f"driver SIGKILLed at {kill_at} with {len(running)}/{count} pods Running")
         # Killed while pods were starting, not after: otherwise this test would prove nothing.
         assert len(running) < count
         time.sleep(3.0)  # kubelet sees the socket vanish; pods keep arriving at the runtime meanwhile

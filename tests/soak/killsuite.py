@@ -309,7 +309,24 @@ def pod_interfaces(cri: CriClient, container_id: str) -> dict[str, Seen]:
     """`ip -o link` and `ip -o addr` inside the container, parsed (busybox ip)."""
     result = cri.exec_sync(container_id, ["sh", "-c", "ip -o link; echo ---; ip -o addr"])
     assert result.exit_code == 0, result.stderr
-    links_text, _, addrs_text = str(result.stdout).partition("---")
+    return parse_ip(str(result.stdout))
+
+
+def netns_interfaces(netns_path: str) -> dict[str, Seen]:
+    """The same view from the host, through the sandbox's netns file (for pods without containers)."""
+    out = subprocess.run(
+        ["nsenter", f"--net={netns_path}", "sh", "-c", "ip -o link; echo ---; ip -o addr"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout
+    return parse_ip(out)
+
+
+def parse_ip(text: str) -> dict[str, Seen]:
+    """`ip -o link; echo ---; ip -o addr` output (busybox or iproute2) by interface name."""
+    links_text, _, addrs_text = text.partition("---")
     seen: dict[str, dict[str, Any]] = {}
     for line in links_text.strip().splitlines():
         # 5: net1@if3: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1400 ... link/ether 02:00:5e:00:00:01 brd ...
@@ -359,8 +376,12 @@ def configured(plan: PodPlan, seen: dict[str, Seen]) -> list[str]:
 def wait_configured(cri: CriClient, pod: BusyboxPod, plan: PodPlan, since: float, budget: float) -> float:
     """Poll until the pod has all its interfaces; returns seconds since `since`. Fails past `budget`
     (the poll itself takes time, so the figure is an upper bound on the real delay)."""
+    return wait_seen(lambda: pod_interfaces(cri, pod.container_id), plan, since, budget)
+
+
+def wait_seen(look: Callable[[], dict[str, Seen]], plan: PodPlan, since: float, budget: float) -> float:
     while True:
-        problems = configured(plan, pod_interfaces(cri, pod.container_id))
+        problems = configured(plan, look())
         now = time.monotonic()
         if not problems:
             return now - since

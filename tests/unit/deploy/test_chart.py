@@ -8,9 +8,11 @@ locally and fail in CI.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from deploy_support import (
     CHART,
     NAMESPACE,
@@ -161,3 +163,14 @@ def test_chart_render_is_stable_for_the_release_name() -> None:
     assert names["DaemonSet"] == RELEASE
     other = helm("template", "edge", str(CHART), "--kube-version", "v1.37.2").stdout
     assert "name: edge-netclaim" in other
+
+
+def test_packaged_chart_carries_the_linked_files(tmp_path: Path) -> None:
+    """files/ links to deploy/; `helm package` must store the files' content, so a chart installed from
+    the archive (no repository checkout) renders the same objects."""
+    helm("package", str(CHART), "--destination", str(tmp_path))
+    (archive,) = tmp_path.glob("netclaim-*.tgz")
+    args = template_args()
+    args[args.index(str(CHART))] = str(archive)
+    packaged = [doc for doc in yaml.safe_load_all(helm(*args).stdout) if doc is not None]
+    assert by_key(packaged) == by_key(render())
