@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from draplugin.atomicfile import write_atomic
 from draplugin.model import AttachResult, DeviceKind, DeviceRef
 
 log = logging.getLogger(__name__)
@@ -172,7 +171,7 @@ class AttachmentStore:
     async def flush(self) -> None:
         self._dirty.clear()
         data = encode(self._records.values())
-        await asyncio.to_thread(_write_atomic, self.path, data)
+        await asyncio.to_thread(write_atomic, self.path, data)
         self.writes += 1
 
     async def _write_loop(self) -> None:
@@ -184,24 +183,3 @@ class AttachmentStore:
                 log.error("cannot write attachments %s: %s; retrying", self.path, error)
                 self._dirty.set()
                 await asyncio.sleep(1.0)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

@@ -8,15 +8,13 @@ checkpoint, never a mix. The file is 0600: plans carry addresses and MACs of oth
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import orjson
 
+from draplugin.atomicfile import write_atomic
 from draplugin.model import ClaimPlan
 from draplugin.plan_json import plan_from_dict, plan_to_dict
 
@@ -50,30 +48,7 @@ class Checkpoint:
         return {plan.claim.uid: plan for plan in plans}
 
     def save(self, plans: Iterable[ClaimPlan]) -> None:
-        data = encode(plans)
-        directory = self.path.parent
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        write_atomic(self.path, encode(plans))
 
 
 def encode(plans: Iterable[ClaimPlan]) -> bytes:
