@@ -28,6 +28,7 @@ from draplugin.model import AttributeValue, DeviceKind, PublishedDevice
 
 SLOTS = "slots"
 VETH_DEVICE = "veth"
+DUMMY_DEVICE = "dummy"
 
 
 def link_attributes(link: LinkInfo, kind: DeviceKind, fact: SysfsFacts) -> dict[str, AttributeValue]:
@@ -80,6 +81,9 @@ def build_devices(
                 shared.append((f"{kind.value}-{naming.to_label(parent.name)}"[:63], kind, parent))
     if DeviceKind.VETH in policy.virtual_kinds:
         shared.append((VETH_DEVICE, DeviceKind.VETH, None))
+    if DeviceKind.DUMMY in policy.virtual_kinds:
+        # A pod-local link with no host side: only offered when the operator asks (kernel support varies).
+        shared.append((DUMMY_DEVICE, DeviceKind.DUMMY, None))
     labels = naming.assign([d.link.name for d in decisions if d.publish], reserved={s[0] for s in shared})
     devices = [_shared(name, kind, parent, policy.slots) for name, kind, parent in shared]
     for decision in decisions:

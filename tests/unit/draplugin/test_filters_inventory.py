@@ -146,3 +146,13 @@ def test_inventory_from_a_fake_sysfs_tree(tmp_path: Path) -> None:
         1,
     )
     assert vf2.attributes["rdma"] is True
+
+
+def test_dummy_is_offered_only_when_asked() -> None:
+    snapshot = LinkSnapshot(links=(link(2, "up0"),), uplinks=frozenset())
+    without, _ = build_devices(snapshot, {}, FilterPolicy())
+    assert "dummy" not in {d.name for d in without}
+    policy = FilterPolicy(virtual_kinds=frozenset({DeviceKind.DUMMY}))
+    with_dummy, _ = build_devices(snapshot, {}, policy)
+    (dummy,) = [d for d in with_dummy if d.name == "dummy"]
+    assert dummy.kind is DeviceKind.DUMMY and dummy.multi_allocatable and dummy.host_name is None
