@@ -98,6 +98,7 @@ def example_links(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             add = ["ip", "link", "add", name, "mtu", mtu, "type", "veth", "peer", "name", "p", "netns"]
             subprocess.run([*add, str(peer)], check=True)
             subprocess.run(["ip", "link", "set", name, "up"], check=True)
+            subprocess.run(["nsenter", f"--net={peer}", "ip", "link", "set", "p", "up"], check=True)
         yield
     finally:
         for name, peer in made:

@@ -161,6 +161,8 @@ def test_host_process_identity_needs_the_arbitrary_node_grant(
             time.sleep(5.0)  # the status queue has had its chance to write
             status = e2e.read_claim(api, node_namespace, claim).get("status", {})
             assert not [d for d in status.get("devices", []) if d["driver"] == e2e.DRIVER], status
+            # The driver says why, with the verb the apiserver wants (a 422, not a 403).
+            assert "arbitrary-node:patch" in driver.log.read_text(), driver.log_tail()
         finally:
             e2e.apply(api, [binding])
         e2e.wait_claim_ready(api, node_namespace, claim, timeout=90.0)

@@ -113,11 +113,15 @@ class Demo:
         }
 
     def _uplink(self) -> None:
-        subprocess.run(["ip", "link", "del", UPLINK], check=False, capture_output=True)
+        exists = subprocess.run(["ip", "link", "show", UPLINK], check=False, capture_output=True)
+        if exists.returncode == 0:  # never take over a link someone else made (an e2e run, say)
+            raise RuntimeError(f"link {UPLINK} already exists: is a node e2e run or another demo up?")
         tnetns.create(self.peer)
         add = ["ip", "link", "add", UPLINK, "type", "veth", "peer", "name", "p", "netns", str(self.peer)]
         subprocess.run(add, check=True)
         subprocess.run(["ip", "link", "set", UPLINK, "up"], check=True)
+        # The far end up too, so the uplink (and the pod's macvlan on it) has carrier.
+        subprocess.run(["nsenter", f"--net={self.peer}", "ip", "link", "set", "p", "up"], check=True)
 
     def _wait_slices(self, api: k.ApiClient, timeout: float = 60.0) -> None:
         assert self.driver is not None and self.driver.daemon is not None
@@ -142,13 +146,15 @@ class Demo:
 
     def down(self) -> list[str]:
         left: list[str] = []
-        left += self.node.delete_all_pods()  # while the driver runs: devices go back the normal way
-        if self.driver is not None:
-            self.driver.stop()
-        left += self.node.destroy()
-        subprocess.run(["ip", "link", "del", UPLINK], check=False, capture_output=True)
-        if self.peer.exists():
-            tnetns.delete(self.peer)
+        try:
+            left += self.node.delete_all_pods()  # while the driver runs: devices go back the normal way
+            if self.driver is not None:
+                self.driver.stop()
+            left += self.node.destroy()
+        finally:
+            if self.peer.exists():  # only then did this demo make the uplink
+                subprocess.run(["ip", "link", "del", UPLINK], check=False, capture_output=True)
+                tnetns.delete(self.peer)
         return left
 
 
