@@ -176,7 +176,7 @@ class Daemon:
             await self.kubelet.start()
             tasks.append(asyncio.create_task(publisher.run(link_events()), name="publisher"))
             tasks.append(asyncio.create_task(ReservationWatcher(api, plans).run(), name="reservations"))
-            tasks.append(asyncio.create_task(self._gauges(status), name="gauges"))
+            tasks.append(asyncio.create_task(self._gauges(status, publisher, inventory), name="gauges"))
             log.info("netclaim %s running on node %s", s.driver, s.node_name)
             await self._wait(tasks)
         finally:
@@ -203,8 +203,10 @@ class Daemon:
             if task is not stop and task.exception() is not None:
                 raise RuntimeError(f"component {task.get_name()} failed") from task.exception()
 
-    async def _gauges(self, status: StatusQueue) -> None:
+    async def _gauges(self, status: StatusQueue, publisher: Publisher, inventory: Inventory) -> None:
         while True:
+            if publisher.last is not None:
+                self.metrics.devices_published.set(len(inventory.devices))
             self.metrics.status_queue_depth.set(status.depth)
             self.metrics.status_retries.set(status.stats.retries)
             await asyncio.sleep(1.0)

@@ -174,7 +174,12 @@ class NetworkHooks(Plugin):
                     raise
                 return
             self.metrics.late_attaches.inc()
-            log.info("late attach done for pod %s/%s", pod.namespace, pod.name)
+            log.info(
+                "late attach done for pod %s/%s",
+                pod.namespace,
+                pod.name,
+                extra={"pod": f"{pod.namespace}/{pod.name}"},
+            )
 
     # --- attach and detach ----------------------------------------------------------------------------
 
@@ -192,7 +197,13 @@ class NetworkHooks(Plugin):
         except AttachError as error:
             failure = Failed("AttachFailed", str(error))
             self._report(pod, plans, {}, failure, failed_ref=error.device)
-            log.error("attach for pod %s/%s failed: %s", pod.namespace, pod.name, error)
+            log.error(
+                "attach for pod %s/%s failed: %s",
+                pod.namespace,
+                pod.name,
+                error,
+                extra={"pod": f"{pod.namespace}/{pod.name}", "claim": error.claim},
+            )
             raise HandlerError(f"netclaim: {error}") from error
         self.attachments.put(SandboxRecord(pod.id, pod.uid, pod.namespace, pod.name, path, tuple(results)))
         self.metrics.attached_devices.inc(len(results))
@@ -202,7 +213,13 @@ class NetworkHooks(Plugin):
         try:
             await self.executor.detach(record.results)
         except DetachError as error:
-            log.error("detach for pod %s/%s incomplete: %s", record.pod_namespace, record.pod_name, error)
+            log.error(
+                "detach for pod %s/%s incomplete: %s",
+                record.pod_namespace,
+                record.pod_name,
+                error,
+                extra={"pod": f"{record.pod_namespace}/{record.pod_name}"},
+            )
             raise
         finally:
             self.metrics.attached_devices.dec(len(record.results))
