@@ -64,7 +64,7 @@ def table(results: dict[str, float]) -> str:
             f"{name:<44} {value:>12g}  {op + ' ' + format(limit, 'g'):>10}  {'ok' if ok else 'MISSED'}"
         )
     missing = [name for name in TARGETS if not any(target_for(k) and k.startswith(name) for k in results)]
-    rows += [f"{name:<44} {'not measured':>12}" for name in missing]
+    rows += [f"{name:<44} {'not measured':>12}  (not in this run; slow ones: --full)" for name in missing]
     return "\n".join(rows)
 
 

@@ -13,7 +13,8 @@ creates on the host, its peer in a private netns, so no real uplink is involved.
 
 The three are interleaved sample by sample (rotating which goes first), so machine load drifting
 during the run hits all of them alike; the ratios are what to compare across runs. A second pass
-attaches 8 macvlans to one pod through the hook (hook_8if_*).
+attaches 8 macvlans to one pod through the hook (hook_8if_*), interleaved with the floor doing the
+same 8 (floor_8if_*), so a tail that the floor shows too is the machine's, not the driver's.
 
 Run as root: `python -m bench.attach_floor [runs]`; prints one JSON object.
 """
@@ -105,12 +106,13 @@ class Hook:
 
 
 class Floor:
-    """The same netlink operations on pyroute2 directly."""
+    """The same netlink operations on pyroute2 directly, for `interfaces` macvlans in one pod."""
 
-    def __init__(self, bed: Bed) -> None:
+    def __init__(self, bed: Bed, interfaces: int = 1) -> None:
         self.bed = bed
         self.host = AsyncIPRoute()
         self.parent_index = 0
+        self.names = [f"net{i}" for i in range(1, interfaces + 1)]
 
     async def __aenter__(self) -> Floor:
         (parent,) = await self.host.link("get", ifname=self.bed.parent)
@@ -121,22 +123,23 @@ class Floor:
         self.host.close()
 
     async def attach(self) -> None:
-        address, prefix = ADDRESS.split("/")
         fd = open_netns_fd(self.bed.pod_path)
         pod = await netlink_in(fd)
         try:
-            await self.host.link(
-                "add", ifname="net1", kind="macvlan", link=self.parent_index, macvlan_mode=4, net_ns_fd=fd
-            )
-            (link,) = await pod.link("get", ifname="net1")
-            await pod.addr("add", index=link["index"], address=address, prefixlen=int(prefix))
-            await pod.link("set", index=link["index"], state="up")
+            for i, name in enumerate(self.names, start=1):
+                await self.host.link(
+                    "add", ifname=name, kind="macvlan", link=self.parent_index, macvlan_mode=4, net_ns_fd=fd
+                )
+                (link,) = await pod.link("get", ifname=name)
+                address = f"203.0.113.{80 + i}"  # as macvlan_device(parent, i); net1 gets ADDRESS
+                await pod.addr("add", index=link["index"], address=address, prefixlen=24)
+                await pod.link("set", index=link["index"], state="up")
         finally:
             pod.close()
             os.close(fd)
 
     async def undo(self) -> None:
-        await asyncio.to_thread(self.bed.remove_links, "net1")
+        await asyncio.to_thread(self.bed.remove_links, *self.names)
 
 
 class Cni:
@@ -206,8 +209,10 @@ async def measure(runs: int, runs_8if: int) -> dict[str, float]:
             else:
                 print(f"attach: {cni.plugin} missing, no CNI reference", file=sys.stderr)
             samples = await interleaved(runs, methods)
-        async with Hook(bed, 8) as hook8:
-            eight = await interleaved(runs_8if, {"hook8": (hook8.attach, hook8.undo)})
+        async with Hook(bed, 8) as hook8, Floor(bed, 8) as floor8:
+            eight = await interleaved(
+                runs_8if, {"hook8": (hook8.attach, hook8.undo), "floor8": (floor8.attach, floor8.undo)}
+            )
     out["attach_macvlan_ms_p50"] = ms(samples["hook"], 50)
     out["attach_macvlan_ms_p99"] = ms(samples["hook"], 99)
     out["floor_macvlan_ms_p50"] = ms(samples["floor"], 50)
@@ -218,6 +223,9 @@ async def measure(runs: int, runs_8if: int) -> dict[str, float]:
         out["ratio_attach_vs_cni"] = round(out["attach_macvlan_ms_p50"] / out["cni_macvlan_ms_p50"], 3)
     out["hook_8if_ms_p50"] = ms(eight["hook8"], 50)
     out["hook_8if_ms_p99"] = ms(eight["hook8"], 99)
+    out["floor_8if_ms_p50"] = ms(eight["floor8"], 50)
+    out["floor_8if_ms_p99"] = ms(eight["floor8"], 99)
+    out["ratio_8if_vs_floor"] = round(out["hook_8if_ms_p50"] / out["floor_8if_ms_p50"], 3)
     out["attach_samples"] = float(runs)
     out["hook_8if_samples"] = float(runs_8if)
     return out

@@ -76,7 +76,8 @@ class Bed:
     def __exit__(self, *exc: object) -> None:
         ip("link", "del", self.parent, check=False)
         for path in (self.pod_path, self.peer_path):
-            subprocess.run(["umount", path], check=False, capture_output=True)
+            # Lazy: a netlink socket or fd still open on the namespace must not leave the mount behind.
+            subprocess.run(["umount", "-l", path], check=False, capture_output=True)
         self._dir.cleanup()
 
     def remove_links(self, *names: str) -> None:

@@ -36,6 +36,9 @@ class AttachContext:
     pod: Netns | None
     pod_uid: str = ""
     claim: ClaimRef | None = None
+    parents: dict[str, int] = field(default_factory=dict, compare=False)
+    """Parent ifindex by name, looked up once per claim: each lookup is a kernel round trip in the
+    RunPodSandbox hook, and several macvlans of one pod usually share their parent."""
 
     def require_pod(self) -> Netns:
         if self.pod is None:

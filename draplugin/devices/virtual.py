@@ -75,8 +75,11 @@ class VirtualLink:
 async def parent_index(ctx: AttachContext, plan: DevicePlan) -> int:
     if not plan.host_name:
         raise PlanInvalid(f"{plan.kind} needs a parent interface (host_name)")
+    if plan.host_name in ctx.parents:
+        return ctx.parents[plan.host_name]
     link = await find_link(ctx.host.ipr, plan.host_name)
     if link is None:
         raise LookupError(f"parent interface {plan.host_name!r} not found on the host")
     index: int = link["index"]
+    ctx.parents[plan.host_name] = index
     return index
