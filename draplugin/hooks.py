@@ -67,6 +67,8 @@ class NetworkHooks(Plugin):
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._background: set[asyncio.Task[None]] = set()
         self.reconciled = asyncio.Event()
+        # Records survive restarts; the gauge must start from them, not from zero.
+        metrics.attached_devices.set(sum(len(r.results) for r in attachments.all()))
 
     # --- events ---------------------------------------------------------------------------------------
 
@@ -210,6 +212,8 @@ class NetworkHooks(Plugin):
         self._report(pod, plans, {r.ref: r for r in results})
 
     async def _detach(self, record: SandboxRecord) -> None:
+        """Undo a sandbox's attach; on failure the record keeps its results for RemovePodSandbox or the
+        next reconcile to clean up."""
         try:
             await self.executor.detach(record.results)
         except DetachError as error:
@@ -221,8 +225,7 @@ class NetworkHooks(Plugin):
                 extra={"pod": f"{record.pod_namespace}/{record.pod_name}"},
             )
             raise
-        finally:
-            self.metrics.attached_devices.dec(len(record.results))
+        self.metrics.attached_devices.dec(len(record.results))
         self.attachments.put(_without_results(record))
         plans = self.plans.plans_for_pod(record.pod_uid)
         self._report_record(record, plans, DETACHED)
