@@ -50,5 +50,6 @@ def test_driver_killed_at_random_points_of_pod_cycles(
     assert {r.mode for r in results} == set(MODES)
     kills = sum(1 for r in results if r.mode != "none")
     assert driver.kills == kills
+    assert driver.problems() == []  # a kill is not an excuse for an error later
     late = [r.late_attach for r in results if r.late_attach is not None]
     assert late and max(late) <= LATE_ATTACH_BUDGET

@@ -1,7 +1,8 @@
 """Pod cycles on a real containerd while the driver's NRI process is SIGKILLed at random points.
 
-Shared by the short runtime test (tests/runtime/test_reliability_kill.py, ~10 cycles per containerd
-line) and the soak (tests/soak/test_soak_kill.py, 500 cycles): same code, different counts.
+Shared by the short runtime test (tests/runtime/test_reliability_kill.py, 15 cycles per containerd
+line) and the soak (tests/soak/test_soak_kill.py, 500 cycles per line): same code, different counts.
+The containerd-restart scenario at the end of this module is shared the same way.
 
 One cycle = prepare (plans sent to the driver, which checkpoints them) → pod up → check → pod down →
 unprepare, with the driver killed at one of these points, picked by a seeded RNG:
@@ -9,15 +10,18 @@ unprepare, with the driver killed at one of these points, picked by a seeded RNG
 - ``none``: no kill (the control group: the normal path keeps working between kills);
 - ``before``: killed after prepare, before RunPodSandbox; the pod starts without the plugin, the
   driver comes back and must attach late through Synchronize;
-- ``during``: killed a random 0–600 ms after RunPodSandbox was sent; the hook markers say whether the
-  kill landed before, inside or after the hook. If containerd failed the sandbox, we retry like kubelet;
+- ``during``: half the time killed the moment the hook reports it started (the hook lasts a few ms,
+  a random delay rarely hits it), otherwise 0.3-1.5x the usual "RunPodSandbox sent → hook started"
+  delay after RunPodSandbox was sent; the hook markers say whether the kill landed before, inside or
+  after the hook. If containerd failed the sandbox, we retry like kubelet;
 - ``after``: killed while the pod runs with its interfaces; after the restart they must be untouched
   (same ifindex and MAC: reconcile must recognise them, not recreate them);
 - ``teardown``: killed, then the pod is removed while the driver is away (StopPodSandbox and
   RemovePodSandbox missed); the restart must clean the stale record and leave nothing behind.
 
 Checked: every pod has every interface (name, MTU, MAC, addresses, UP) no later than
-`LATE_ATTACH_BUDGET` after the restarted driver reports `synchronized`; after every pod is removed,
+`LATE_ATTACH_BUDGET` after the restarted driver reports `synchronized`; the driver logs no error and no
+traceback over all its lives; after every pod is removed,
 no link, address or netns that this run could have created is left on the host. Only things this run
 could have created are compared, because other engineers' tests share the machine.
 """
@@ -30,20 +34,24 @@ import json
 import os
 import random
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from testbed import netns as tnetns
+from testbed import orphans
 from testbed.containerd import Containerd
-from testbed.cri import BusyboxPod, CriClient, CriError, make_pod
+from testbed.cri import BusyboxPod, CriClient, CriError, Pod, make_pod
 
 from draplugin.devices.veth import host_end_name
 from draplugin.model import ClaimPlan, ClaimRef, DeviceKind, DevicePlan, DeviceRef, NetdevSpec, Route
@@ -185,6 +193,14 @@ class KillableDriver:
     def drop(self, *claim_uids: str) -> None:
         self._send({"op": "drop", "uids": list(claim_uids)})
 
+    def problems(self) -> list[str]:
+        """ERROR lines and tracebacks the driver logged over all its lives."""
+        try:
+            lines = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+        return [line for line in lines if " ERROR " in line or line.startswith("Traceback")]
+
     def tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
@@ -254,7 +270,9 @@ class Run:
 
     def __post_init__(self) -> None:
         # A /48 of 2001:db8::/32 of our own, so an address left on the host is attributable to this run.
-        self.v6_prefix = ipaddress.IPv6Network(f"2001:db8:{random.Random(self.seed).randrange(1, 0xFFFF):x}::/48")
+        self.v6_prefix = ipaddress.IPv6Network(
+            f"2001:db8:{random.Random(self.seed).randrange(1, 0xFFFF):x}::/48"
+        )
 
     def pod_plan(self, index: int) -> PodPlan:
         pod_uid = str(uuid.uuid4())
@@ -267,7 +285,7 @@ class Run:
             netdev=NetdevSpec(
                 interface_name="net1",
                 mtu=1400,
-                hardware_address=f"02:00:5e:{index >> 16 & 0xFF:02x}:{index >> 8 & 0xFF:02x}:{index & 0xFF:02x}",
+                hardware_address=f"02:00:5e:{mac_tail(index)}",
                 addresses=(f"203.0.113.{octet}/24", f"{subnet.network_address + 1}/64"),
                 routes=(Route("203.0.113.0/26" if octet >= 64 else "203.0.113.128/26", "203.0.113.1"),),
                 mode="bridge",
@@ -279,7 +297,7 @@ class Run:
             netdev=NetdevSpec(
                 interface_name="net2",
                 mtu=1280,
-                hardware_address=f"02:00:5f:{index >> 16 & 0xFF:02x}:{index >> 8 & 0xFF:02x}:{index & 0xFF:02x}",
+                hardware_address=f"02:00:5f:{mac_tail(index)}",
                 addresses=(f"{subnet.network_address + 2}/64",),
             ),
         )
@@ -291,6 +309,11 @@ class Run:
         plan = PodPlan(pod_uid, claim)
         self.veth_names |= plan.veth_host_names()
         return plan
+
+
+def mac_tail(index: int) -> str:
+    """Three MAC octets from a cycle index: unique per cycle, so a leftover would be attributable."""
+    return f"{index >> 16 & 0xFF:02x}:{index >> 8 & 0xFF:02x}:{index & 0xFF:02x}"
 
 
 # --- what the pod sees --------------------------------------------------------------------------------
@@ -444,9 +467,9 @@ def cycle(run: Run, index: int, mode: str, rng: random.Random) -> CycleResult:
         back = _restart(run)
         result.late_attach = wait_configured(run.cri, pod, plan, back, LATE_ATTACH_BUDGET)
     elif mode == "during":
-        pod, result.landed, result.retries, back = _kill_during(run, name, plan, rng)
-        if back is not None:
-            result.late_attach = wait_configured(run.cri, pod, plan, back, LATE_ATTACH_BUDGET)
+        pod, result.landed, result.retries, resumed = _kill_during(run, name, plan, rng)
+        if resumed is not None:
+            result.late_attach = wait_configured(run.cri, pod, plan, resumed, LATE_ATTACH_BUDGET)
     elif mode in ("after", "teardown"):
         pod = _run_pod(run, name, plan)
         before = pod_interfaces(run.cri, pod.container_id)
@@ -465,7 +488,9 @@ def cycle(run: Run, index: int, mode: str, rng: random.Random) -> CycleResult:
             for device in plan.devices:
                 assert device.netdev is not None
                 ifname = device.netdev.interface_name
-                assert after[ifname] == before[ifname], f"{ifname} disturbed by the restart: {before} → {after}"
+                assert after[ifname] == before[ifname], (
+                    f"{ifname} disturbed by the restart: {before} → {after}"
+                )
     else:
         pod = _run_pod(run, name, plan)
         problems = configured(plan, pod_interfaces(run.cri, pod.container_id))
@@ -518,6 +543,10 @@ def _kill_during(
     # The runtime failed the sandbox (plugin gone mid-call): kubelet would retry with the driver back.
     for attempt in range(1, 4):
         retries = attempt
+        # kubelet stops what is left of the failed attempt before the next one.
+        for stale in run.cri.list_pod_sandbox():
+            if stale.uid == plan.pod_uid:
+                run.cri.stop_pod_sandbox(stale.id)
         try:
             return _run_pod(run, f"{name}-{attempt}", plan), landed, retries, None
         except CriError as error:
@@ -546,7 +575,11 @@ def leaks(run: Run) -> list[str]:
                 found.append(f"address {ip} left on host link {link['ifname']}")
             if link["ifname"] in run.veth_names or link["ifname"] == run.uplink:
                 found.append(f"address {ip} on our link {link['ifname']}")
-    netns = sorted(p.name for p in run.containerd.netns_dir.glob("*")) if run.containerd.netns_dir.is_dir() else []
+    netns = (
+        sorted(p.name for p in run.containerd.netns_dir.glob("*"))
+        if run.containerd.netns_dir.is_dir()
+        else []
+    )
     if netns:
         found.append(f"pod netns files left: {netns}")
     return found
@@ -587,5 +620,305 @@ def summary(run: Run) -> str:
         f"{run.driver.kills} kills, {run.driver.starts} driver starts, modes {by_mode}, "
         f"during-kills landed {landed}, sandbox retries {sum(r.retries for r in run.results)}, "
         f"late attaches {len(late)} worst {max(late, default=0.0):.3f}s "
-        f"mean {sum(late) / len(late) if late else 0.0:.3f}s, leaks {leaks(run)}"
+        f"mean {sum(late) / len(late) if late else 0.0:.3f}s, leaks {leaks(run)}, "
+        f"driver errors logged {len(run.driver.problems())}"
     )
+
+
+# --- containerd restarted under load ------------------------------------------------------------------
+#
+# Shared by tests/runtime/test_reliability_containerd_restart.py (one round per line) and the soak
+# (many rounds, one driver process throughout). Running pods are snapshotted (ifindex, MAC, MTU,
+# addresses) before the restart and compared after: the reconcile after the new Synchronize must
+# recognise them, not recreate them. Pods started around the restart go through kubelet-like retries
+# (list the pod's sandboxes, adopt a ready one, stop stale ones, else a new attempt); each must have its
+# interfaces within the late-attach budget of the later of "driver synchronized again" and "sandbox
+# created". Sandboxes only: what the pod sees is read through its netns file.
+
+
+@dataclass
+class Started:
+    pod: Pod
+    created: float  # RunPodSandbox returned
+    configured: float  # first look that found every interface in place
+    attempt: int  # RunPodSandbox tries it took (an adopted sandbox counts the tries before)
+    bare: bool = False  # the sandbox came up without its interfaces (plugin away, or missed)
+
+
+class RuntimeAway(Exception):
+    pass
+
+
+def adopt_or_stop(containerd: Containerd, pod_uid: str) -> tuple[Pod, str] | None:
+    """What kubelet does with the sandboxes of a pod before another attempt: use a ready one; stop the
+    others (a sandbox left NOTREADY by the restart still holds its netns and whatever is in it).
+    Raises RuntimeAway while containerd cannot answer: kubelet never starts an attempt blind."""
+    try:
+        with containerd.client(timeout=10) as cri:
+            mine = [s for s in cri.list_pod_sandbox() if s.uid == pod_uid]
+            for summary in mine:
+                if summary.state == "SANDBOX_READY":
+                    config = cri.pod_config(summary.name, uid=summary.uid, namespace=summary.namespace)
+                    pod = Pod(summary.id, summary.name, summary.uid, summary.namespace, config)
+                    return pod, cri.netns_path(summary.id)
+            for summary in mine:
+                cri.stop_pod_sandbox(summary.id)
+    except CriError as error:
+        raise RuntimeAway(str(error)) from error
+    return None
+
+
+def start_and_watch(
+    containerd: Containerd, name: str, plan: PodPlan, delay: float, runtime_back: threading.Event
+) -> Started:
+    """Like kubelet's pod worker: list the pod's sandboxes, adopt a ready one or stop the stale ones,
+    else RunPodSandbox with attempt+1, until the pod has a ready sandbox (containerd may be restarting
+    meanwhile); then its container. Then watch the pod's netns, so the time it got its interfaces is
+    measured here and not whenever the test gets round to looking.
+
+    The container is created once containerd is back (`runtime_back`): a StartContainer cut by the
+    stop makes containerd 2.1.9 lose the container's process, which then outlives its pod and keeps
+    the pod netns (and whatever is in it) alive (seen once; upstream behaviour, not the driver's)."""
+    time.sleep(delay)
+    deadline = time.monotonic() + 60
+    attempt = 0
+    while True:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"pod {name} never started (attempt {attempt})")
+        try:
+            adopted = adopt_or_stop(containerd, plan.pod_uid)
+            if adopted is not None:
+                pod, path = adopted
+                break
+            with containerd.client(timeout=30) as cri:
+                pod = cri.run_pod_sandbox(name, uid=plan.pod_uid, attempt=attempt)
+                path = cri.netns_path(pod.id)
+            break
+        except (CriError, RuntimeAway):
+            attempt += 1
+            time.sleep(0.1)
+    created = time.monotonic()
+    # Watch from now on in parallel with the container creation (slow on a loaded machine), so the
+    # time the interfaces appeared is not inflated by it. Each look's end time is an upper bound.
+    looks: list[float] = []
+    bare: list[bool] = []
+    failure: list[BaseException] = []
+
+    def watch() -> None:
+        try:
+            while problems := configured(plan, netns_interfaces(path)):
+                bare.append(True)
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"pod {name} (sandbox {pod.id[:12]}) never got its interfaces: {problems}"
+                    )
+                time.sleep(0.02)
+            looks.append(time.monotonic())
+        except BaseException as error:
+            failure.append(error)
+
+    watcher = threading.Thread(target=watch, name=f"watch-{name}")
+    watcher.start()
+    try:
+        runtime_back.wait(60)
+        while True:  # the container, as kubelet creates it next (its CreateContainer is an NRI event)
+            try:
+                with containerd.client(timeout=30) as cri:
+                    if not _resume_container(cri, pod.id):
+                        cri.run_busybox(pod)
+                break
+            except CriError as error:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"pod {name}: container never started: {error}") from error
+                time.sleep(0.1)
+    finally:
+        watcher.join(90)
+    if failure:
+        raise failure[0]
+    assert looks, f"pod {name}: watcher did not finish"
+    return Started(pod, created, looks[0], attempt, bool(bare))
+
+
+def _resume_container(cri: CriClient, sandbox_id: str) -> bool:
+    """Like kubelet after a runtime restart: a container an interrupted call left behind is started
+    if it was only created, kept if running, removed if dead (then created again)."""
+    for container in cri.list_containers():
+        if container.pod_sandbox_id != sandbox_id:
+            continue
+        if container.state == "CONTAINER_RUNNING":
+            return True
+        if container.state == "CONTAINER_CREATED":
+            cri.start_container(container.id)
+            return True
+        cri.remove_container(container.id)
+    return False
+
+
+@dataclass
+class RestartReport:
+    rounds: int = 0
+    pods: int = 0
+    retried: int = 0
+    worst_late: float = 0.0
+    worst_resync: float = 0.0  # containerd ready → driver synchronized again
+    bare: int = 0  # sandboxes that came up without their interfaces
+    lines: list[str] = field(default_factory=list)
+
+
+def restart_under_load(
+    run: Run, rng: random.Random, report: RestartReport, *, running: int = 3, starting: int = 6
+) -> None:
+    """One round: `running` pods up, containerd stopped and started while `starting` pods arrive."""
+    containerd, cri, driver = run.containerd, run.cri, run.driver
+    base = report.rounds * (running + starting)
+    report.rounds += 1
+    plans = [run.pod_plan(base + i) for i in range(running + starting)]
+    driver.put(*(p.claim for p in plans))
+    up: list[tuple[PodPlan, str]] = []
+    for i, plan in enumerate(plans[:running]):
+        pod = cri.run_pod_sandbox(f"rr{report.rounds}-run{i}", uid=plan.pod_uid)
+        path = cri.netns_path(pod.id)
+        problems = configured(plan, netns_interfaces(path))
+        assert not problems, problems
+        up.append((plan, path))
+    before = {plan.pod_uid: netns_interfaces(path) for plan, path in up}
+
+    delays = [rng.uniform(0.0, 1.5) for _ in range(starting)]
+    stop_at = rng.uniform(0.1, 0.6)
+    outage = rng.uniform(0.3, 1.2)
+    runtime_back = threading.Event()
+    with ThreadPoolExecutor(starting) as pool:
+        futures = [
+            pool.submit(
+                start_and_watch, containerd, f"rr{report.rounds}-new{i}", plan, delays[i], runtime_back
+            )
+            for i, plan in enumerate(plans[running:])
+        ]
+        time.sleep(stop_at)
+        t_stop = time.monotonic()
+        containerd.stop()
+        down = time.monotonic() - t_stop
+        time.sleep(outage)  # pods keep arriving while containerd is away
+        try:
+            ready = containerd.start()
+        finally:
+            runtime_back.set()
+        t_up = time.monotonic()
+        started = [f.result(120) for f in futures]
+    resync = driver.wait_event("synchronized", 20, lambda e: e["t"] > t_stop)
+    t_sync = float(resync["t"])
+    driver.wait_event("reconciled", 20, lambda e: e["t"] > t_stop)
+    report.worst_resync = max(report.worst_resync, t_sync - t_up)
+    report.lines.append(
+        f"round {report.rounds}: containerd stopped {stop_at:.2f}s into the load "
+        f"({down:.2f}s to stop, {outage:.2f}s away, {ready:.2f}s to ready); "
+        f"driver synchronized again {t_sync - t_up:.2f}s after containerd was ready; "
+        f"retried sandboxes: {sum(1 for s in started if s.attempt)}"
+    )
+    assert t_sync - t_up < 5.0, "the stub took too long to reconnect (backoff cap is 0.5 s)"
+
+    for item in started:
+        late = item.configured - max(t_sync, item.created)
+        report.lines.append(
+            f"  pod {item.pod.name} attempt {item.attempt}: created {item.created - t_up:+.2f}s from "
+            f"containerd ready, configured {late:.3f}s after max(resync, created)"
+        )
+        assert late <= LATE_ATTACH_BUDGET, f"pod {item.pod.name} waited {late:.2f}s for its interfaces"
+        report.worst_late = max(report.worst_late, late)
+        report.pods += 1
+        report.retried += 1 if item.attempt else 0
+        report.bare += 1 if item.bare else 0
+
+    for plan, path in up:
+        after = netns_interfaces(path)
+        for device in plan.devices:
+            assert device.netdev is not None
+            name = device.netdev.interface_name
+            assert after[name] == before[plan.pod_uid][name], f"{name} of a running pod was disturbed"
+    assert driver.alive()
+    cri.remove_all()
+    for plan in plans:
+        driver.drop(plan.claim.claim.uid)
+
+
+def reap_lost_shims(containerd: Containerd) -> list[str]:
+    """Shims of this containerd that it no longer knows after a restart ("unable to load shim" in its
+    log: containerd 2.1.9, a shim that was starting when containerd stopped). Upstream, not the driver's;
+    killed here so that the fixture's leak check keeps meaning "our code leaked". Returns their ids."""
+    with containerd.client() as cri:
+        known = {p.id for p in cri.list_pod_sandbox()} | {c.id for c in cri.list_containers()}
+    address = f"-address {containerd.workdir}/"
+    lost = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        command = " ".join(a.decode(errors="replace") for a in argv)
+        if "containerd-shim" not in command or address not in command or "-id" not in command.split():
+            continue
+        words = command.split()
+        shim_id = words[words.index("-id") + 1]
+        if shim_id not in known:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
+            lost.append(shim_id[:12])
+    return lost
+
+
+def _keep(workdir: Path, containerd: Containerd, seed: int) -> Path:
+    """The driver's state, events and log and containerd's log, for whoever debugs a failure."""
+    kept = Path(tempfile.gettempdir()) / f"netclaim-restart-{containerd.line}-{seed}"
+    with contextlib.suppress(OSError):
+        shutil.copytree(workdir, kept, ignore=shutil.ignore_patterns("*.sock", "peer-ns"), dirs_exist_ok=True)
+        shutil.copy(containerd.log_path, kept / "containerd.log")
+    return kept
+
+
+def run_rounds(
+    containerd: Containerd, cri: CriClient, workdir: Path, seed: int, rounds: int
+) -> RestartReport:
+    """`rounds` restarts with one driver process; then no pod, and nothing of ours left on the host."""
+    rng = random.Random(seed)
+    print(f"containerd {containerd.line} restart under load, {rounds} rounds, seed {seed}")
+    containerd.wait_nri()
+    driver = KillableDriver(workdir, containerd.nri_socket)
+    report = RestartReport()
+    with uplink(workdir) as parent:
+        run = Run(containerd, cri, driver, parent, seed)
+        driver.start()
+        try:
+            for _ in range(rounds):
+                restart_under_load(run, rng, report)
+        except BaseException:
+            print("\n".join(report.lines[-12:]))
+            print(f"driver log:\n{driver.tail(60)}")
+            with contextlib.suppress(Exception):
+                print(f"sandboxes: {cri.list_pod_sandbox()}")
+            print(f"driver state, events and logs kept in {_keep(workdir, containerd, seed)}")
+            raise
+        finally:
+            driver.stop()
+            cri.remove_all()
+        # containerd 2.1.9 can lose a sandbox whose RunPodSandbox was cut by the restart: its pause task
+        # keeps running outside CRI (upstream behaviour, as in test_attach_pod). What the driver left
+        # in such a sandbox is what the reconcile after Synchronize should have cleaned: look first.
+        before_reap = leaks(run)
+        reaped = orphans.reap(containerd) + reap_lost_shims(containerd)
+        print(
+            f"reaped {len(reaped)} sandboxes/shims containerd lost: {reaped}; before reaping: {before_reap}"
+        )
+        if [leak for leak in before_reap if "netns files" not in leak] or leaks(run):
+            kept = _keep(workdir, containerd, seed)
+            raise AssertionError(f"left on the host: {before_reap}; state kept in {kept}")
+    print(
+        f"containerd {containerd.line}: {report.rounds} restarts, {report.pods} pods started around them "
+        f"({report.retried} needed retries, {report.bare} came up without interfaces), "
+        f"worst late attach {report.worst_late:.3f}s, "
+        f"worst resync {report.worst_resync:.2f}s after containerd was ready; "
+        f"driver errors logged: {driver.problems()}"
+    )
+    assert driver.problems() == []
+    return report

@@ -95,10 +95,8 @@ async def main(state: Path, nri_socket: str, control_path: Path) -> None:
     executor = Executor()
     hooks = MarkedHooks(plans, executor, attachments, Metrics())
     stub = Stub(hooks, "netclaim", "10", socket_path=nri_socket, watchdog_share=0.25)
-    control_path.unlink(missing_ok=True)
-    server = await asyncio.start_unix_server(
-        lambda r, w: control(plans, r, w), path=str(control_path)
-    )
+    control_path.unlink(missing_ok=True)  # noqa: ASYNC240 -- once, before serving
+    server = await asyncio.start_unix_server(lambda r, w: control(plans, r, w), path=str(control_path))
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
@@ -136,5 +134,7 @@ if __name__ == "__main__":
     parser.add_argument("--nri-socket", required=True)
     parser.add_argument("--control", type=Path, required=True)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     asyncio.run(main(args.state, args.nri_socket, args.control))

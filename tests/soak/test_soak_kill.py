@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from soak.killsuite import LATE_ATTACH_BUDGET, MODES, KillableDriver, Run, leaks, run_suite, summary, uplink
+from killsuite import LATE_ATTACH_BUDGET, MODES, KillableDriver, Run, leaks, run_suite, summary, uplink
 from testbed.containerd import Containerd
 from testbed.cri import CriClient
 
@@ -24,9 +24,7 @@ def workdir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def test_soak_driver_killed_at_random_points(
-    containerd: Containerd, cri: CriClient, workdir: Path, record_property: object
-) -> None:
+def test_soak_driver_killed_at_random_points(containerd: Containerd, cri: CriClient, workdir: Path) -> None:
     seed = int(os.environ.get("NETCLAIM_RELIABILITY_SEED", random.SystemRandom().randrange(1 << 32)))
     print(f"seed {seed} (NETCLAIM_RELIABILITY_SEED={seed} to replay the kill points)")
     containerd.wait_nri()
@@ -42,7 +40,8 @@ def test_soak_driver_killed_at_random_points(
             cri.remove_all()
         assert leaks(run) == []
     assert len(results) == CYCLES
-    if CYCLES >= len(MODES):
+    if len(MODES) <= CYCLES:
         assert {r.mode for r in results} == set(MODES)
+    assert driver.problems() == []  # a kill is not an excuse for an error later
     late = [r.late_attach for r in results if r.late_attach is not None]
     assert late and max(late) <= LATE_ATTACH_BUDGET

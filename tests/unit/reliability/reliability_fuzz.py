@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 import select
 import shutil
@@ -94,7 +93,10 @@ DEVICES: dict[str, PublishedDevice] = {
         "rdma-mlx0",
         DeviceKind.RDMA,
         None,
-        char_devices=(CharDevice("/dev/infiniband/uverbs0", 231, 192), CharDevice("/dev/infiniband/rdma_cm", 10, 58)),
+        char_devices=(
+            CharDevice("/dev/infiniband/uverbs0", 231, 192),
+            CharDevice("/dev/infiniband/rdma_cm", 10, 58),
+        ),
     ),
 }
 
@@ -161,7 +163,18 @@ _netdev_values = (
 )
 _netdev = st.dictionaries(
     st.sampled_from(
-        ["kind", "interfaceName", "mtu", "hardwareAddress", "addresses", "routes", "macvlan", "ipvlan", "veth", "x"]
+        [
+            "kind",
+            "interfaceName",
+            "mtu",
+            "hardwareAddress",
+            "addresses",
+            "routes",
+            "macvlan",
+            "ipvlan",
+            "veth",
+            "x",
+        ]
     ),
     _netdev_values,
     max_size=9,
@@ -172,7 +185,9 @@ _document = st.fixed_dictionaries(
         "apiVersion": st.just(API_VERSION) | _scalars,
         "kind": st.just("NetworkConfig") | _scalars,
         "netdev": _netdev | _json,
-        "rdma": st.dictionaries(st.sampled_from(["devices", "x"]), st.lists(_scalars, max_size=18) | _scalars),
+        "rdma": st.dictionaries(
+            st.sampled_from(["devices", "x"]), st.lists(_scalars, max_size=18) | _scalars
+        ),
         "extra": _json,
     },
 )
@@ -300,7 +315,15 @@ PROBE_STREAM = 0xFFFFFFFF
 IO_TIMEOUT = 5.0
 
 _methods = st.sampled_from(
-    ["Configure", "Synchronize", "Shutdown", "StateChange", "CreateContainer", "UpdateContainer", "StopContainer"]
+    [
+        "Configure",
+        "Synchronize",
+        "Shutdown",
+        "StateChange",
+        "CreateContainer",
+        "UpdateContainer",
+        "StopContainer",
+    ]
 )
 
 
@@ -318,10 +341,14 @@ def ttrpc_messages(draw: st.DrawFn) -> bytes:
         for key, value in draw(st.lists(st.tuples(st.text(max_size=8), st.text(max_size=8)), max_size=3)):
             request.metadata.add(key=key, value=value)
         payload = request.SerializeToString()
-        mtype = MessageType.REQUEST
+        mtype: int = MessageType.REQUEST
     else:
         payload = draw(st.binary(max_size=1024))
-        mtype = {"garbage": draw(st.integers(0, 255)), "response": MessageType.RESPONSE, "data": MessageType.DATA}[kind]
+        mtype = {
+            "garbage": draw(st.integers(0, 255)),
+            "response": MessageType.RESPONSE,
+            "data": MessageType.DATA,
+        }[kind]
     stream = draw(st.integers(0, 0xFFFFFFFE) | st.sampled_from([0, 1, 2, 3, 5, 0xFFFFFFFD]))
     flags = draw(st.integers(0, 255))
     return encode_frame(stream, mtype, flags, payload)
@@ -344,11 +371,16 @@ def trunk_inputs(draw: st.DrawFn) -> TrunkInput:
             message = draw(ttrpc_messages())
             if draw(st.booleans()) and len(message) > 2:
                 cut = draw(st.integers(1, len(message) - 1))  # one ttrpc message over two mux frames
-                chunks += [b"".join(encode_frames(PLUGIN_SERVICE_CONN, part)) for part in (message[:cut], message[cut:])]
+                chunks += [
+                    b"".join(encode_frames(PLUGIN_SERVICE_CONN, part))
+                    for part in (message[:cut], message[cut:])
+                ]
             else:
                 chunks.append(b"".join(encode_frames(PLUGIN_SERVICE_CONN, message)))
             continue
-        choice = draw(st.sampled_from(["raw", "conn", "lying-mux", "truncated-ttrpc", "huge-mux", "empty-mux"]))
+        choice = draw(
+            st.sampled_from(["raw", "conn", "lying-mux", "truncated-ttrpc", "huge-mux", "empty-mux"])
+        )
         if choice == "raw":
             chunks.append(draw(st.binary(min_size=1, max_size=256)))
         elif choice == "conn":  # a complete message on another connection (2 = the stub's client side)
@@ -362,7 +394,9 @@ def trunk_inputs(draw: st.DrawFn) -> TrunkInput:
             header = struct.pack(">IIBB", draw(st.integers(0, 8 << 20)), 7, 1, 0)
             chunks.append(struct.pack(">II", PLUGIN_SERVICE_CONN, len(header)) + header)
         elif choice == "huge-mux":
-            chunks.append(struct.pack(">II", PLUGIN_SERVICE_CONN, draw(st.integers((16 << 20) + 1, 0xFFFFFFFF))))
+            chunks.append(
+                struct.pack(">II", PLUGIN_SERVICE_CONN, draw(st.integers((16 << 20) + 1, 0xFFFFFFFF)))
+            )
         else:
             chunks.append(struct.pack(">II", draw(st.integers(0, 3)), 0))
     return TrunkInput(tuple(chunks), framed)
@@ -466,7 +500,11 @@ class HostileRuntime:
         request = ttrpc_pb2.Request.FromString(frame.payload)
         assert request.method == "RegisterPlugin", request
         response = ttrpc_pb2.Response(payload=api.Empty().SerializeToString())
-        send_message(sock, RUNTIME_SERVICE_CONN, encode_frame(frame.stream_id, MessageType.RESPONSE, 0, response.SerializeToString()))
+        send_message(
+            sock,
+            RUNTIME_SERVICE_CONN,
+            encode_frame(frame.stream_id, MessageType.RESPONSE, 0, response.SerializeToString()),
+        )
 
     def session(self, data: TrunkInput, tally: NriTally) -> None:
         sock = self.accept()
@@ -571,7 +609,9 @@ class FlakyReader:
 class DraServer:
     def __init__(self, directory: Path) -> None:
         self.loop = LoopThread()
-        self.paths = SocketPaths(driver=DRIVER, registry_dir=directory / "reg", plugins_dir=directory / "plugins")
+        self.paths = SocketPaths(
+            driver=DRIVER, registry_dir=directory / "reg", plugins_dir=directory / "plugins"
+        )
 
         async def build() -> KubeletServers:
             store = PlanStore.open(Checkpoint(directory / "state" / "plans.json"))
@@ -595,7 +635,8 @@ class DraServer:
         try:
             call(body, timeout=timeout)
         except grpc.RpcError as error:
-            return error.code()  # type: ignore[no-any-return]
+            code: grpc.StatusCode = error.code()
+            return code
         return grpc.StatusCode.OK
 
 
@@ -613,7 +654,9 @@ def check_prepare(server: DraServer, version: str, claims: list[tuple[str, str, 
     """Every distinct UID gets an entry whose error names (one of) the claims with that UID."""
     pb = v1 if version == "v1" else v1beta1
     stub = server.v1 if version == "v1" else server.v1beta1
-    request = pb.NodePrepareResourcesRequest(claims=[pb.Claim(namespace=n, name=m, uid=u) for n, m, u in claims])
+    request = pb.NodePrepareResourcesRequest(
+        claims=[pb.Claim(namespace=n, name=m, uid=u) for n, m, u in claims]
+    )
     response = stub.NodePrepareResources(request, timeout=30)
     assert set(response.claims) == {u for _, _, u in claims}
     names: dict[str, list[str]] = {}
@@ -647,7 +690,3 @@ def run_dra_fuzz(server: DraServer, examples: int, fuzz_seed: int) -> int:
 
     body()
     return total
-
-
-def dumps(obj: object) -> str:
-    return json.dumps(obj, default=str)

@@ -35,7 +35,8 @@ def server() -> Iterator[DraServer]:
 
 def alive(server: DraServer) -> None:
     response = server.v1.NodePrepareResources(
-        v1.NodePrepareResourcesRequest(claims=[v1.Claim(namespace="ns", name="probe", uid="u-probe")]), timeout=10
+        v1.NodePrepareResourcesRequest(claims=[v1.Claim(namespace="ns", name="probe", uid="u-probe")]),
+        timeout=10,
     )
     assert response.claims["u-probe"].error.startswith("claim ns/probe: not found")
 
@@ -93,14 +94,20 @@ def test_registration_socket_survives_garbage(server: DraServer) -> None:
             try:
                 call(body, timeout=10)
             except grpc.RpcError as error:
-                assert error.code() in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNIMPLEMENTED)
+                assert error.code() in (
+                    grpc.StatusCode.UNKNOWN,
+                    grpc.StatusCode.INTERNAL,
+                    grpc.StatusCode.UNIMPLEMENTED,
+                )
         info = reg_grpc.RegistrationStub(channel).GetInfo(reg.InfoRequest(), timeout=10)
         assert info.name == "netclaim.dev"
 
 
 def test_concurrent_callers_all_get_answers(server: DraServer) -> None:
     def one(i: int) -> int:
-        return check_prepare(server, "v1" if i % 2 else "v1beta1", [("ns", f"p{i}-{j}", f"p{i}-{j}") for j in range(50)])
+        return check_prepare(
+            server, "v1" if i % 2 else "v1beta1", [("ns", f"p{i}-{j}", f"p{i}-{j}") for j in range(50)]
+        )
 
     with ThreadPoolExecutor(16) as pool:
         assert sum(pool.map(one, range(64))) == 64 * 50
