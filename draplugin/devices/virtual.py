@@ -42,7 +42,7 @@ class VirtualLink:
             await ctx.host.ipr.link("add", **await self.create_request(ctx, plan, spec))
         except NetlinkError as error:
             if error.code != errno.EEXIST:
-                raise
+                raise await _explain(ctx, plan, spec, error) from error
             await self._recognise(ctx, spec.interface_name, error)
             return Placement(spec.interface_name, restore, created=False)
         return Placement(spec.interface_name, restore)
@@ -70,6 +70,24 @@ class VirtualLink:
 
     async def reclaim(self, ctx: AttachContext, restore: Restore) -> None:
         """The kernel destroyed the link together with its netns: nothing is left on the host."""
+
+
+async def _explain(ctx: AttachContext, plan: DevicePlan, spec: NetdevSpec, error: NetlinkError) -> Exception:
+    """Turn the kernel's bare EINVAL/ERANGE into the config field the user has to change.
+
+    Only on the error path, so the successful attach keeps its single round trip. The one case the
+    validator cannot see at prepare time is an MTU above the parent's, which depends on the node.
+    """
+    failure: Exception = error
+    if error.code not in (errno.EINVAL, errno.ERANGE) or spec.mtu is None or not plan.host_name:
+        return failure
+    parent = await find_link(ctx.host.ipr, plan.host_name)
+    parent_mtu = parent.get("mtu") if parent is not None else None
+    if isinstance(parent_mtu, int) and spec.mtu > parent_mtu:
+        return ValueError(
+            f"netdev.mtu: {spec.mtu} exceeds the MTU {parent_mtu} of the parent {plan.host_name!r}"
+        )
+    return failure
 
 
 async def parent_index(ctx: AttachContext, plan: DevicePlan) -> int:

@@ -227,6 +227,7 @@ async def test_attach_error_fails_run_pod_sandbox_naming_the_claim(
     assert "NRI RunPodSandbox failed" in message, message
     assert f"claim {claim.claim}" in message, message
     assert "request nic2" in message, message
+    assert "netdev.mtu: 9000 exceeds the MTU 1500 of the parent" in message, message
     assert host_links(containerd) == before
     assert len(reaped) == (1 if containerd.line == "2.1" else 0), reaped
 
