@@ -34,6 +34,7 @@ from nriplugin import HandlerError, Plugin, api
 
 log = logging.getLogger(__name__)
 
+RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0)
 DETACHED = Pending(reason="PodSandboxStopped", message="the pod sandbox stopped; the device left the pod")
 
 
@@ -153,19 +154,37 @@ class NetworkHooks(Plugin):
                     async with self._locks[record.pod_uid]:
                         await self._cleanup(record)
                         self.attachments.remove(record.sandbox_id)
-            for pod in pods:
-                await self._late_attach(pod)
+            pending = [pod for pod in pods if not await self._late_attach(pod)]
         finally:
             self.reconciled.set()
+        await self._retry_late(pending)
 
-    async def _late_attach(self, pod: api.PodSandbox, strict: bool = False) -> None:
+    async def _retry_late(self, pods: list[api.PodSandbox]) -> None:
+        """A late attach that failed (a parent briefly missing, an address still in use) is tried again
+        with backoff: these pods already run, and no later event is guaranteed to come for them."""
+        for delay in RETRY_DELAYS:
+            if not pods:
+                return
+            await asyncio.sleep(delay)
+            pods = [pod for pod in pods if not await self._late_attach(pod)]
+        for pod in pods:
+            log.error(
+                "pod %s/%s still lacks its devices after %d late-attach retries",
+                pod.namespace,
+                pod.name,
+                len(RETRY_DELAYS),
+                extra={"pod": f"{pod.namespace}/{pod.name}"},
+            )
+
+    async def _late_attach(self, pod: api.PodSandbox, strict: bool = False) -> bool:
+        """True when the pod has what it should (or nothing is due any more: no plans, no netns)."""
         plans = self.plans.plans_for_pod(pod.uid)
         path = pod_netns_path(pod)
         if not plans or path is None or not _netns_exists(path):
-            return
+            return True
         record = self.attachments.get(pod.id)
         if record is not None and _covers(record, plans):
-            return
+            return True
         with self.metrics.timed("LateAttach") as result:
             try:
                 async with self._locks[pod.uid]:
@@ -174,7 +193,7 @@ class NetworkHooks(Plugin):
                 result("error")  # already logged and reported as Ready=False on the claim
                 if strict:
                     raise
-                return
+                return False
             self.metrics.late_attaches.inc()
             log.info(
                 "late attach done for pod %s/%s",
@@ -182,6 +201,7 @@ class NetworkHooks(Plugin):
                 pod.name,
                 extra={"pod": f"{pod.namespace}/{pod.name}"},
             )
+            return True
 
     # --- attach and detach ----------------------------------------------------------------------------
 

@@ -48,20 +48,28 @@ def host_links(containerd: Containerd) -> set[str]:
     return {n for n in names if not n.startswith(("nctb", "veth", "ncv"))} - {containerd.bridge}
 
 
+def add_uplink(name: str, peer_ns: Path) -> None:
+    """A host-side veth end to act as macvlan parent; its peer sits in a scratch netns of ours."""
+    subprocess.run(
+        ["ip", "link", "add", name, "type", "veth", "peer", "name", f"{name}p", "netns", str(peer_ns)],
+        check=True,
+    )
+    subprocess.run(["ip", "link", "set", name, "up"], check=True)
+
+
+def del_uplink(name: str) -> None:
+    subprocess.run(["ip", "link", "del", name], check=False, capture_output=True)
+
+
 @pytest.fixture
 def uplink(tmp_path: Path) -> Iterator[str]:
-    """A host-side veth end to act as macvlan parent; its peer sits in a scratch netns of ours."""
     name = f"ncup{secrets.token_hex(3)}"
     peer_ns = tnetns.create(tmp_path / "peer")
     try:
-        subprocess.run(
-            ["ip", "link", "add", name, "type", "veth", "peer", "name", f"{name}p", "netns", str(peer_ns)],
-            check=True,
-        )
-        subprocess.run(["ip", "link", "set", name, "up"], check=True)
+        add_uplink(name, peer_ns)
         yield name
     finally:
-        subprocess.run(["ip", "link", "del", name], check=False, capture_output=True)
+        del_uplink(name)
         tnetns.delete(peer_ns)
 
 
@@ -250,3 +258,31 @@ async def test_late_attach_after_the_plugin_was_away(driver: Driver, cri: CriCli
     assert elapsed < 2.0
     assert driver.hooks.metrics.late_attaches._value.get() == 1
     await asyncio.to_thread(cri.remove_pod, pod.sandbox_id)
+
+
+async def test_failed_late_attach_is_retried(driver: Driver, cri: CriClient, tmp_path: Path) -> None:
+    """The parent is missing when the driver reconnects; once it appears, the retry attaches the pod."""
+    parent = f"ncrt{secrets.token_hex(3)}"
+    pod_uid = str(uuid.uuid4())
+    plan = macvlan_plan(5, parent)
+    await driver.put_plans(claim_plan(pod_uid, plan))
+    await driver.kill()
+    pod = await asyncio.to_thread(make_pod, cri, "retry", uid=pod_uid)
+    await driver.start()
+    assert driver.hooks is not None
+    await asyncio.wait_for(driver.hooks.reconciled.wait(), 2.0)
+    links = await asyncio.to_thread(exec_in, cri, pod.container_id, "ip", "-o", "link")
+    assert "net5" not in links  # the first late attach failed: no parent yet
+    peer_ns = tnetns.create(tmp_path / "retry-peer")
+    try:
+        await asyncio.to_thread(add_uplink, parent, peer_ns)
+        for _ in range(100):  # retries back off 1, 2, 4 s...: give it up to 10 s
+            links = await asyncio.to_thread(exec_in, cri, pod.container_id, "ip", "-o", "link")
+            if "net5" in links:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.to_thread(assert_configured, cri, pod.container_id, plan)
+        await asyncio.to_thread(cri.remove_pod, pod.sandbox_id)
+    finally:
+        await asyncio.to_thread(del_uplink, parent)
+        tnetns.delete(peer_ns)
