@@ -33,7 +33,7 @@ from draplugin.kube.reservations import ReservationWatcher
 from draplugin.kube.slices_api import SliceApi
 from draplugin.kubelet.server import KubeletServers, SocketPaths
 from draplugin.metrics import Metrics
-from draplugin.model import ClaimPlan, ClaimRef
+from draplugin.model import ClaimPlan, ClaimRef, PublishedDevice
 from draplugin.planstore import PlanStore
 from draplugin.prepare import Preparer, PrepareResult
 from draplugin.publisher import Publisher
@@ -92,6 +92,22 @@ def _pending(plan: ClaimPlan) -> ClaimStatus:
         plans={d.ref: d for d in plan.devices},
         generation=plan.generation,
     )
+
+
+def _moved_devices(plans: PlanStore) -> list[PublishedDevice]:
+    """Host devices of prepared claims, as they were published: after a restart those already inside
+    a pod are invisible on the host, yet must stay published while allocated."""
+    return [
+        PublishedDevice(
+            name=d.ref.device,
+            kind=d.kind,
+            host_name=d.host_name,
+            attributes={"kind": d.kind.value, **d.attributes},
+        )
+        for plan in plans.all()
+        for d in plan.devices
+        if not d.kind.is_virtual and d.host_name is not None
+    ]
 
 
 async def _api_client(settings: Settings) -> kclient.ApiClient:
@@ -166,6 +182,7 @@ class Daemon:
             driver=s.driver,
             resync_seconds=s.resync_seconds,
         )
+        inventory.seed(_moved_devices(plans))
         await inventory.refresh()  # the planner needs the inventory before the first prepare
         tasks: list[asyncio.Task[None]] = []
         try:
