@@ -95,14 +95,15 @@ def _pending(plan: ClaimPlan) -> ClaimStatus:
 
 
 def _moved_devices(plans: PlanStore) -> list[PublishedDevice]:
-    """Host devices of prepared claims, as they were published: after a restart those already inside
-    a pod are invisible on the host, yet must stay published while allocated."""
+    """Host devices of prepared claims: after a restart those already inside a pod are invisible on the
+    host, yet must stay published while allocated. Only kind and name are carried: the plan keeps the
+    other attributes as strings, and republishing an int attribute as a string would break selectors."""
     return [
         PublishedDevice(
             name=d.ref.device,
             kind=d.kind,
             host_name=d.host_name,
-            attributes={"kind": d.kind.value, **d.attributes},
+            attributes={"kind": d.kind.value, "ifName": d.host_name},
         )
         for plan in plans.all()
         for d in plan.devices
