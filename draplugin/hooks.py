@@ -89,7 +89,10 @@ class NetworkHooks(Plugin):
                 result("skipped")
                 return
             async with self._locks[pod.uid]:
-                await self._detach(record)
+                # Re-read under the lock: a late attach may have replaced the record meanwhile.
+                record = self.attachments.get(pod.id)
+                if record is not None and record.results:
+                    await self._detach(record)
 
     async def remove_pod_sandbox(self, pod: api.PodSandbox) -> None:
         record = self.attachments.get(pod.id)
@@ -98,7 +101,8 @@ class NetworkHooks(Plugin):
                 result("skipped")
                 return
             async with self._locks[pod.uid]:
-                if record.results:
+                record = self.attachments.get(pod.id)
+                if record is not None and record.results:
                     # StopPodSandbox was missed (plugin away) or its detach failed: the netns is gone now.
                     await self._cleanup(record)
                 self.attachments.remove(pod.id)
