@@ -27,6 +27,7 @@ import kubernetes.client
 from kubernetes.aio.client import ResourceV1Api as AioResourceV1Api
 from testbed import namespaces
 from testbed.apiserver import running_control_plane
+from testbed.claims import node_selector, write_status
 from testbed.namespaces import request
 from testbed.sysfs_fixture import sriov_tree
 
@@ -82,27 +83,11 @@ def allocate(api: kubernetes.client.ApiClient, namespace: str, name: str, index:
                 ],
                 "config": [{"source": "FromClaim", **claim_config}],
             },
-            "nodeSelector": {
-                "nodeSelectorTerms": [
-                    {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [NODE]}]}
-                ]
-            },
+            "nodeSelector": node_selector(NODE),
         },
         "reservedFor": [{"resource": "pods", "name": f"pod-{pod[:8]}", "uid": pod}],
     }
-    body = {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaim",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "resourceVersion": created["metadata"]["resourceVersion"],
-        },
-        "spec": spec,
-        "status": status,
-    }
-    code, updated = request(api, "PUT", f"{base}/{name}/status", body)
-    assert code == 200, updated
+    write_status(api, created, spec, status)
     return v1.Claim(namespace=namespace, name=name, uid=created["metadata"]["uid"])
 
 

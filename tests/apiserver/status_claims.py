@@ -16,6 +16,7 @@ from typing import Any
 import kubernetes.aio.client
 import kubernetes.client
 from kubernetes.client import ResourceV1Api
+from testbed.claims import node_selector
 
 from draplugin.model import AttachResult, ClaimRef, DeviceKind, DeviceRef
 from draplugin.status.queue import StatusQueue
@@ -65,11 +66,7 @@ def allocated_claim(
         "status": {
             "allocation": {
                 "devices": {"results": results},
-                "nodeSelector": {
-                    "nodeSelectorTerms": [
-                        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
-                    ]
-                },
+                "nodeSelector": node_selector(node),
             },
             "reservedFor": [{"resource": "pods", "name": f"{name}-pod", "uid": pod_uid or str(uuid.uuid4())}],
         },

@@ -23,6 +23,7 @@ import kubernetes.aio.client
 import kubernetes.client
 import pytest
 from kubernetes.aio.client import ResourceV1Api as AioResourceV1Api
+from testbed.claims import node_selector, write_status
 from testbed.namespaces import request
 
 from draplugin.checkpoint import Checkpoint
@@ -95,27 +96,11 @@ def allocate(
                 ],
                 "config": class_configs + from_claim,
             },
-            "nodeSelector": {
-                "nodeSelectorTerms": [
-                    {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
-                ]
-            },
+            "nodeSelector": node_selector(node),
         },
         "reservedFor": [{"resource": "pods", "name": f"pod-{uid[:8]}", "uid": uid} for uid in pod_uids],
     }
-    body = {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaim",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "resourceVersion": created["metadata"]["resourceVersion"],
-        },
-        "spec": spec,
-        "status": status,
-    }
-    code, updated = request(api, "PUT", f"{base}/{name}/status", body)
-    assert code == 200, updated
+    write_status(api, created, spec, status)
     return ClaimRef(namespace, name, created["metadata"]["uid"])
 
 
