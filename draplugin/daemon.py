@@ -156,9 +156,12 @@ class Daemon:
         status = StatusQueue(ApiStatusSink(api, driver=s.driver, node=s.node_name), driver=s.driver)
         executor = Executor()
         hooks = NetworkHooks(plans, executor, attachments, self.metrics, status)
-        policy = FilterPolicy(virtual_kinds=s.virtual_kinds, parents=s.parents, offer=s.offer)
+        policy = FilterPolicy(virtual_kinds=s.virtual_kinds, parents=s.parents, offer=s.offer, rdma=s.rdma)
         inventory = Inventory(
-            sysfs=SysfsReader(s.sysfs_root), policy=policy, allocated=attachments.in_use_host_names
+            sysfs=SysfsReader(s.sysfs_root),
+            policy=policy,
+            allocated=attachments.in_use_host_names,
+            dev_root=s.dev_root,
         )
         preparer = ReportingPreparer(
             metrics=self.metrics,

@@ -147,7 +147,7 @@ class PublishedDevice:
     The planner resolves an allocation result (pool, device name) to one of these to learn the kind
     and the host netdev, so claims never have to name host interfaces themselves.
     `multi_allocatable` marks the consumable-capacity entries (one per macvlan/ipvlan parent, one
-    for veth) that many claims share.
+    for veth, one per RDMA device) that many claims share.
     """
 
     name: str
@@ -157,3 +157,7 @@ class PublishedDevice:
     capacity: dict[str, str] = field(default_factory=dict)
     multi_allocatable: bool = False
     char_devices: tuple[CharDevice, ...] = ()
+    exclusive_group: str | None = None
+    """Devices sharing a group are two views of one piece of hardware (a RoCE NIC offered as a plain
+    netdev and as `roce`): at most one of them may be allocated. Published as a shared counter, so the
+    scheduler itself keeps them apart."""

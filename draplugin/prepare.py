@@ -70,7 +70,9 @@ class Preparer:
 
     async def prepare(self, claims: Sequence[ClaimRef]) -> dict[str, PrepareResult]:
         """Results keyed by claim UID, one per requested claim."""
-        outcomes = await asyncio.gather(*(self._plan(ref) for ref in claims))
+        outcomes = _refuse_double_use(
+            list(await asyncio.gather(*(self._plan(ref) for ref in claims))), self._store.all()
+        )
         plans = [outcome for outcome in outcomes if isinstance(outcome, ClaimPlan)]
         try:
             await self._store.put(plans)
@@ -127,6 +129,50 @@ class Preparer:
             log.warning("cleanup for claim %s failed: %s", ref, error)
             return f"claim {ref}: cleanup failed: {error}"
         return None
+
+
+def _moved_host_devices(plan: ClaimPlan) -> list[tuple[DeviceRef, str]]:
+    """Host netdevs a plan moves into its pod (host-device, sriov-vf, roce): one claim at a time."""
+    return [
+        (device.ref, device.host_name)
+        for device in plan.devices
+        if device.host_name is not None and device.kind.has_netdev and not device.kind.is_virtual
+    ]
+
+
+def _refuse_double_use(
+    outcomes: list[ClaimPlan | _Failed], prepared: Sequence[ClaimPlan]
+) -> list[ClaimPlan | _Failed]:
+    """Fails a claim whose host netdev another prepared claim already holds.
+
+    The scheduler prevents this through the shared counter of a RoCE NIC's two devices; this is the
+    node's own guard for clusters without partitionable devices (before 1.36 the gate is off and
+    the apiserver drops the counters), where the move would otherwise fail later in RunPodSandbox.
+    """
+    held: dict[str, ClaimRef] = {}
+    uids = {outcome.claim.uid for outcome in outcomes if isinstance(outcome, ClaimPlan)}
+    for plan in prepared:
+        if plan.claim.uid not in uids:
+            held.update({host: plan.claim for _, host in _moved_host_devices(plan)})
+    checked: list[ClaimPlan | _Failed] = []
+    for outcome in outcomes:
+        if isinstance(outcome, ClaimPlan):
+            clashes: list[str] = []
+            mine: dict[str, str] = {}
+            for ref, host in _moved_host_devices(outcome):
+                what = f"claim {outcome.claim}, request {ref.request}: device {ref.pool}/{ref.device} is host"
+                if host in mine:
+                    clashes.append(f"{what} netdev {host}, also allocated to request {mine[host]}")
+                elif host in held:
+                    clashes.append(f"{what} netdev {host}, already prepared for claim {held[host]}")
+                mine[host] = ref.request
+            if clashes:
+                log.info("claim %s rejected: %s", outcome.claim, "; ".join(clashes))
+                checked.append(_Failed("; ".join(clashes)))
+                continue
+            held.update({host: outcome.claim for _, host in _moved_host_devices(outcome)})
+        checked.append(outcome)
+    return checked
 
 
 def _result(outcome: ClaimPlan | _Failed) -> PrepareResult:

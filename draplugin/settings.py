@@ -25,6 +25,8 @@ class Settings:
     nri_plugin_index: str = "10"
     state_dir: Path = Path("/var/lib/netclaim")
     sysfs_root: Path = Path("/sys")
+    dev_root: Path = Path("/dev")
+    rdma: bool = True
     parents: frozenset[str] | None = None
     virtual_kinds: frozenset[DeviceKind] = frozenset({DeviceKind.MACVLAN, DeviceKind.IPVLAN, DeviceKind.VETH})
     offer: frozenset[str] = frozenset()
@@ -77,6 +79,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--sysfs-root", type=Path, default=d.sysfs_root)
     parser.add_argument(
+        "--dev-root", type=Path, default=d.dev_root, help="where <root>/infiniband holds the RDMA nodes"
+    )
+    parser.add_argument(
+        "--rdma",
+        choices=("on", "off"),
+        default="on" if d.rdma else "off",
+        help="offer RDMA devices (shared rdma, roce twins of RoCE NICs); off for RDMA exclusive netns mode",
+    )
+    parser.add_argument(
         "--parents",
         type=_names,
         default=None,
@@ -110,6 +121,8 @@ def from_args(args: argparse.Namespace) -> Settings:
         nri_plugin_index=args.nri_plugin_index,
         state_dir=args.state_dir,
         sysfs_root=args.sysfs_root,
+        dev_root=args.dev_root,
+        rdma=args.rdma == "on",
         parents=args.parents,
         virtual_kinds=args.virtual_kinds,
         offer=args.offer,

@@ -59,6 +59,9 @@ class FilterPolicy:
     """Link names never offered, whatever their kind."""
     offer: frozenset[str] = field(default_factory=frozenset)
     """veth ends to offer even though their peer is in another namespace (a lab's stand-in NIC)."""
+    rdma: bool = True
+    """Offer RDMA: one shared `rdma` device per ib device and a `roce` twin of each publishable RoCE
+    netdev. Off for nodes whose kernel runs RDMA in exclusive netns mode, which this driver does not do."""
 
 
 DEFAULT_POLICY = FilterPolicy()

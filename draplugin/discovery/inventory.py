@@ -10,7 +10,7 @@ domain and `slices` qualifies them as `netclaim.dev/<key>`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from draplugin.discovery import naming
@@ -23,12 +23,15 @@ from draplugin.discovery.filters import (
     parents,
 )
 from draplugin.discovery.netlink import LinkInfo, LinkSnapshot, read_links
+from draplugin.discovery.rdma import RdmaInfo, RdmaRoots, read_rdma
 from draplugin.discovery.sysfs import SysfsFacts, SysfsReader
 from draplugin.model import AttributeValue, DeviceKind, PublishedDevice
 
 SLOTS = "slots"
 VETH_DEVICE = "veth"
 DUMMY_DEVICE = "dummy"
+ROCE_PREFIX = "roce-"
+RDMA_PREFIX = "rdma-"
 
 
 def link_attributes(link: LinkInfo, kind: DeviceKind, fact: SysfsFacts) -> dict[str, AttributeValue]:
@@ -70,7 +73,10 @@ def _shared(name: str, kind: DeviceKind, parent: LinkInfo | None, slots: int) ->
 
 
 def build_devices(
-    snapshot: LinkSnapshot, facts: Mapping[str, SysfsFacts], policy: FilterPolicy = DEFAULT_POLICY
+    snapshot: LinkSnapshot,
+    facts: Mapping[str, SysfsFacts],
+    policy: FilterPolicy = DEFAULT_POLICY,
+    rdma: Sequence[RdmaInfo] = (),
 ) -> tuple[list[PublishedDevice], list[Decision]]:
     """Devices to publish from one snapshot, and every verdict (for logs and `netclaim` debugging)."""
     decisions = classify(snapshot, facts, policy)
@@ -84,21 +90,73 @@ def build_devices(
     if DeviceKind.DUMMY in policy.virtual_kinds:
         # A pod-local link with no host side: only offered when the operator asks (kernel support varies).
         shared.append((DUMMY_DEVICE, DeviceKind.DUMMY, None))
-    labels = naming.assign([d.link.name for d in decisions if d.publish], reserved={s[0] for s in shared})
+    offered_rdma = [info for info in rdma if info.char_devices and info.name not in policy.exclude]
+    if not policy.rdma:
+        offered_rdma = []
+    # A VF's ib device travels with the VF (as its roce twin); sharing it would tie every pod using
+    # it to one VF, so only PFs and plain HCAs are shared.
+    shared_rdma = [info for info in offered_rdma if not info.pci.is_vf]
+    reserved = {s[0] for s in shared}
+    rdma_names: dict[str, str] = {}
+    for info in shared_rdma:
+        rdma_names[info.name] = naming.unique(RDMA_PREFIX + naming.to_label(info.name), reserved)
+        reserved.add(rdma_names[info.name])
+    labels = naming.assign([d.link.name for d in decisions if d.publish], reserved=reserved)
     devices = [_shared(name, kind, parent, policy.slots) for name, kind, parent in shared]
+    devices += [_rdma_device(rdma_names[info.name], info, policy.slots) for info in shared_rdma]
+    ib_of = {netdev: info for info in offered_rdma for netdev in info.netdevs}
+    taken = {d.name for d in devices} | set(labels.values())
     for decision in decisions:
         if decision.kind is None:
             continue
-        fact = facts.get(decision.link.name, SysfsFacts())
+        link, label = decision.link, labels[decision.link.name]
+        fact = facts.get(link.name, SysfsFacts())
+        attributes = link_attributes(link, decision.kind, fact)
+        roce = ib_of.get(link.name)
+        if roce is not None and roce.link_layer is not None:
+            attributes["linkLayer"] = roce.link_layer
+        if roce is None or not roce.roce:
+            devices.append(PublishedDevice(label, decision.kind, link.name, attributes))
+            continue
+        # A RoCE netdev is offered twice, plain and with its RDMA nodes; the counter lets one win.
+        devices.append(PublishedDevice(label, decision.kind, link.name, attributes, exclusive_group=label))
+        twin = naming.unique(ROCE_PREFIX + label, taken)
+        taken.add(twin)
         devices.append(
             PublishedDevice(
-                name=labels[decision.link.name],
-                kind=decision.kind,
-                host_name=decision.link.name,
-                attributes=link_attributes(decision.link, decision.kind, fact),
+                name=twin,
+                kind=DeviceKind.ROCE,
+                host_name=link.name,
+                attributes={**attributes, "kind": DeviceKind.ROCE.value, "rdmaDevice": roce.name},
+                char_devices=roce.char_devices,
+                exclusive_group=label,
             )
         )
     return sorted(devices, key=lambda d: d.name), decisions
+
+
+def _rdma_device(name: str, info: RdmaInfo, slots: int) -> PublishedDevice:
+    """One ib device's character nodes, shared by up to `slots` claims: with the kernel's default
+    `rdma system netns shared` every namespace can use the device, so no claim owns it."""
+    attrs: dict[str, AttributeValue] = {"kind": DeviceKind.RDMA.value, "rdmaDevice": info.name}
+    optional: dict[str, AttributeValue | None] = {
+        "linkLayer": info.link_layer,
+        "ifName": info.netdevs[0] if info.netdevs else None,
+        "pciAddress": info.pci.pci_address,
+        "vendor": info.pci.vendor,
+        "deviceId": info.pci.device_id,
+        "numaNode": info.pci.numa_node,
+    }
+    attrs.update({k: v for k, v in optional.items() if v is not None})
+    return PublishedDevice(
+        name=name,
+        kind=DeviceKind.RDMA,
+        host_name=None,
+        attributes=attrs,
+        capacity={SLOTS: str(slots)},
+        multi_allocatable=True,
+        char_devices=info.char_devices,
+    )
 
 
 class Inventory:
@@ -115,9 +173,11 @@ class Inventory:
         sysfs: SysfsReader | None = None,
         policy: FilterPolicy | None = None,
         allocated: Callable[[], Collection[str]] = frozenset,
+        dev_root: Path = Path("/dev"),
     ) -> None:
         self.netns = netns
         self.sysfs = sysfs or SysfsReader()
+        self.rdma_roots = RdmaRoots(sys=self.sysfs.root, dev=dev_root)
         self.policy = policy or FilterPolicy()
         self.allocated = allocated
         self._devices: dict[str, PublishedDevice] = {}
@@ -146,12 +206,18 @@ class Inventory:
 
     async def refresh(self) -> list[PublishedDevice]:
         snapshot = await read_links(self.netns)
-        facts = await asyncio.to_thread(self.sysfs.facts_for, [link.name for link in snapshot.links])
-        return self.update(snapshot, facts)
+        facts, rdma = await asyncio.to_thread(self._read_sysfs, [link.name for link in snapshot.links])
+        return self.update(snapshot, facts, rdma)
 
-    def update(self, snapshot: LinkSnapshot, facts: Mapping[str, SysfsFacts]) -> list[PublishedDevice]:
+    def _read_sysfs(self, names: list[str]) -> tuple[dict[str, SysfsFacts], list[RdmaInfo]]:
+        rdma = read_rdma(self.rdma_roots) if self.policy.rdma else []
+        return self.sysfs.facts_for(names), rdma
+
+    def update(
+        self, snapshot: LinkSnapshot, facts: Mapping[str, SysfsFacts], rdma: Sequence[RdmaInfo] = ()
+    ) -> list[PublishedDevice]:
         """Replace the inventory with what `snapshot` shows, keeping allocated devices that left."""
-        devices, self.decisions = build_devices(snapshot, facts, self.policy)
+        devices, self.decisions = build_devices(snapshot, facts, self.policy, rdma)
         present = {d.host_name for d in devices if d.host_name is not None}
         names = {d.name for d in devices}
         in_pods = set(self.allocated())

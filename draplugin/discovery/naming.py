@@ -48,3 +48,16 @@ def assign(names: list[str], reserved: set[str] | None = None) -> dict[str, str]
         taken.add(label)
         result[name] = label
     return result
+
+
+def unique(name: str, taken: set[str]) -> str:
+    """`name` fitted to a DNS label (63 characters) and re-hashed while another device holds it.
+
+    For names derived from labels (`roce-<label>`, `rdma-<ibdev>`), which may be too long or collide
+    with a netdev that happens to be called the same."""
+    label = name[:63].rstrip("-")
+    salt = 0
+    while label in taken or not is_label(label):
+        salt += 1
+        label = f"{name[:55].rstrip('-')}-{_digest(name + chr(0) + str(salt))}"
+    return label

@@ -51,7 +51,7 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
-def _pci_dir(device: Path) -> Path | None:
+def pci_dir(device: Path) -> Path | None:
     """The PCI function directory behind `device`, walking up for virtio-style child devices."""
     try:
         real = Path(os.path.realpath(device))
@@ -106,9 +106,14 @@ class SysfsReader:
 
     def _facts(self, name: str, vf_tables: dict[Path, dict[Path, int]]) -> SysfsFacts:
         device = self.root / "class" / "net" / name / "device"
-        pci = _pci_dir(device) if device.exists() else None
+        pci = pci_dir(device) if device.exists() else None
         if pci is None:
             return SysfsFacts()
+        return self.pci_facts(pci, vf_tables)
+
+    def pci_facts(self, pci: Path, vf_tables: dict[Path, dict[Path, int]] | None = None) -> SysfsFacts:
+        """Facts of one PCI function (also used for RDMA devices, which hang off the same function)."""
+        vf_tables = {} if vf_tables is None else vf_tables
         physfn = pci / "physfn"
         is_vf = physfn.exists()
         pf = Path(os.path.realpath(physfn)) if is_vf else None

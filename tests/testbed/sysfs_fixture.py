@@ -8,7 +8,11 @@ sysfs half of discovery is tested against a generated tree that copies the kerne
     devices/.../<pci>/{vendor,device,numa_node,sriov_totalvfs,sriov_numvfs}
     devices/.../<pf>/virtfnN       -> ../<vf pci>
     devices/.../<vf>/physfn        -> ../<pf pci>
-    devices/.../<pci>/infiniband/<ibdev>/
+    devices/.../<pci>/infiniband/<ibdev>/{device -> ../../, ports/1/link_layer}
+    class/infiniband/<ibdev>       -> ../../devices/.../<pci>/infiniband/<ibdev>
+    class/infiniband_verbs/uverbsN/{ibdev,dev}, class/infiniband_mad/{umadN,issmN}/{ibdev,dev}
+    class/misc/rdma_cm/dev
+    <dev root>/infiniband/{uverbsN,umadN,issmN,rdma_cm}   (empty files: discovery only checks they exist)
     class/net/<virtual>            -> ../../devices/virtual/net/<virtual>   (no `device` link)
 
 Only the files discovery reads are written. Nothing here touches the real /sys.
@@ -36,6 +40,7 @@ class FakeFunction:
     pf: str | None = None
     vf_index: int | None = None
     rdma: str | None = None
+    link_layer: str = "Ethernet"
 
 
 def pci_address(n: int, bus_base: int = 0x10) -> str:
@@ -50,7 +55,42 @@ def _link(path: Path, target: str) -> None:
     os.symlink(target, path)
 
 
-def write_function(root: Path, fn: FakeFunction) -> None:
+# The kernel numbers the verbs nodes from minor 192 and MAD nodes from 0 (major 231 for both).
+VERBS_MINOR_BASE = 192
+
+
+def _class_entry(
+    root: Path, dev: Path | None, cls: str, name: str, *, numbers: str, ibdev: str | None
+) -> None:
+    entry = root / "class" / cls / name
+    entry.mkdir(parents=True)
+    (entry / "dev").write_text(numbers + "\n")
+    if ibdev is not None:
+        (entry / "ibdev").write_text(ibdev + "\n")
+    if dev is not None:
+        (dev / "infiniband").mkdir(parents=True, exist_ok=True)
+        (dev / "infiniband" / name).touch()
+
+
+def write_rdma(root: Path, fn: FakeFunction, dev: Path | None) -> None:
+    """The ib device of `fn` with its verbs and MAD nodes; `dev` None = the /dev nodes are missing."""
+    assert fn.rdma is not None
+    ibdev = root / PCI_ROOT / fn.pci / "infiniband" / fn.rdma
+    (ibdev / "ports" / "1").mkdir(parents=True)
+    (ibdev / "ports" / "1" / "link_layer").write_text(fn.link_layer + "\n")
+    _link(ibdev / "device", "../../")
+    _link(root / "class" / "infiniband" / fn.rdma, f"../../{PCI_ROOT}/{fn.pci}/infiniband/{fn.rdma}")
+    verbs = root / "class" / "infiniband_verbs"
+    n = len(list(verbs.iterdir())) if verbs.is_dir() else 0
+    verbs_numbers = f"231:{VERBS_MINOR_BASE + n}"
+    _class_entry(root, dev, "infiniband_verbs", f"uverbs{n}", numbers=verbs_numbers, ibdev=fn.rdma)
+    _class_entry(root, dev, "infiniband_mad", f"umad{n}", numbers=f"231:{n}", ibdev=fn.rdma)
+    _class_entry(root, dev, "infiniband_mad", f"issm{n}", numbers=f"231:{64 + n}", ibdev=fn.rdma)
+    if not (root / "class" / "misc" / "rdma_cm").exists():
+        _class_entry(root, dev, "misc", "rdma_cm", numbers="10:58", ibdev=None)
+
+
+def write_function(root: Path, fn: FakeFunction, dev: Path | None = None) -> None:
     pci = root / PCI_ROOT / fn.pci
     (pci / "net" / fn.name).mkdir(parents=True)
     _link(pci / "net" / fn.name / "device", "../../")
@@ -63,7 +103,7 @@ def write_function(root: Path, fn: FakeFunction) -> None:
         _link(pci / "physfn", f"../{fn.pf}")
         _link(root / PCI_ROOT / fn.pf / f"virtfn{fn.vf_index}", f"../{fn.pci}")
     if fn.rdma is not None:
-        (pci / "infiniband" / fn.rdma).mkdir(parents=True)
+        write_rdma(root, fn, dev)
     _link(root / "class" / "net" / fn.name, f"../../{PCI_ROOT}/{fn.pci}/net/{fn.name}")
 
 
@@ -80,14 +120,20 @@ def sriov_tree(
     rdma: bool = False,
     numa_node: int = 0,
     vf_prefix: str | None = None,
+    dev: Path | None = None,
+    link_layer: str = "Ethernet",
 ) -> list[FakeFunction]:
-    """A PF with `num_vfs` VFs named `<pf>v<i>` (like udev's naming); returns PF first, then VFs."""
+    """A PF with `num_vfs` VFs named `<pf>v<i>` (like udev's naming); returns PF first, then VFs.
+
+    With `rdma`, the PF has ib device mlx5_0 and VF i has mlx5_<i+1>, each with its char nodes; their
+    /dev nodes are written under `dev` when given."""
     pf = FakeFunction(
         name=pf_name,
         pci="0000:03:00.0",
         total_vfs=max(num_vfs, 8),
         numa_node=numa_node,
         rdma="mlx5_0" if rdma else None,
+        link_layer=link_layer,
     )
     prefix = vf_prefix if vf_prefix is not None else f"{pf_name}v"
     functions = [pf]
@@ -101,11 +147,12 @@ def sriov_tree(
                 pf=pf.pci,
                 vf_index=i,
                 rdma=f"mlx5_{i + 1}" if rdma else None,
+                link_layer=link_layer,
             )
         )
     root.mkdir(parents=True, exist_ok=True)
     (root / PCI_ROOT / pf.pci).mkdir(parents=True, exist_ok=True)
     for fn in functions:
-        write_function(root, fn)
+        write_function(root, fn, dev)
     (root / PCI_ROOT / pf.pci / "sriov_numvfs").write_text(f"{num_vfs}\n")
     return functions

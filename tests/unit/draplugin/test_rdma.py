@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from draplugin.devices.base import AttachContext, PlanInvalid
-from draplugin.devices.rdma import RdmaHandler, RdmaRoots, char_devices, ibdev_for_netdev
+from draplugin.devices.rdma import RdmaHandler
 from draplugin.devices.registry import default_registry
+from draplugin.discovery.rdma import RdmaRoots, char_devices, ibdev_for_netdev
 from draplugin.model import CharDevice, DeviceKind, DevicePlan, DeviceRef, NetdevSpec
 
 
