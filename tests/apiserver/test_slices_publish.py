@@ -26,6 +26,7 @@ from testbed.sysfs_fixture import sriov_tree
 
 from draplugin.discovery.inventory import Inventory
 from draplugin.discovery.netlink import LinkInfo, LinkSnapshot, link_events
+from draplugin.discovery.rdma import read_rdma
 from draplugin.discovery.sysfs import SysfsReader
 from draplugin.kube.slices_api import SliceApi
 from draplugin.model import DeviceKind, PublishedDevice
@@ -244,6 +245,59 @@ async def test_thousand_fixture_vfs_publish_in_at_most_eight_slices(
     assert all(i["metadata"]["annotations"][CONTENT_ANNOTATION] for i in items)
 
 
+async def test_rdma_fixture_publishes_twins_and_counters_the_apiserver_keeps(
+    store: SliceApi, node: str, admin_api: kubernetes.client.ApiClient, tmp_path: Path
+) -> None:
+    """A FAKE sysfs/dev tree (no RDMA hardware here) with a RoCE PF and 100 RoCE VFs -> inventory ->
+    the real apiserver, which validates counter sets and consumers and would silently drop them if
+    partitionable devices were off. Then one VF disappears: the next generation drops its counter."""
+    functions = sriov_tree(tmp_path / "sys", num_vfs=100, rdma=True, dev=tmp_path / "dev")
+    snapshot = LinkSnapshot(
+        links=tuple(fake_link(i, fn.name) for i, fn in enumerate(functions)), uplinks=frozenset()
+    )
+    reader = SysfsReader(tmp_path / "sys")
+    inventory = Inventory(sysfs=reader, dev_root=tmp_path / "dev")
+    names = [fn.name for fn in functions]
+    devices = inventory.update(snapshot, reader.facts_for(names), read_rdma(inventory.rdma_roots))
+    result = await Publisher(store, static(devices), node=node).reconcile()
+
+    items = stored(admin_api, node)
+    assert sorted(i["metadata"]["name"] for i in items) == sorted(result.slice_names)
+    assert {i["spec"]["pool"]["resourceSliceCount"] for i in items} == {len(items)}
+    counter_items = [i for i in items if i["spec"].get("sharedCounters")]
+    assert counter_items and all("devices" not in i["spec"] for i in counter_items)
+    counters = {
+        name: cs["name"]
+        for i in counter_items
+        for cs in i["spec"]["sharedCounters"]
+        for name in cs["counters"]
+    }
+    assert len(counters) == 101  # the PF and each VF: one counter per netdev that has a roce twin
+    got = stored_devices(items)
+    assert len(got) == len(devices) == 101 * 2 + 1 + 3  # plain + twin each, rdma-mlx5-0, macvlan/ipvlan/veth
+    for device_slice in (i for i in items if i["spec"].get("devices")):
+        counting = any("consumesCounters" in d for d in device_slice["spec"]["devices"])
+        assert len(device_slice["spec"]["devices"]) <= (64 if counting else 128)
+    twin, plain = got["roce-ens1f0v42"], got["ens1f0v42"]
+    expected = [{"counterSet": counters["ens1f0v42"], "counters": {"ens1f0v42": {"value": "1"}}}]
+    assert twin["consumesCounters"] == plain["consumesCounters"] == expected
+    assert twin["attributes"]["netclaim.dev/kind"] == {"string": "roce"}
+    assert twin["attributes"]["netclaim.dev/linkLayer"] == {"string": "Ethernet"}
+    (rdma,) = [d for d in got.values() if d["attributes"]["netclaim.dev/kind"] == {"string": "rdma"}]
+    assert rdma["allowMultipleAllocations"] is True
+    assert rdma["attributes"]["netclaim.dev/rdmaDevice"] == {"string": "mlx5_0"}
+
+    fewer = LinkSnapshot(links=snapshot.links[:-1], uplinks=frozenset())
+    devices = inventory.update(fewer, reader.facts_for(names[:-1]), read_rdma(inventory.rdma_roots))
+    later = await Publisher(store, static(devices), node=node).reconcile()
+    assert later.generation > result.generation
+    items = stored(admin_api, node)
+    assert {i["spec"]["pool"]["generation"] for i in items} == {later.generation}
+    left = {n for i in items for cs in i["spec"].get("sharedCounters", []) for n in cs["counters"]}
+    assert names[-1] not in left and len(left) == 100
+    assert f"roce-{names[-1]}" not in stored_devices(items)
+
+
 async def test_device_classes_select_each_kind(
     admin_api: kubernetes.client.ApiClient, control_plane: ControlPlane
 ) -> None:
@@ -255,14 +309,8 @@ async def test_device_classes_select_each_kind(
             status, body = request(admin_api, "POST", f"{V1}/deviceclasses", doc)
             assert status == 201, body
             created.append(doc["metadata"]["name"])
-        kinds = {
-            DeviceKind.HOST_DEVICE,
-            DeviceKind.SRIOV_VF,
-            DeviceKind.MACVLAN,
-            DeviceKind.IPVLAN,
-            DeviceKind.VETH,
-        }
-        for kind in kinds:
+        assert len(created) == len(DeviceKind)
+        for kind in DeviceKind:
             status, body = request(admin_api, "GET", f"{V1}/deviceclasses/{kind.value}.netclaim.dev")
             assert status == 200, body
             (selector,) = body["spec"]["selectors"]

@@ -63,6 +63,10 @@ class Driver:
     parents: Sequence[str] = ()
     offer: Sequence[str] = ()
     virtual_kinds: Sequence[str] = ("macvlan", "veth")
+    sysfs_root: Path | None = None
+    """`--sysfs-root` (a fixture tree, see sysfs_fixture); None = the daemon's default /sys."""
+    dev_root: Path | None = None
+    """`--dev-root` (RDMA nodes under <root>/infiniband); None = the daemon's default /dev."""
     port: int = 0
     daemon: proc.Daemon | None = None
     starts: list[float] = field(default_factory=list)
@@ -94,6 +98,10 @@ class Driver:
             argv.append(f"--parents={','.join(self.parents)}")
         if self.offer:
             argv.append(f"--offer={','.join(self.offer)}")
+        if self.sysfs_root is not None:
+            argv.append(f"--sysfs-root={self.sysfs_root}")
+        if self.dev_root is not None:
+            argv.append(f"--dev-root={self.dev_root}")
         return argv
 
     def _get(self, path: str) -> tuple[int, str]:
@@ -169,6 +177,8 @@ class Driver:
             "parents": list(self.parents),
             "offer": list(self.offer),
             "virtual_kinds": list(self.virtual_kinds),
+            "sysfs_root": str(self.sysfs_root) if self.sysfs_root is not None else None,
+            "dev_root": str(self.dev_root) if self.dev_root is not None else None,
             "port": self.port,
             "daemon": self.daemon.to_json() if self.daemon else None,
         }
@@ -187,6 +197,8 @@ class Driver:
             parents=tuple(data["parents"]),
             offer=tuple(data["offer"]),
             virtual_kinds=tuple(data["virtual_kinds"]),
+            sysfs_root=Path(data["sysfs_root"]) if data.get("sysfs_root") else None,
+            dev_root=Path(data["dev_root"]) if data.get("dev_root") else None,
             port=int(data["port"]),
             daemon=proc.Daemon.from_json(data["daemon"]) if data["daemon"] else None,
         )
@@ -199,10 +211,14 @@ def for_node(
     *,
     parents: Sequence[str] = (),
     offer: Sequence[str] = (),
+    virtual_kinds: Sequence[str] | None = None,
+    sysfs_root: Path | None = None,
+    dev_root: Path | None = None,
 ) -> Driver:
-    """A Driver wired to `node`'s kubelet dirs and containerd NRI socket (not started)."""
+    """A Driver wired to `node`'s kubelet dirs and containerd NRI socket (not started); the optional
+    arguments left out keep the daemon's defaults (`virtual_kinds`: the Driver's own default)."""
     assert node.kubelet is not None and node.containerd is not None, "node not started"
-    return Driver(
+    driver = Driver(
         workdir=workdir,
         kubeconfig=kubeconfig,
         node_name=node.node_name,
@@ -211,4 +227,9 @@ def for_node(
         nri_socket=node.containerd.nri_socket,
         parents=tuple(parents),
         offer=tuple(offer),
+        sysfs_root=sysfs_root,
+        dev_root=dev_root,
     )
+    if virtual_kinds is not None:
+        driver.virtual_kinds = tuple(virtual_kinds)
+    return driver

@@ -95,6 +95,9 @@ def test_chart_optional_parts_can_be_left_out() -> None:
     ds = only(objects, "DaemonSet")
     assert "infiniband" not in {v["name"] for v in pod_spec(ds)["volumes"]}
     assert "infiniband" not in {m["name"] for m in container(ds)["volumeMounts"]}
+    # Without the /dev/infiniband mount the driver must not offer RDMA devices either.
+    assert "--rdma=off" in container(ds)["args"]
+    assert "--rdma=off" not in container(only(render({}), "DaemonSet"))["args"]
 
 
 def test_chart_values_become_flags_the_driver_accepts() -> None:
