@@ -150,4 +150,9 @@ def _data(ref: DeviceRef, state: DeviceState, plan: DevicePlan | None) -> Entry:
             data["hostInterface"] = plan.host_name
         if plan.netdev is not None and plan.netdev.host_interface_name:
             data["hostInterface"] = plan.netdev.host_interface_name
+        if plan.char_devices:
+            # What an RDMA application opens: the ib device (for ibv_open_device) and its nodes.
+            if "rdmaDevice" in plan.attributes:
+                data["rdmaDevice"] = plan.attributes["rdmaDevice"]
+            data["charDevices"] = [device.path for device in plan.char_devices]
     return data

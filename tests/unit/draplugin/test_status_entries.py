@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from draplugin.model import AttachResult, ClaimRef, DeviceKind, DevicePlan, DeviceRef, NetdevSpec
+from draplugin.model import AttachResult, CharDevice, ClaimRef, DeviceKind, DevicePlan, DeviceRef, NetdevSpec
 from draplugin.status.entries import build_entries
 from draplugin.status.types import Failed, Pending
 from draplugin.status.validate import entry_problems
@@ -114,3 +114,37 @@ def test_host_side_names_in_data() -> None:
     entries = build_entries(CLAIM, [veth, host], {}, driver=DRIVER, now=T0, plans=plans)
     assert entries[0]["data"] == {"request": "req0", "kind": "veth", "hostInterface": "nc-abc123"}
     assert entries[1]["data"] == {"request": "req1", "kind": "host-device", "hostInterface": "ens5f1"}
+
+
+def test_rdma_device_and_nodes_in_data() -> None:
+    """An RDMA application needs the ib device name and the nodes; networkData has no field for them."""
+    roce, rdma = ref(0), ref(1)
+    nodes = (CharDevice("/dev/infiniband/uverbs3", 231, 195), CharDevice("/dev/infiniband/rdma_cm", 10, 58))
+    attrs = {"rdmaDevice": "mlx5_3", "pfName": "ens1f0"}
+    plans = {
+        roce: DevicePlan(
+            roce,
+            DeviceKind.ROCE,
+            NetdevSpec("roce0"),
+            host_name="ens1f0v2",
+            char_devices=nodes,
+            attributes=attrs,
+        ),
+        rdma: DevicePlan(rdma, DeviceKind.RDMA, None, char_devices=nodes[1:], attributes={}),
+    }
+    states = {roce: AttachResult(roce, DeviceKind.ROCE, "roce0", None, (), "/proc/1/ns/net")}
+    entries = build_entries(CLAIM, [roce, rdma], states, driver=DRIVER, now=T0, plans=plans)
+    assert entries[0]["data"] == {
+        "request": "req0",
+        "kind": "roce",
+        "hostInterface": "ens1f0v2",
+        "rdmaDevice": "mlx5_3",
+        "charDevices": ["/dev/infiniband/uverbs3", "/dev/infiniband/rdma_cm"],
+    }
+    assert entries[0]["networkData"] == {"interfaceName": "roce0", "ips": []}
+    assert entries[1]["data"] == {
+        "request": "req1",
+        "kind": "rdma",
+        "charDevices": ["/dev/infiniband/rdma_cm"],
+    }
+    assert all(entry_problems(entry) == [] for entry in entries)
