@@ -148,6 +148,9 @@ def _refuse_double_use(
     The scheduler prevents this through the shared counter of a RoCE NIC's two devices; this is the
     node's own guard for clusters without partitionable devices (before 1.36 the gate is off and
     the apiserver drops the counters), where the move would otherwise fail later in RunPodSandbox.
+    It also covers a pod deleted with grace 0: it leaves the API at once, the scheduler hands its NIC
+    to the next claim while the kubelet has not yet unprepared the old one; refusing makes the kubelet
+    retry the new claim once the NIC is back.
     """
     held: dict[str, ClaimRef] = {}
     uids = {outcome.claim.uid for outcome in outcomes if isinstance(outcome, ClaimPlan)}

@@ -56,12 +56,13 @@ class FilterPolicy:
     slots: int = 64
     """Capacity of each shared (macvlan/ipvlan/veth) device: how many claims may use it at once."""
     exclude: frozenset[str] = field(default_factory=frozenset)
-    """Link names never offered, whatever their kind."""
+    """Link (or ib device) names never offered, whatever their kind."""
     offer: frozenset[str] = field(default_factory=frozenset)
     """veth ends to offer even though their peer is in another namespace (a lab's stand-in NIC)."""
     rdma: bool = True
-    """Offer RDMA: one shared `rdma` device per ib device and a `roce` twin of each publishable RoCE
-    netdev. Off for nodes whose kernel runs RDMA in exclusive netns mode, which this driver does not do."""
+    """Offer RDMA: one shared `rdma` device per PF/HCA ib device and a `roce` twin of each publishable
+    RoCE netdev. Off for nodes whose kernel runs RDMA in exclusive netns mode, which this driver does
+    not handle. `exclude` applies to ib device names too."""
 
 
 DEFAULT_POLICY = FilterPolicy()

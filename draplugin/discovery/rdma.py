@@ -94,7 +94,8 @@ def char_devices(ibdev: str, roots: RdmaRoots = RdmaRoots()) -> tuple[CharDevice
 
 
 def _with_cm(roots: RdmaRoots, own: list[CharDevice]) -> tuple[CharDevice, ...]:
-    if not own:
+    """Without a verbs node an application cannot open the device at all: nothing is offered then."""
+    if not any(device.path.rsplit("/", 1)[-1].startswith("uverbs") for device in own):
         return ()
     cm = _char_device(roots, "rdma_cm", roots.sys / "class" / "misc" / "rdma_cm")
     return (*own, cm) if cm is not None else tuple(own)

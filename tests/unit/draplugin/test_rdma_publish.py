@@ -277,3 +277,15 @@ async def test_prepare_refuses_a_twin_of_a_netdev_another_claim_holds(tmp_path: 
     assert {p.claim.name for p in store.all()} == {"plain", "fine"}
     again = await preparer.prepare([first.ref])  # kubelet retries: the holder itself is never refused
     assert again[first.ref.uid].error is None
+
+
+def test_ib_device_without_a_verbs_node_is_not_offered(tmp_path: Path) -> None:
+    """umad and rdma_cm alone are useless to an application: ibv_open_device needs uverbs."""
+    roots, snapshot = roce_node(tmp_path, num_vfs=1)
+    (roots.dev / "infiniband" / "uverbs1").unlink()  # the VF's verbs node
+    by_name = {info.name: info for info in read_rdma(roots)}
+    assert by_name["mlx5_1"].char_devices == ()
+    assert by_name["mlx5_0"].char_devices != ()
+    devices = publish(roots, snapshot)
+    assert "roce-ens1f0v0" not in devices and "roce-ens1f0" in devices
+    assert devices["ens1f0v0"].exclusive_group is None
