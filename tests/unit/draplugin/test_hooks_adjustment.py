@@ -8,6 +8,7 @@ majors and minors come from.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import orjson
@@ -16,7 +17,7 @@ from draplugin.attach import Executor
 from draplugin.attachments import AttachmentStore
 from draplugin.checkpoint import Checkpoint
 from draplugin.hooks import NetworkHooks
-from draplugin.logs import JsonFormatter
+from draplugin.logs import JsonFormatter, TextFormatter
 from draplugin.metrics import Metrics
 from draplugin.model import CharDevice, ClaimPlan, ClaimRef, DeviceKind, DevicePlan, DeviceRef
 from draplugin.planstore import PlanStore
@@ -71,3 +72,24 @@ def test_json_logs_carry_claim_and_pod_fields() -> None:
     line = orjson.loads(JsonFormatter().format(record))
     assert line["msg"] == "attach failed: x"
     assert (line["level"], line["claim"], line["pod"]) == ("error", "ns/rdma", "ns/p")
+
+
+def test_text_logs_escape_control_characters_but_keep_tracebacks() -> None:
+    """A peer's text (an API error, a pod name from NRI) with a newline must not forge a second line."""
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        exc_info = sys.exc_info()
+    record = logging.LogRecord(
+        "draplugin.hooks",
+        logging.WARNING,
+        __file__,
+        1,
+        "claim %s failed",
+        ("ns/a\nERROR forged\x1b[31m",),
+        exc_info,
+    )
+    text = TextFormatter().format(record)
+    first, *traceback = text.split("\n")
+    assert first.endswith("claim ns/a\\x0aERROR forged\\x1b[31m failed")
+    assert traceback[0] == "Traceback (most recent call last):" and traceback[-1] == "ValueError: boom"
