@@ -57,8 +57,9 @@ class VirtualLink:
             raise FileExistsError(f"{name!r} already exists in the pod netns as {found}") from error
 
     def pod_link_settings(self, spec: NetdevSpec) -> dict[str, Any]:
-        """Name, MTU and MAC set at birth, so netconf has nothing left to change on the link."""
-        settings: dict[str, Any] = {"ifname": spec.interface_name}
+        """Name, MTU, MAC and the up flag set at birth, so netconf has nothing left to change on the
+        link: one kernel round trip fewer in the hook. Addresses and routes follow on the up link."""
+        settings: dict[str, Any] = {"ifname": spec.interface_name, "state": "up"}
         if spec.mtu is not None:
             settings["mtu"] = spec.mtu
         if spec.hardware_address is not None:
