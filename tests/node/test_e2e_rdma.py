@@ -23,7 +23,6 @@ refused it). tests/runtime/test_rdma_devices.py shows the EPERM side of that con
 from __future__ import annotations
 
 import json
-import secrets
 import subprocess
 import time
 from collections.abc import Iterator
@@ -35,9 +34,9 @@ import e2e
 import kubernetes.client as k
 import pytest
 from testbed import driver as testbed_driver
-from testbed import netns as tnetns
 from testbed.driver import Driver
 from testbed.node import LocalNode
+from testbed.standin import host_link, registered_char_majors, stand_in_nic
 from testbed.sysfs_fixture import FakeFunction, write_function
 
 START_TIMEOUT = 90.0
@@ -73,17 +72,6 @@ class RoceNic:
     dev: Path
 
 
-def host_link(name: str) -> dict[str, Any] | None:
-    """The host link `name` as `ip -j` shows it, or None when it is not in the host namespace."""
-    result = subprocess.run(
-        ["ip", "-j", "link", "show", "dev", name], check=False, capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        return None
-    links: list[dict[str, Any]] = json.loads(result.stdout)
-    return links[0]
-
-
 def leak_watch(nic: str) -> dict[str, int]:
     """e2e.host_links plus our NIC and any host link named like an interface this module gives pods
     (a netdev that failed to come back keeps the pod's name)."""
@@ -98,20 +86,10 @@ def roce_nic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoceNic]:
     """The stand-in RoCE NIC (a real veth end, peer in a scratch netns of ours) and the FAKE sysfs and
     /dev trees that give it ib device mlx5_0 on PCI function 0000:5e:00.0."""
     work = tmp_path_factory.mktemp("roce")
-    name = f"ncro{secrets.token_hex(3)}"
-    peer = tnetns.create(work / "peer")
-    try:
-        add = ["ip", "link", "add", name, "mtu", str(NIC_MTU), "type", "veth", "peer", "name", "p"]
-        subprocess.run([*add, "netns", str(peer)], check=True)
-        subprocess.run(["ip", "link", "set", name, "up"], check=True)
-        subprocess.run(["nsenter", f"--net={peer}", "ip", "link", "set", "p", "up"], check=True)
+    with stand_in_nic(work, "ncro", NIC_MTU) as name:
         nic = RoceNic(name, work / "sys", work / "dev")
         write_function(nic.sys, FakeFunction(name=name, pci=PCI, rdma=IB_DEVICE), dev=nic.dev)
         yield nic
-    finally:
-        # A veth left in a pod's netns dies with that netns; only the host side needs deleting here.
-        subprocess.run(["ip", "link", "del", name], check=False, capture_output=True)
-        tnetns.delete(peer)
 
 
 @pytest.fixture(scope="module")
@@ -276,11 +254,6 @@ def spec_device_rules(
         for r in linux.get("resources", {}).get("devices") or []
     ]
     return nodes, rules
-
-
-def registered_char_majors() -> set[int]:
-    lines = Path("/proc/devices").read_text().split("\n\n")[0].splitlines()[1:]
-    return {int(line.split()[0]) for line in lines if line.strip()}
 
 
 def assert_rdma_injected(node: LocalNode, current: k.V1Pod) -> None:

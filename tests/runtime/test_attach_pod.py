@@ -25,6 +25,7 @@ from testbed import netns as tnetns
 from testbed import orphans
 from testbed.containerd import Containerd
 from testbed.cri import CriClient, CriError, make_pod
+from testbed.standin import add_uplink, del_uplink, stand_in_nic
 
 from draplugin.attach import Executor
 from draplugin.attachments import AttachmentStore
@@ -48,29 +49,10 @@ def host_links(containerd: Containerd) -> set[str]:
     return {n for n in names if not n.startswith(("nctb", "veth", "ncv"))} - {containerd.bridge}
 
 
-def add_uplink(name: str, peer_ns: Path) -> None:
-    """A host-side veth end to act as macvlan parent; its peer sits in a scratch netns of ours."""
-    subprocess.run(
-        ["ip", "link", "add", name, "type", "veth", "peer", "name", f"{name}p", "netns", str(peer_ns)],
-        check=True,
-    )
-    subprocess.run(["ip", "link", "set", name, "up"], check=True)
-
-
-def del_uplink(name: str) -> None:
-    subprocess.run(["ip", "link", "del", name], check=False, capture_output=True)
-
-
 @pytest.fixture
 def uplink(tmp_path: Path) -> Iterator[str]:
-    name = f"ncup{secrets.token_hex(3)}"
-    peer_ns = tnetns.create(tmp_path / "peer")
-    try:
-        add_uplink(name, peer_ns)
+    with stand_in_nic(tmp_path, "ncup") as name:
         yield name
-    finally:
-        del_uplink(name)
-        tnetns.delete(peer_ns)
 
 
 def macvlan_plan(index: int, parent: str, *, mtu: int = 1400) -> DevicePlan:

@@ -24,9 +24,6 @@ netdev is a veth whose peer lives in a namespace the test creates (never a host 
 from __future__ import annotations
 
 import asyncio
-import json
-import secrets
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,18 +33,16 @@ import pytest
 from test_attach_pod import (
     DRIVER,
     Driver,
-    add_uplink,
     claim_plan,
-    del_uplink,
     driver,
     exec_in,
     host_links,
     macvlan_plan,
     uplink,
 )
-from testbed import netns as tnetns
 from testbed.containerd import Containerd
 from testbed.cri import CriClient, make_pod
+from testbed.standin import host_link, registered_char_majors, stand_in_nic
 
 from draplugin.model import CharDevice, DeviceKind, DevicePlan, DeviceRef, NetdevSpec
 
@@ -84,32 +79,15 @@ def roce_plan(host_name: str) -> DevicePlan:
     )
 
 
-def host_link(name: str) -> dict[str, Any] | None:
-    """The host link `name` as `ip -j` shows it, or None when it is not in the host namespace."""
-    result = subprocess.run(
-        ["ip", "-j", "link", "show", "dev", name], check=False, capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        return None
-    links: list[dict[str, Any]] = json.loads(result.stdout)
-    return links[0]
-
-
 @pytest.fixture
 def roce_nic(tmp_path: Path) -> Iterator[str]:
     """A stand-in for a RoCE NIC's netdev: a host veth end whose peer sits in a scratch netns of ours.
 
     If a failed test leaves it inside the pod's netns, the kernel deletes it with that netns (a veth is
-    not handed back to the host), so the `ip link del` below covers only the host side.
+    not handed back to the host), so deleting the host side covers it.
     """
-    name = f"ncro{secrets.token_hex(3)}"
-    peer_ns = tnetns.create(tmp_path / "roce-peer")
-    try:
-        add_uplink(name, peer_ns)
+    with stand_in_nic(tmp_path, "ncro") as name:
         yield name
-    finally:
-        del_uplink(name)
-        tnetns.delete(peer_ns)
 
 
 def probe_nodes(cri: CriClient, container_id: str, nodes: tuple[CharDevice, ...]) -> dict[str, str]:
@@ -235,11 +213,6 @@ async def test_roce_moves_the_netdev_and_injects_the_devices(
     assert not restored.get("ifalias"), restored  # the move marker is gone too
     await asyncio.to_thread(cri.remove_pod, neighbour.sandbox_id)
     assert host_links(containerd) - before == set(), "a link was left on the host"
-
-
-def registered_char_majors() -> set[int]:
-    lines = Path("/proc/devices").read_text().split("\n\n")[0].splitlines()[1:]
-    return {int(line.split()[0]) for line in lines if line.strip()}
 
 
 async def test_device_cgroup_admits_only_the_injected_device(
