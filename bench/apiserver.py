@@ -6,9 +6,12 @@
   from the apiserver, validates its opaque config, plans and checkpoints. Claims are created and
   allocated beforehand (untimed) the way kube-scheduler writes allocations; no scheduler runs here.
 - status_visible_ms_p*: bench.status_latency (StatusQueue + ApiStatusSink, enqueue -> watch sees it).
-- publish_1000_devices_s: 1,000 fixture VFs (tests/testbed/sysfs_fixture.py, plus their PF and the
+- publish_1000_devices_s: 1,000 plain fixture VFs (tests/testbed/sysfs_fixture.py, plus their PF and the
   PF's shared entries) through Inventory and draplugin.publisher.Publisher onto a node with no slices
   yet, i.e. a first publication, as after kubelet wiped the node's slices.
+- publish_1000_roce_vfs_s: the same 1,000 VFs as RoCE VFs (ib device and char nodes in the fixture): each
+  is published plain and as its `roce` twin, both consuming one shared counter, so ~2,000 devices in
+  slices of <= 64 plus the counter-set slices.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from bench.common import DRIVER, ms
 from draplugin.checkpoint import Checkpoint
 from draplugin.discovery.inventory import Inventory
 from draplugin.discovery.netlink import LinkInfo, LinkSnapshot
+from draplugin.discovery.rdma import read_rdma
 from draplugin.discovery.sysfs import SysfsReader
 from draplugin.kube.claims import KubeClaimReader
 from draplugin.kube.slices_api import SliceApi
@@ -146,18 +150,21 @@ def _fake_link(i: int, name: str) -> LinkInfo:
 
 
 async def publish(
-    admin: kubernetes.client.ApiClient, aio: kubernetes.aio.client.ApiClient, vfs: int
+    admin: kubernetes.client.ApiClient, aio: kubernetes.aio.client.ApiClient, vfs: int, roce: bool = False
 ) -> dict[str, float]:
     node = f"bench-{uuid.uuid4().hex[:6]}"
     root = Path(tempfile.mkdtemp(prefix="ncb-sys-"))
     try:
-        functions = sriov_tree(root, pf_name="ens1f0", num_vfs=vfs, rdma=True)
+        functions = sriov_tree(root / "sys", pf_name="ens1f0", num_vfs=vfs, rdma=roce, dev=root / "dev")
         snapshot = LinkSnapshot(
             links=tuple(_fake_link(i, fn.name) for i, fn in enumerate(functions)), uplinks=frozenset()
         )
-        reader = SysfsReader(root)
+        reader = SysfsReader(root / "sys")
         t0 = time.perf_counter()
-        devices = Inventory(sysfs=reader).update(snapshot, reader.facts_for([fn.name for fn in functions]))
+        inventory = Inventory(sysfs=reader, dev_root=root / "dev")
+        names = [fn.name for fn in functions]
+        rdma = read_rdma(inventory.rdma_roots)
+        devices = inventory.update(snapshot, reader.facts_for(names), rdma)
         t1 = time.perf_counter()
 
         async def discover() -> list[PublishedDevice]:
@@ -179,12 +186,12 @@ async def publish(
         )
         for item in body.get("items", []):
             request(admin, "DELETE", f"/apis/resource.k8s.io/v1/resourceslices/{item['metadata']['name']}")
-    name = "publish_1000_devices_s" if vfs == 1000 else f"publish_{vfs}_devices_s"
+    what = f"{vfs}_roce_vfs" if roce else f"{vfs}_devices"
     return {
-        name: round(t2 - t1, 3),
-        f"discover_{vfs}_devices_s": round(t1 - t0, 3),
-        f"publish_{vfs}_devices_slices": float(len(result.slice_names)),
-        f"publish_{vfs}_devices_published": float(len(devices)),
+        f"publish_{what}_s": round(t2 - t1, 3),
+        f"discover_{what}_s": round(t1 - t0, 3),
+        f"publish_{what}_slices": float(len(result.slice_names)),
+        f"publish_{what}_published": float(len(devices)),
     }
 
 
@@ -203,6 +210,7 @@ async def _measure(
                 namespaces.delete(admin, namespace)
         if vfs:
             out.update(await publish(admin, aio, vfs))
+            out.update(await publish(admin, aio, vfs, roce=True))
     return out
 
 
