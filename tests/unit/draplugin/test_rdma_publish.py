@@ -17,7 +17,7 @@ from draplugin.discovery.filters import FilterPolicy
 from draplugin.discovery.inventory import Inventory, build_devices
 from draplugin.discovery.netlink import LinkSnapshot
 from draplugin.discovery.rdma import RdmaRoots, read_rdma
-from draplugin.discovery.sysfs import SysfsReader
+from draplugin.discovery.sysfs import SysfsFacts, SysfsReader
 from draplugin.model import CharDevice, DeviceKind, PublishedDevice
 from draplugin.planner import plan_claim
 from draplugin.slices import (
@@ -64,11 +64,11 @@ def test_ib_devices_with_their_nodes_link_layer_and_pci_function(tmp_path: Path)
         CharDevice("/dev/infiniband/umad0", 231, 0),
         CharDevice("/dev/infiniband/rdma_cm", 10, 58),
     )  # issm0 (the subnet manager's node) is never offered
-    assert (vf1.name, vf1.netdevs, vf1.pci.vf_index, vf1.pci.pf_name) == (
+    # A VF's ib device is only ever published with its netdev, whose facts are read with the netdev.
+    assert (vf1.name, vf1.netdevs, vf1.pci) == (
         "mlx5_2",
         ("ens1f0v1",),
-        1,
-        "ens1f0",
+        SysfsFacts(pci_address="0000:10:00.1", is_vf=True),
     )
     assert vf0.char_devices[0] == CharDevice("/dev/infiniband/uverbs1", 231, 193)
 
