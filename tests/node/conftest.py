@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,13 +26,12 @@ from pathlib import Path
 import e2e
 import kubernetes.client
 import pytest
-from testbed import driver as testbed_driver
 from testbed import etcd, prereq
-from testbed import netns as tnetns
 from testbed.apiserver import k8s_binary
 from testbed.containerd import LINES, RuntimeMissing, check_installed
 from testbed.driver import Driver
 from testbed.node import LocalNode
+from testbed.standin import stand_in
 
 
 def _require_node(line: str) -> None:
@@ -89,52 +87,20 @@ def example_links(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     NIC for host-device passthrough), both veths whose peers sit in scratch namespaces of ours, so no
     pre-existing interface is ever used and nothing leaves the machine."""
     work = tmp_path_factory.mktemp("links")
-    made = []
-    try:
-        for name in (e2e.UPLINK, e2e.HOST_NIC):
-            peer = tnetns.create(work / f"{name}-peer")
-            made.append((name, peer))
-            mtu = str(e2e.HOST_NIC_MTU)
-            add = ["ip", "link", "add", name, "mtu", mtu, "type", "veth", "peer", "name", "p", "netns"]
-            subprocess.run([*add, str(peer)], check=True)
-            subprocess.run(["ip", "link", "set", name, "up"], check=True)
-            subprocess.run(["nsenter", f"--net={peer}", "ip", "link", "set", "p", "up"], check=True)
+    with stand_in(work, e2e.UPLINK, e2e.HOST_NIC_MTU), stand_in(work, e2e.HOST_NIC, e2e.HOST_NIC_MTU):
         yield
-    finally:
-        for name, peer in made:
-            subprocess.run(["ip", "link", "del", name], check=False, capture_output=True)
-            tnetns.delete(peer)
 
 
 @pytest.fixture(scope="module")
 def driver(
     local_node: LocalNode, example_links: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Driver]:
-    """netclaim running on `local_node` as its ServiceAccount (x509 identity bound by deploy/rbac.yaml),
-    with deploy/ applied, registered with the kubelet, connected to NRI and its slices published."""
-    assert local_node.plane is not None
-    with local_node.api_client() as api:
-        e2e.install(api)
-    kubeconfig = local_node.plane.kubeconfig_for(
-        "netclaim", testbed_driver.service_account_identity(local_node.plane), "netclaim"
-    )
-    instance = testbed_driver.for_node(
+    """netclaim as the examples need it: macvlan parent UPLINK and HOST_NIC offered as a host NIC."""
+    with e2e.running_driver(
         local_node,
         tmp_path_factory.mktemp("driver"),  # outlives the node's work dir: the log stays for a post-mortem
-        kubeconfig,
+        {f"macvlan-{e2e.UPLINK}", "veth", e2e.HOST_NIC},
         parents=[e2e.UPLINK],
         offer=[e2e.HOST_NIC],
-    )
-    instance.start()
-    try:
-        with local_node.api_client() as api:
-            e2e.wait_slices(api, local_node.node_name, {f"macvlan-{e2e.UPLINK}", "veth", e2e.HOST_NIC})
+    ) as instance:
         yield instance
-    finally:
-        # Pods first, while the driver runs, so their devices go back the normal way.
-        left = local_node.delete_all_pods()
-        instance.stop()
-        assert not left, f"pods left: {left}"
-        errors = [line for line in instance.log.read_text().splitlines() if "Traceback" in line]
-        print(f"driver starts (s): {instance.starts}; log {instance.log}")
-        assert not errors, f"driver log has tracebacks:\n{instance.log_tail(120)}"

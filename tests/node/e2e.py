@@ -15,13 +15,16 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import kubernetes.client as k
 import yaml
 from kubernetes.dynamic import DynamicClient
+from testbed import driver as testbed_driver
+from testbed.driver import Driver
 from testbed.node import LocalNode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -291,3 +294,32 @@ def wait_slices(api: k.ApiClient, node: str, devices: set[str], timeout: float =
         }
 
     wait_for(f"slices with {devices}", lambda: devices <= published(), timeout, lambda: str(published()))
+
+
+@contextmanager
+def running_driver(
+    local_node: LocalNode, workdir: Path, devices: set[str], **options: Any
+) -> Iterator[Driver]:
+    """netclaim running on `local_node` as its ServiceAccount (x509 identity bound by deploy/rbac.yaml),
+    with deploy/ applied, registered with the kubelet, connected to NRI and `devices` published.
+    `options` go to `testbed.driver.for_node`. On the way out, pods go first, while the driver runs,
+    so their devices go back the normal way; then the driver's log must hold no traceback."""
+    assert local_node.plane is not None
+    with local_node.api_client() as api:
+        install(api)
+    kubeconfig = local_node.plane.kubeconfig_for(
+        "netclaim", testbed_driver.service_account_identity(local_node.plane), "netclaim"
+    )
+    instance = testbed_driver.for_node(local_node, workdir, kubeconfig, **options)
+    instance.start()
+    try:
+        with local_node.api_client() as api:
+            wait_slices(api, local_node.node_name, devices)
+        yield instance
+    finally:
+        left = local_node.delete_all_pods()
+        instance.stop()
+        assert not left, f"pods left: {left}"
+        errors = [line for line in instance.log.read_text().splitlines() if "Traceback" in line]
+        print(f"driver starts (s): {instance.starts}; log {instance.log}")
+        assert not errors, f"driver log has tracebacks:\n{instance.log_tail(120)}"

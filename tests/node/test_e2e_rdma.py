@@ -33,7 +33,6 @@ from typing import Any
 import e2e
 import kubernetes.client as k
 import pytest
-from testbed import driver as testbed_driver
 from testbed.driver import Driver
 from testbed.node import LocalNode
 from testbed.standin import host_link, registered_char_majors, stand_in_nic
@@ -98,33 +97,16 @@ def rdma_driver(
 ) -> Iterator[Driver]:
     """netclaim as the node tier runs it (see conftest `driver`), discovering from the fixture trees and
     offering our veth as a host NIC; veth is the only virtual kind (no macvlan parents needed)."""
-    assert local_node.plane is not None
-    with local_node.api_client() as api:
-        e2e.install(api)
-    kubeconfig = local_node.plane.kubeconfig_for(
-        "netclaim", testbed_driver.service_account_identity(local_node.plane), "netclaim"
-    )
-    instance = testbed_driver.for_node(
+    with e2e.running_driver(
         local_node,
         tmp_path_factory.mktemp("driver"),
-        kubeconfig,
+        {roce_nic.name, f"roce-{roce_nic.name}"},
         offer=[roce_nic.name],
         virtual_kinds=["veth"],
         sysfs_root=roce_nic.sys,
         dev_root=roce_nic.dev,
-    )
-    instance.start()
-    try:
-        with local_node.api_client() as api:
-            e2e.wait_slices(api, local_node.node_name, {roce_nic.name, f"roce-{roce_nic.name}"})
+    ) as instance:
         yield instance
-    finally:
-        left = local_node.delete_all_pods()
-        instance.stop()
-        assert not left, f"pods left: {left}"
-        errors = [line for line in instance.log.read_text().splitlines() if "Traceback" in line]
-        print(f"driver starts (s): {instance.starts}; log {instance.log}")
-        assert not errors, f"driver log has tracebacks:\n{instance.log_tail(120)}"
 
 
 # --- objects ---------------------------------------------------------------------------------------------

@@ -32,9 +32,8 @@ def del_uplink(name: str) -> None:
 
 
 @contextmanager
-def stand_in_nic(work: Path, prefix: str, mtu: int | None = None) -> Iterator[str]:
-    """A fresh `<prefix><6 hex>` host end for the duration of the block, peer netns under `work`."""
-    name = f"{prefix}{secrets.token_hex(3)}"
+def stand_in(work: Path, name: str, mtu: int | None = None) -> Iterator[str]:
+    """Host end `name` for the duration of the block, its peer netns under `work`."""
     peer_ns = tnetns.create(work / f"{name}-peer")
     try:
         add_uplink(name, peer_ns, mtu)
@@ -42,6 +41,13 @@ def stand_in_nic(work: Path, prefix: str, mtu: int | None = None) -> Iterator[st
     finally:
         del_uplink(name)
         tnetns.delete(peer_ns)
+
+
+@contextmanager
+def stand_in_nic(work: Path, prefix: str, mtu: int | None = None) -> Iterator[str]:
+    """A fresh `<prefix><6 hex>` stand-in, so concurrent runs and leftovers never collide."""
+    with stand_in(work, f"{prefix}{secrets.token_hex(3)}", mtu) as name:
+        yield name
 
 
 def host_link(name: str) -> dict[str, Any] | None:
