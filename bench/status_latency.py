@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 from kubernetes.aio import client as kclient
 from kubernetes.aio import config as kconfig
+from testbed.claims import node_selector, status_body
 
 from draplugin.model import AttachResult, ClaimRef, DeviceKind, DeviceRef
 from draplugin.status.queue import StatusQueue
@@ -44,25 +45,11 @@ async def _create_claim(resource: kclient.ResourceV1Api, namespace: str, name: s
     status = {
         "allocation": {
             "devices": {"results": [{"request": "nic", "driver": DRIVER, "pool": NODE, "device": "dev0"}]},
-            "nodeSelector": {
-                "nodeSelectorTerms": [
-                    {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [NODE]}]}
-                ]
-            },
+            "nodeSelector": node_selector(NODE),
         },
         "reservedFor": [{"resource": "pods", "name": name, "uid": created.metadata.uid}],
     }
-    allocation = {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaim",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "resourceVersion": created.metadata.resource_version,
-        },
-        "spec": spec,
-        "status": status,
-    }
+    allocation = status_body(name, namespace, created.metadata.resource_version, spec, status)
     updated = await resource.replace_namespaced_resource_claim_status(name, namespace, allocation)
     return ClaimRef(namespace, name, str(updated.metadata.uid))
 

@@ -16,7 +16,7 @@ from typing import Any
 import kubernetes.aio.client
 import kubernetes.client
 from kubernetes.client import ResourceV1Api
-from testbed.claims import node_selector
+from testbed.claims import node_selector, status_body
 
 from draplugin.model import AttachResult, ClaimRef, DeviceKind, DeviceRef
 from draplugin.status.queue import StatusQueue
@@ -54,23 +54,11 @@ def allocated_claim(
         if ref.share_id is not None:
             result["shareID"] = ref.share_id
         results.append(result)
-    body = {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaim",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "resourceVersion": created.metadata.resource_version,
-        },
-        "spec": spec,
-        "status": {
-            "allocation": {
-                "devices": {"results": results},
-                "nodeSelector": node_selector(node),
-            },
-            "reservedFor": [{"resource": "pods", "name": f"{name}-pod", "uid": pod_uid or str(uuid.uuid4())}],
-        },
+    status = {
+        "allocation": {"devices": {"results": results}, "nodeSelector": node_selector(node)},
+        "reservedFor": [{"resource": "pods", "name": f"{name}-pod", "uid": pod_uid or str(uuid.uuid4())}],
     }
+    body = status_body(name, namespace, created.metadata.resource_version, spec, status)
     resource.replace_namespaced_resource_claim_status(name, namespace, body)
     return ClaimRef(namespace, name, created.metadata.uid)
 

@@ -20,19 +20,27 @@ def node_selector(node: str) -> dict[str, Any]:
     }
 
 
+def status_body(
+    name: str, namespace: str, resource_version: str, spec: dict[str, Any], status: dict[str, Any]
+) -> dict[str, Any]:
+    """The body of a status update: the claim at `resource_version` (an optimistic lock, as the
+    scheduler's) with `status` replacing its status; `spec` must be the claim's unchanged spec."""
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {"name": name, "namespace": namespace, "resourceVersion": resource_version},
+        "spec": spec,
+        "status": status,
+    }
+
+
 def write_status(
     api: kubernetes.client.ApiClient, created: dict[str, Any], spec: dict[str, Any], status: dict[str, Any]
 ) -> dict[str, Any]:
     """PUT `status` (allocation, reservedFor) onto the claim `created` was returned for; asserts success."""
     metadata = created["metadata"]
     name, namespace = metadata["name"], metadata["namespace"]
-    body = {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaim",
-        "metadata": {"name": name, "namespace": namespace, "resourceVersion": metadata["resourceVersion"]},
-        "spec": spec,
-        "status": status,
-    }
+    body = status_body(name, namespace, metadata["resourceVersion"], spec, status)
     path = f"/apis/resource.k8s.io/v1/namespaces/{namespace}/resourceclaims/{name}/status"
     code, updated = request(api, "PUT", path, body)
     assert code == 200, updated
