@@ -21,7 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from draplugin.discovery.sysfs import SysfsFacts, SysfsReader, pci_dir
+from draplugin.discovery.sysfs import SysfsFacts, SysfsReader, pci_dir, read_value
 from draplugin.model import CharDevice
 
 CONTAINER_DIR = "/dev/infiniband"
@@ -56,16 +56,9 @@ class RdmaInfo:
         return self.link_layer == ETHERNET
 
 
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
-
-
 def _char_device(roots: RdmaRoots, name: str, sys_entry: Path) -> CharDevice | None:
     """The node as a container must get it (the runtime creates it from major:minor, never stats it)."""
-    numbers = _read(sys_entry / "dev")
+    numbers = read_value(sys_entry / "dev")
     if numbers is None or not (roots.dev / "infiniband" / name).exists():
         return None
     major, _, minor = numbers.partition(":")
@@ -83,7 +76,7 @@ def _char_table(roots: RdmaRoots) -> dict[str, list[CharDevice]]:
         for entry in entries:
             if cls == "infiniband_mad" and not entry.name.startswith(_UMAD_PREFIX):
                 continue
-            ibdev = _read(entry / "ibdev")
+            ibdev = read_value(entry / "ibdev")
             device = _char_device(roots, entry.name, entry) if ibdev else None
             if ibdev and device is not None:
                 table[ibdev].append(device)
@@ -114,7 +107,7 @@ def _link_layer(ibdev_dir: Path) -> str | None:
     ports = ibdev_dir / "ports"
     numbers = sorted(int(p.name) for p in ports.iterdir() if p.name.isdigit()) if ports.is_dir() else []
     for number in numbers:
-        layer = _read(ports / str(number) / "link_layer")
+        layer = read_value(ports / str(number) / "link_layer")
         if layer:
             return layer
     return None

@@ -34,7 +34,8 @@ class SysfsFacts:
         return bool(self.rdma_devices)
 
 
-def _read(path: Path) -> str | None:
+def read_value(path: Path) -> str | None:
+    """A sysfs attribute's value, stripped; None when the file is missing or unreadable."""
     try:
         return path.read_text().strip()
     except OSError:
@@ -42,7 +43,7 @@ def _read(path: Path) -> str | None:
 
 
 def _read_int(path: Path) -> int | None:
-    text = _read(path)
+    text = read_value(path)
     if text is None:
         return None
     try:
@@ -65,7 +66,7 @@ def pci_dir(device: Path) -> Path | None:
 
 def _hex_id(path: Path) -> str | None:
     """Vendor/device ids as sysfs prints them (0x8086) without the prefix, lowercase: `8086`."""
-    text = _read(path)
+    text = read_value(path)
     if text is None:
         return None
     return text.lower().removeprefix("0x")
