@@ -11,8 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import orjson
 from kubernetes.aio import client as kclient
+
+from draplugin.kube.raw import read_json
 
 DRIVER = "netclaim.dev"
 READ_TIMEOUT_S = 10.0
@@ -113,33 +114,19 @@ async def read_pod_network(
 ) -> list[InterfaceRow]:
     """Read the pod and each of its claims (raw JSON, no model deserialization) and join them."""
     core, resource = kclient.CoreV1Api(api), kclient.ResourceV1Api(api)
-    pod = await _read(
+    pod = await read_json(
         core.read_namespaced_pod_without_preload_content(pod_name, namespace, _request_timeout=READ_TIMEOUT_S)
     )
     if pod is None:
         raise PodNotFound(f"pod {namespace}/{pod_name} not found")
     claims: dict[str, Json | None] = {}
     for name in pod_claim_names(pod):
-        claims[name] = await _read(
+        claims[name] = await read_json(
             resource.read_namespaced_resource_claim_without_preload_content(
                 name, namespace, _request_timeout=READ_TIMEOUT_S
             )
         )
     return pod_rows(pod, claims, driver=driver)
-
-
-async def _read(call: Any) -> Json | None:
-    response = await call
-    try:
-        body: bytes = await response.read()
-    finally:
-        response.release()
-    if response.status == 404:
-        return None
-    if response.status >= 300:
-        raise RuntimeError(f"HTTP {response.status}: {body.decode(errors='replace')[:500]}")
-    decoded: Json = orjson.loads(body)
-    return decoded
 
 
 def format_table(rows: Sequence[InterfaceRow]) -> str:

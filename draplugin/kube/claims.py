@@ -10,17 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 from kubernetes.aio.client import ResourceV1Api
 
 from draplugin.allocation import AllocatedClaim, ConfigSource, OpaqueConfig
+from draplugin.kube.raw import read_json
 from draplugin.model import ClaimRef, DeviceRef
 
 READ_TIMEOUT_S = 10.0
-
-
-class ClaimReadError(Exception):
-    """The API answered, but not with a claim."""
 
 
 class KubeClaimReader:
@@ -29,18 +25,12 @@ class KubeClaimReader:
         self._timeout_s = timeout_s
 
     async def read(self, namespace: str, name: str) -> AllocatedClaim | None:
-        response = await self._api.read_namespaced_resource_claim_without_preload_content(
-            name, namespace, _request_timeout=self._timeout_s
+        obj = await read_json(
+            self._api.read_namespaced_resource_claim_without_preload_content(
+                name, namespace, _request_timeout=self._timeout_s
+            )
         )
-        try:
-            body: bytes = await response.read()
-        finally:
-            response.release()
-        if response.status == 404:
-            return None
-        if response.status != 200:
-            raise ClaimReadError(f"HTTP {response.status}: {body[:300].decode(errors='replace')}")
-        return claim_from_object(orjson.loads(body))
+        return None if obj is None else claim_from_object(obj)
 
 
 def claim_from_object(obj: Mapping[str, Any]) -> AllocatedClaim:
