@@ -14,9 +14,9 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from draplugin.model import ClaimPlan, ClaimRef, DeviceKind, DevicePlan, DeviceRef, NetdevSpec
+from draplugin.model import DRIVER_NAME, ClaimPlan, ClaimRef, DeviceKind, DevicePlan, DeviceRef, NetdevSpec
 
-DRIVER = "netclaim.dev"
+DRIVER = DRIVER_NAME
 ADDRESS = "203.0.113.81/24"  # what macvlan_device(parent, 1) gets
 
 

@@ -28,12 +28,12 @@ from kubernetes.aio import client as kclient
 from kubernetes.aio import config as kconfig
 from testbed.claims import node_selector, status_body
 
-from draplugin.model import AttachResult, ClaimRef, DeviceKind, DeviceRef
+from draplugin.model import DRIVER_NAME, AttachResult, ClaimRef, DeviceKind, DeviceRef
 from draplugin.status.queue import StatusQueue
 from draplugin.status.types import ClaimStatus
 from draplugin.status.writer import ApiStatusSink
 
-DRIVER = "netclaim.dev"
+DRIVER = DRIVER_NAME
 NODE = "bench-node"
 LABEL = "bench.netclaim.dev/run"
 

@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+DRIVER_NAME = "netclaim.dev"
+"""The DRA driver name (kubelet plugin, ResourceSlices, allocation results, status entries, attribute
+prefix) and the API group of the opaque config. `--driver-name` may override it at run time; this is
+the one place that spells the default."""
+
 
 class DeviceKind(StrEnum):
     """How a device reaches the pod; chooses the handler that attaches and detaches it."""

@@ -14,8 +14,9 @@ from typing import Any
 from kubernetes.aio import client as kclient
 
 from draplugin.kube.raw import read_json
+from draplugin.model import DRIVER_NAME
 
-DRIVER = "netclaim.dev"
+DRIVER = DRIVER_NAME
 READ_TIMEOUT_S = 10.0
 
 Json = dict[str, Any]

@@ -21,6 +21,8 @@ from draplugin.config import (
     merge_configs,
     parse_network_config,
 )
+from draplugin.devices import modes
+from draplugin.devices.rules import NetdevSettings, netdev_problems
 from draplugin.model import (
     CharDevice,
     ClaimPlan,
@@ -31,7 +33,6 @@ from draplugin.model import (
     PublishedDevice,
 )
 
-DEFAULT_MODES = {DeviceKind.MACVLAN: "bridge", DeviceKind.IPVLAN: "l2"}
 _SECTION_KINDS = {"macvlan": DeviceKind.MACVLAN, "ipvlan": DeviceKind.IPVLAN, "veth": DeviceKind.VETH}
 
 
@@ -127,7 +128,8 @@ def _layered_config(entries: Iterable[OpaqueConfig], device: PublishedDevice) ->
 
 
 def _misfits(config: NetworkConfig, device: PublishedDevice) -> list[FieldError]:
-    """Settings that make no sense for the allocated device's kind."""
+    """Settings that make no sense for the allocated device's kind, or that its handler would refuse
+    in the RunPodSandbox hook (the same rules, run here so the claim fails now, with its path)."""
     kind, errors = device.kind, []
     netdev, rdma = config.netdev, config.rdma
     if netdev is not None and not kind.has_netdev:
@@ -139,6 +141,8 @@ def _misfits(config: NetworkConfig, device: PublishedDevice) -> list[FieldError]
             errors.append(
                 FieldError(f"netdev.{section}", f"only for {wanted} devices; {device.name} is {kind}")
             )
+    if netdev is not None and kind.has_netdev:
+        errors.extend(netdev_problems(kind, _settings(netdev, kind)))
     if rdma is not None and kind not in (DeviceKind.RDMA, DeviceKind.ROCE):
         errors.append(FieldError("rdma", f"only for rdma and roce devices; {device.name} is {kind}"))
     available = {cd.path.rsplit("/", 1)[-1] for cd in device.char_devices}
@@ -148,18 +152,37 @@ def _misfits(config: NetworkConfig, device: PublishedDevice) -> list[FieldError]
     return errors
 
 
+def _settings(netdev: NetdevConfig, kind: DeviceKind) -> NetdevSettings:
+    """What one entry sets, seen as the device kind's handler will see it. Sections of other kinds
+    are left out: `_misfits` already reports them under their own path."""
+    veth = netdev.veth if kind is DeviceKind.VETH else None
+    return NetdevSettings(
+        interface_name=netdev.interface_name,
+        hardware_address=netdev.hardware_address,
+        mode=_mode_of(netdev, kind),
+        host_interface_name=veth.host_interface_name if veth is not None else None,
+    )
+
+
+def _mode_of(netdev: NetdevConfig, kind: DeviceKind) -> str | None:
+    table = modes.BY_KIND.get(kind)
+    section = getattr(netdev, table.section) if table is not None else None
+    return section.mode if section is not None else None
+
+
 def _netdev_spec(config: NetworkConfig, device: PublishedDevice, suffix: str) -> NetdevSpec:
+    """The veth host end gets no default here: the handler derives it from pod and claim at attach
+    (`ncv` + 12 hex digits), so two pods sharing a claim never collide."""
     netdev = config.netdev or NetdevConfig()
-    mode_section = netdev.macvlan if device.kind is DeviceKind.MACVLAN else netdev.ipvlan
-    host_name = netdev.veth.host_interface_name if netdev.veth else None
+    table = modes.BY_KIND.get(device.kind)
     return NetdevSpec(
         interface_name=netdev.interface_name or default_interface_name(suffix),
         mtu=netdev.mtu,
         hardware_address=netdev.hardware_address,
         addresses=netdev.addresses or (),
         routes=netdev.routes or (),
-        mode=(mode_section and mode_section.mode) or DEFAULT_MODES.get(device.kind),
-        host_interface_name=host_name or _default_host_name(device.kind, suffix),
+        mode=_mode_of(netdev, device.kind) or (table.default if table is not None else None),
+        host_interface_name=netdev.veth.host_interface_name if netdev.veth else None,
     )
 
 
@@ -181,13 +204,6 @@ def _suffix(claim: AllocatedClaim, ref: DeviceRef) -> str:
 def default_interface_name(suffix: str) -> str:
     """`net` + 8 hex digits (11 bytes): unique enough within a pod without knowing its other claims."""
     return f"net{suffix}"
-
-
-def _default_host_name(kind: DeviceKind, suffix: str) -> str | None:
-    """No default here: the veth handler derives the host end from pod and claim at attach time
-    (`ncv` + 12 hex digits), so two pods sharing a claim never collide and the name cannot be
-    mistaken for a CNI plugin's `veth*` interface."""
-    return None
 
 
 def _duplicate_names(plans: list[DevicePlan]) -> list[RequestError]:

@@ -8,9 +8,9 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from draplugin.model import DeviceKind
+from draplugin.model import DRIVER_NAME, DeviceKind
 
-DEFAULT_DRIVER = "netclaim.dev"
+DEFAULT_DRIVER = DRIVER_NAME
 
 
 @dataclass(frozen=True)

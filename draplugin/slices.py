@@ -22,9 +22,9 @@ from typing import Any
 import orjson
 
 from draplugin.discovery.naming import is_label
-from draplugin.model import AttributeValue, PublishedDevice
+from draplugin.model import DRIVER_NAME, AttributeValue, PublishedDevice
 
-DRIVER = "netclaim.dev"
+DRIVER = DRIVER_NAME
 MAX_DEVICES_PER_SLICE = 128
 MAX_DEVICES_PER_COUNTING_SLICE = 64
 MAX_COUNTERS_PER_SET = 32

@@ -10,7 +10,10 @@ from __future__ import annotations
 import ipaddress
 import re
 
-IFNAMSIZ = 16  # kernel buffer size including the trailing NUL
+IFNAMSIZ = 16
+"""The kernel's interface-name buffer (linux/if.h), trailing NUL included."""
+MAX_INTERFACE_NAME_BYTES = IFNAMSIZ - 1
+"""Usable bytes of an interface name: the one limit for pod-side names, veth host ends and derived names."""
 MIN_MTU = 68  # IPv4 minimum (RFC 791); the kernel refuses smaller on most links
 MAX_MTU = 65535
 MAX_METRIC = 2**32 - 1
@@ -25,6 +28,18 @@ class Invalid(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+QUOTE_LIMIT = 40
+"""Characters of a user's value an error message repeats: enough to recognise it, never a megabyte of
+someone's config echoed into claim conditions, Events and logs."""
+
+
+def quote(value: str, limit: int = QUOTE_LIMIT) -> str:
+    """`repr` of at most the first `limit` characters of `value`, marked when cut."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}… ({len(value)} characters)"
 
 
 def type_name(value: object) -> str:
@@ -54,8 +69,8 @@ def interface_name(value: object) -> str:
         raise Invalid("must be valid UTF-8") from None
     if size == 0:
         raise Invalid("must not be empty")
-    if size >= IFNAMSIZ:
-        raise Invalid(f"must be ≤ {IFNAMSIZ - 1} bytes, got {size}")
+    if size > MAX_INTERFACE_NAME_BYTES:
+        raise Invalid(f"must be ≤ {MAX_INTERFACE_NAME_BYTES} bytes, got {size}")
     if name in (".", ".."):
         raise Invalid(f"must not be {name!r}")
     for char in name:
@@ -96,7 +111,7 @@ def hardware_address(value: object) -> str:
 def _split_cidr(text: str) -> tuple[str, str]:
     address, sep, prefix = text.partition("/")
     if not sep or not _PREFIX.fullmatch(prefix):
-        raise Invalid(f"must be in CIDR form addr/prefix, got {text!r}")
+        raise Invalid(f"must be in CIDR form addr/prefix, got {quote(text)}")
     if "%" in address:
         raise Invalid("must not carry a scope id ('%')")
     return address, prefix
@@ -131,13 +146,13 @@ def ip_address(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     try:
         return ipaddress.ip_address(text)
     except ValueError:
-        raise Invalid(f"must be a valid IPv4 or IPv6 address, got {text!r}") from None
+        raise Invalid(f"must be a valid IPv4 or IPv6 address, got {quote(text)}") from None
 
 
 def one_of(value: object, choices: tuple[str, ...]) -> str:
     text = string(value)
     if text not in choices:
-        raise Invalid(f"must be one of {', '.join(choices)}; got {text!r}")
+        raise Invalid(f"must be one of {', '.join(choices)}; got {quote(text)}")
     return text
 
 

@@ -41,8 +41,9 @@ def join(path: str, key: str | int) -> str:
     """`a.b[0]`; a key that would make the path ambiguous (empty, dots, brackets) is quoted: `a["x.y"]`."""
     if isinstance(key, int):
         return f"{path}[{key}]"
-    if not _PLAIN_KEY.fullmatch(key):
-        return f"{path}[{json.dumps(key)}]"
+    if not _PLAIN_KEY.fullmatch(key) or len(key) > fields.QUOTE_LIMIT:
+        shown = key if len(key) <= fields.QUOTE_LIMIT else key[: fields.QUOTE_LIMIT] + "…"
+        return f"{path}[{json.dumps(shown)}]"
     return f"{path}.{key}" if path else key
 
 

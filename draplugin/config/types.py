@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from draplugin.model import DeviceKind, Route
+from draplugin.devices import modes
+from draplugin.model import DRIVER_NAME, DeviceKind, Route
 
-API_VERSION = "netclaim.dev/v1alpha1"
+API_VERSION = f"{DRIVER_NAME}/v1alpha1"
+"""The config's API group is the driver's name."""
 KIND = "NetworkConfig"
 
-MACVLAN_MODES = ("bridge", "private", "vepa", "passthru")
-IPVLAN_MODES = ("l2", "l3", "l3s")
+MACVLAN_MODES = modes.MACVLAN.names
+IPVLAN_MODES = modes.IPVLAN.names
 
 
 @dataclass(frozen=True)

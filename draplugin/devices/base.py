@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from pyroute2.netlink.exceptions import NetlinkError
 
+from draplugin.devices.rules import NetdevSettings, netdev_problems
 from draplugin.model import ClaimRef, DeviceKind, DevicePlan, NetdevSpec
 from draplugin.netns import Netns
 
@@ -76,6 +77,17 @@ def require_netdev(plan: DevicePlan) -> NetdevSpec:
     if plan.netdev is None:
         raise PlanInvalid(f"{plan.kind} needs netdev settings")
     return plan.netdev
+
+
+def require_valid_netdev(plan: DevicePlan, kind: DeviceKind) -> NetdevSpec:
+    """The hook's cheap guard: the kind matches the handler and the netdev passes the Prepare rules."""
+    if plan.kind is not kind:
+        raise PlanInvalid(f"plan of kind {plan.kind} given to the {kind} handler")
+    spec = require_netdev(plan)
+    problems = netdev_problems(plan.kind, NetdevSettings.of_spec(spec))
+    if problems:
+        raise PlanInvalid("; ".join(str(problem) for problem in problems))
+    return spec
 
 
 def require_host_name(plan: DevicePlan, what: str) -> str:

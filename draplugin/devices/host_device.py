@@ -13,10 +13,10 @@ from typing import Any
 from draplugin.devices.base import (
     AttachContext,
     Placement,
-    PlanInvalid,
     Restore,
     require_host_name,
     require_netdev,
+    require_valid_netdev,
 )
 from draplugin.model import DeviceKind, DevicePlan
 from draplugin.netconf import IFF_UP, find_link
@@ -43,9 +43,7 @@ class HostDeviceHandler:
     kind = DeviceKind.HOST_DEVICE
 
     def validate(self, plan: DevicePlan) -> None:
-        if plan.kind is not self.kind:
-            raise PlanInvalid(f"plan of kind {plan.kind} given to the {self.kind} handler")
-        require_netdev(plan)
+        require_valid_netdev(plan, self.kind)
         require_host_name(plan, "host interface")
 
     async def attach(self, ctx: AttachContext, plan: DevicePlan) -> Placement:

@@ -1,7 +1,7 @@
 """Shared life cycle of virtual links: born inside the pod netns, deleted at teardown.
 
 Creating the link with IFLA_NET_NS_FD in the RTM_NEWLINK itself (as CNI plugins do) costs one kernel
-round trip of a few ms; creating on the host and moving it costs ~15 ms more (design.md budgets).
+round trip of a few ms; creating on the host and moving it costs ~15 ms more (README, "Design notes").
 """
 
 from __future__ import annotations
@@ -11,7 +11,15 @@ from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from draplugin.devices.base import AttachContext, Placement, PlanInvalid, Restore, delete_link, require_netdev
+from draplugin.devices.base import (
+    AttachContext,
+    Placement,
+    PlanInvalid,
+    Restore,
+    delete_link,
+    require_netdev,
+    require_valid_netdev,
+)
 from draplugin.model import DeviceKind, DevicePlan, NetdevSpec
 from draplugin.netconf import find_link, link_kind
 
@@ -23,9 +31,7 @@ class VirtualLink:
     link_kind: str
 
     def validate(self, plan: DevicePlan) -> None:
-        if plan.kind is not self.kind:
-            raise PlanInvalid(f"plan of kind {plan.kind} given to the {self.kind} handler")
-        require_netdev(plan)
+        require_valid_netdev(plan, self.kind)
 
     async def create_request(self, ctx: AttachContext, plan: DevicePlan, spec: NetdevSpec) -> dict[str, Any]:
         """Kind-specific RTM_NEWLINK attributes, sent from the host netns socket."""

@@ -17,6 +17,7 @@ import grpc
 
 from draplugin.kubelet.dra_service import DRAServiceV1, DRAServiceV1beta1
 from draplugin.kubelet.registration import RegistrationService
+from draplugin.model import DRIVER_NAME
 from draplugin.pb.dra.v1 import api_pb2_grpc as v1_grpc
 from draplugin.pb.dra.v1beta1 import api_pb2_grpc as v1beta1_grpc
 from draplugin.pb.pluginregistration.v1 import api_pb2_grpc as registration_grpc
@@ -24,7 +25,7 @@ from draplugin.prepare import Preparer
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DRIVER = "netclaim.dev"
+DEFAULT_DRIVER = DRIVER_NAME
 DEFAULT_REGISTRY_DIR = Path("/var/lib/kubelet/plugins_registry")
 DEFAULT_PLUGINS_DIR = Path("/var/lib/kubelet/plugins")
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes including the terminating NUL

@@ -1,0 +1,52 @@
+"""The macvlan and ipvlan mode tables: names users write, the kernel's values, and each kind's default.
+
+One table per kind serves the config parser (which names are valid), the planner (the default) and
+the handlers (the IFLA_MACVLAN_MODE / IFLA_IPVLAN_MODE value), so the three can no longer disagree.
+Pure data with no netlink import, so `draplugin.config` may depend on it.
+
+macvlan's `source` mode (16) is deliberately absent: it passes only frames from a list of source
+MACs (IFLA_MACVLAN_MACADDR), which the config has no field for, so a `source` macvlan would drop
+everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from draplugin.model import DeviceKind
+
+
+@dataclass(frozen=True)
+class ModeTable:
+    """The modes of one link kind; `section` is the config section (`netdev.<section>.mode`)."""
+
+    kind: DeviceKind
+    section: str
+    values: Mapping[str, int]
+    default: str
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """In the order the docs and the JSON schema list them: the default first."""
+        return tuple(self.values)
+
+    def value(self, mode: str | None) -> int:
+        """The kernel's value for `mode` (the default when unset); KeyError for an unknown mode."""
+        return self.values[mode or self.default]
+
+
+MACVLAN = ModeTable(
+    DeviceKind.MACVLAN,
+    "macvlan",
+    MappingProxyType({"bridge": 4, "private": 1, "vepa": 2, "passthru": 8}),  # linux/if_link.h
+    default="bridge",
+)
+IPVLAN = ModeTable(
+    DeviceKind.IPVLAN,
+    "ipvlan",
+    MappingProxyType({"l2": 0, "l3": 1, "l3s": 2}),  # linux/if_link.h
+    default="l2",
+)
+BY_KIND: Mapping[DeviceKind, ModeTable] = MappingProxyType({t.kind: t for t in (MACVLAN, IPVLAN)})

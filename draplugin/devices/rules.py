@@ -1,0 +1,88 @@
+"""What each device kind accepts in its netdev settings: one set of rules for Prepare and for the hook.
+
+NodePrepareResources runs these on every config entry, so a setting the RunPodSandbox hook would
+refuse fails the claim at Prepare with its field path (`config[0].netdev.interfaceName: ...`); the
+handlers run the same rules on the finished plan as a cheap guard before touching the kernel (a plan
+from an older checkpoint never went through them). Pure: no netlink, no I/O.
+
+Paths are relative to the config entry (`netdev.macvlan.mode`), as users write them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from draplugin.config import fields
+from draplugin.config.errors import FieldError
+from draplugin.devices import modes
+from draplugin.model import DeviceKind, NetdevSpec
+
+POD_OWN_INTERFACES = {
+    "lo": "the pod's loopback",
+    "eth0": "the pod's own interface from its cluster network (CNI)",
+}
+"""Names every pod already has. A virtual link of the same kind under such a name would be taken
+for one an earlier attempt created, and deleted at teardown; a moved device would clash."""
+
+
+@dataclass(frozen=True)
+class NetdevSettings:
+    """The settings the rules look at, each None when not set (a config entry sets only some)."""
+
+    interface_name: str | None = None
+    hardware_address: str | None = None
+    mode: str | None = None
+    host_interface_name: str | None = None
+
+    @classmethod
+    def of_spec(cls, spec: NetdevSpec) -> NetdevSettings:
+        return cls(spec.interface_name, spec.hardware_address, spec.mode, spec.host_interface_name)
+
+
+def netdev_problems(kind: DeviceKind, settings: NetdevSettings) -> list[FieldError]:
+    """Every rule `kind` imposes on `settings`; empty when the hook could execute them."""
+    problems = _interface_name(settings.interface_name)
+    problems += _mode(kind, settings.mode)
+    if settings.hardware_address is not None and kind is DeviceKind.IPVLAN:
+        message = "ipvlan links share their parent's MAC; it cannot be set"
+        problems.append(FieldError("netdev.hardwareAddress", message))
+    problems += _host_interface_name(kind, settings.host_interface_name)
+    return problems
+
+
+def _interface_name(name: str | None) -> list[FieldError]:
+    if name is None:
+        return []
+    problem = _name_problem(name)
+    if problem is None and name in POD_OWN_INTERFACES:
+        problem = f"{name!r} is {POD_OWN_INTERFACES[name]}; choose another name"
+    return [] if problem is None else [FieldError("netdev.interfaceName", problem)]
+
+
+def _mode(kind: DeviceKind, mode: str | None) -> list[FieldError]:
+    if mode is None:
+        return []
+    table = modes.BY_KIND.get(kind)
+    if table is None:
+        return [FieldError("netdev.mode", f"{kind} devices have no mode")]
+    if mode not in table.values:
+        return [FieldError(f"netdev.{table.section}.mode", f"must be one of {', '.join(table.names)}")]
+    return []
+
+
+def _host_interface_name(kind: DeviceKind, name: str | None) -> list[FieldError]:
+    if name is None:
+        return []
+    path = "netdev.veth.hostInterfaceName"
+    if kind is not DeviceKind.VETH:
+        return [FieldError(path, f"only for veth devices, not {kind}")]
+    problem = _name_problem(name)
+    return [] if problem is None else [FieldError(path, problem)]
+
+
+def _name_problem(name: str) -> str | None:
+    try:
+        fields.interface_name(name)
+    except fields.Invalid as invalid:
+        return invalid.message
+    return None
