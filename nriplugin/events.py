@@ -2,6 +2,8 @@
 
 The bit of event e is 1 << (e - 1). Runtimes on NRI v0.6/v0.8 reject (and drop the plugin for) any bit
 above 0x7FF, so bits for the v0.10+ events are only allowed once the runtime is known to be new enough.
+Only NRI v0.12+ says its version in Configure; v0.10/v0.11 do not, so for those the runtime's own
+name and version decide (containerd 2.2 is the first release on NRI v0.10+; it ships v0.11).
 """
 
 from __future__ import annotations
@@ -59,15 +61,38 @@ def parse_nri_version(version: str) -> tuple[int, int] | None:
         return None
 
 
-def valid_events(nri_version: str) -> int:
-    """The mask the runtime accepts. Only NRI v0.12+ reports its version; silence means old rules."""
+# Runtime releases known to carry NRI v0.10+ while not reporting it (NRI_version arrived in v0.12).
+_NRI_V010_FROM: dict[str, tuple[int, int]] = {"containerd": (2, 2)}
+
+
+def runtime_nri_floor(
+    runtime_name: str, runtime_version: str, nri_version: str = ""
+) -> tuple[int, int] | None:
+    """The lowest NRI (major, minor) the runtime is known to speak; None when nothing is known.
+
+    The reported NRI version wins; otherwise a runtime release known to carry v0.10+ gives (0, 10).
+    """
     parsed = parse_nri_version(nri_version)
-    if parsed is not None and parsed >= (0, 10):
+    if parsed is not None:
+        return parsed
+    since = _NRI_V010_FROM.get(runtime_name)
+    release = parse_nri_version(runtime_version)
+    if since is not None and release is not None and release >= since:
+        return (0, 10)
+    return None
+
+
+def valid_events(nri_version: str, runtime_name: str = "", runtime_version: str = "") -> int:
+    """The mask the runtime accepts; without a reported or known NRI version, the old rules."""
+    floor = runtime_nri_floor(runtime_name, runtime_version, nri_version)
+    if floor is not None and floor >= (0, 10):
         return VALID_EVENTS_V010
     return VALID_EVENTS_LEGACY
 
 
-def subscription_mask(events: Iterable[Event], nri_version: str = "") -> int:
+def subscription_mask(
+    events: Iterable[Event], nri_version: str = "", runtime_name: str = "", runtime_version: str = ""
+) -> int:
     """The mask to send; refuses bits the runtime would reject rather than getting the plugin dropped.
 
     An empty subscription cannot be expressed (0 means "all events" to the runtime), so it is refused.
@@ -75,8 +100,9 @@ def subscription_mask(events: Iterable[Event], nri_version: str = "") -> int:
     mask = mask_of(events)
     if mask == 0:
         raise ValueError("a plugin must subscribe to at least one event (0 would mean all events)")
-    extra = mask & ~valid_events(nri_version)
+    extra = mask & ~valid_events(nri_version, runtime_name, runtime_version)
     if extra:
         names = ", ".join(sorted(e.name for e in events_in(extra)))
-        raise ValueError(f"runtime (NRI {nri_version or '< v0.12'}) does not support events: {names}")
+        runtime = f"{runtime_name} {runtime_version}".strip() or "runtime"
+        raise ValueError(f"{runtime} (NRI {nri_version or '< v0.10'}) does not support events: {names}")
     return mask

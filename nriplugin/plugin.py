@@ -91,6 +91,23 @@ class Plugin:
     async def remove_container(self, pod: api.PodSandbox, container: api.Container) -> None:
         raise NotImplementedError
 
+    # --- NRI v0.10+ only: subscribing to these on an older runtime is refused at Configure -----------
+
+    async def update_pod_sandbox(
+        self, pod: api.PodSandbox, overhead: api.LinuxResources, resources: api.LinuxResources
+    ) -> None:
+        raise NotImplementedError
+
+    async def post_update_pod_sandbox(self, pod: api.PodSandbox) -> None:
+        raise NotImplementedError
+
+    async def validate_container_adjustment(
+        self, request: api.ValidateContainerAdjustmentRequest
+    ) -> str | None:
+        """Return None to accept the collected adjustment, or the reason to reject it (the runtime
+        then fails the container's creation with that reason)."""
+        raise NotImplementedError
+
 
 # Event -> name of the Plugin method that handles it.
 EVENT_METHODS: dict[Event, str] = {
@@ -105,6 +122,9 @@ EVENT_METHODS: dict[Event, str] = {
     Event.POST_UPDATE_CONTAINER: "post_update_container",
     Event.STOP_CONTAINER: "stop_container",
     Event.REMOVE_CONTAINER: "remove_container",
+    Event.UPDATE_POD_SANDBOX: "update_pod_sandbox",
+    Event.POST_UPDATE_POD_SANDBOX: "post_update_pod_sandbox",
+    Event.VALIDATE_CONTAINER_ADJUSTMENT: "validate_container_adjustment",
 }
 
 

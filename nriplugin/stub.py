@@ -16,8 +16,9 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import Message
 
 from nriplugin.connection import (
     DEFAULT_SOCKET_PATH,
@@ -27,12 +28,13 @@ from nriplugin.connection import (
     open_endpoint,
 )
 from nriplugin.events import Event, subscription_mask
+from nriplugin.instruments import DeliveryCounter, Instrument
 from nriplugin.mux import PLUGIN_SERVICE_CONN, RUNTIME_SERVICE_CONN, Mux
 from nriplugin.pb.nri.v1alpha1 import api_pb2 as api
 from nriplugin.plugin import EVENT_METHODS, Plugin, RuntimeInfo, subscribed_events
 from nriplugin.ttrpc.client import Client
-from nriplugin.ttrpc.errors import Code, ConnectionClosedError, TtrpcError
-from nriplugin.ttrpc.server import RequestContext, Server
+from nriplugin.ttrpc.errors import ConnectionClosedError, TtrpcError
+from nriplugin.ttrpc.server import RequestContext, Server, TypedHandler
 from nriplugin.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -40,8 +42,12 @@ log = logging.getLogger(__name__)
 PLUGIN_SERVICE = "nri.pkg.api.v1alpha1.Plugin"
 RUNTIME_SERVICE = "nri.pkg.api.v1alpha1.Runtime"
 
+# The NRI protocol version this stub implements, sent in RegisterPluginRequest.NRI_version (v0.12+
+# runtimes log it; older ones keep it as an unknown field).
+NRI_VERSION = "v0.12.3"
+
 SynchronizedCallback = Callable[[], Awaitable[None]]
-_RPC_EVENTS = frozenset({Event.CREATE_CONTAINER, Event.UPDATE_CONTAINER, Event.STOP_CONTAINER})
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +85,13 @@ class Stub:
         backoff: Backoff | None = None,
         registration_timeout: float = 5.0,
         on_synchronized: SynchronizedCallback | None = None,
+        instruments: Sequence[Instrument] = (),
+        dedicated_event_rpcs: bool = True,
     ) -> None:
+        """`instruments` observe every delivered event and handler call (the watchdog and the
+        delivery counter are always there). `dedicated_event_rpcs=False` answers NRI v0.12's per-event
+        RPCs with UNIMPLEMENTED, as a pre-v0.12 plugin does, so a v0.12 runtime falls back to
+        StateChange (only useful to test that fallback)."""
         check_identity(name, index)
         self.plugin = plugin
         self.name = name
@@ -96,8 +108,11 @@ class Stub:
         self.registrations = 0
         self.synchronizations = 0
         self.last_registered_at: float | None = None
+        self.dedicated_event_rpcs = dedicated_event_rpcs
         # Every event the runtime delivered, handled or not: shows whether the runtime honours the mask.
-        self.received: Counter[str] = Counter()
+        self._delivery = DeliveryCounter()
+        self.received: Counter[str] = self._delivery.counts
+        self.instruments: list[Instrument] = [self.watchdog, self._delivery, *instruments]
         self._session: _Session | None = None
         self._synchronized = asyncio.Event()
         self._disconnected = asyncio.Event()
@@ -162,10 +177,10 @@ class Stub:
         if session is None:
             raise ConnectionClosedError("NRI: not connected to the runtime")
         request = api.UpdateContainersRequest(update=update, evict=evict)
-        payload = await session.client.call(
-            RUNTIME_SERVICE, "UpdateContainers", request.SerializeToString(), timeout=timeout
+        response = await session.client.invoke(
+            RUNTIME_SERVICE, "UpdateContainers", request, api.UpdateContainersResponse, timeout=timeout
         )
-        return list(api.UpdateContainersResponse.FromString(payload).failed)
+        return list(response.failed)
 
     async def run(self) -> None:
         """Connect and stay connected until stop(); a launched plugin returns when its fd closes."""
@@ -220,13 +235,12 @@ class Stub:
         serving = asyncio.create_task(server.serve(plugin_conn), name="nri-plugin-service")
         self._session = session
         try:
-            request = api.RegisterPluginRequest(plugin_name=self.name, plugin_idx=self.index)
+            request = api.RegisterPluginRequest(
+                plugin_name=self.name, plugin_idx=self.index, NRI_version=NRI_VERSION
+            )
             try:
-                await client.call(
-                    RUNTIME_SERVICE,
-                    "RegisterPlugin",
-                    request.SerializeToString(),
-                    timeout=self.registration_timeout,
+                await client.invoke(
+                    RUNTIME_SERVICE, "RegisterPlugin", request, api.Empty, timeout=self.registration_timeout
                 )
             except TtrpcError as exc:
                 log.warning("NRI: registration of %s-%s failed: %s", self.index, self.name, exc)
@@ -249,28 +263,65 @@ class Stub:
             await client.close()
 
     def _build_server(self, session: _Session) -> Server:
+        """Bind every Plugin-service method to its request type and handler (see `ROUTES`)."""
         server = Server()
 
-        def bind(method: str, fn: Callable[[bytes], Awaitable[bytes]]) -> None:
-            async def handler(payload: bytes, ctx: RequestContext) -> bytes:
-                try:
-                    return await fn(payload)
-                except DecodeError as exc:
-                    raise TtrpcError(Code.INVALID_ARGUMENT, f"unmarshal {method} request: {exc}") from None
+        async def configure(request: api.ConfigureRequest, ctx: RequestContext) -> api.ConfigureResponse:
+            return await self._configure(session, request)
 
-            server.register(PLUGIN_SERVICE, method, handler)
+        async def synchronize(
+            request: api.SynchronizeRequest, ctx: RequestContext
+        ) -> api.SynchronizeResponse:
+            return await self._synchronize(session, request)
 
-        bind("Configure", lambda p: self._configure(session, p))
-        bind("Synchronize", lambda p: self._synchronize(session, p))
-        bind("Shutdown", self._shutdown)
-        bind("StateChange", self._state_change)
-        bind("CreateContainer", self._create_container)
-        bind("UpdateContainer", self._update_container)
-        bind("StopContainer", self._stop_container)
+        server.bind(PLUGIN_SERVICE, "Configure", api.ConfigureRequest, configure)
+        server.bind(PLUGIN_SERVICE, "Synchronize", api.SynchronizeRequest, synchronize)
+        server.bind(PLUGIN_SERVICE, "Shutdown", api.Empty, self._shutdown)
+        server.bind(PLUGIN_SERVICE, "StateChange", api.StateChangeEvent, self._state_change)
+        for route in ROUTES.values():
+            if route.rpc is None or (route.since_v012 and not self.dedicated_event_rpcs):
+                continue
+            server.bind(PLUGIN_SERVICE, route.rpc, route.request, self._event_handler(route))
         return server
 
-    async def _configure(self, session: _Session, payload: bytes) -> bytes:
-        request = api.ConfigureRequest.FromString(payload)
+    def _event_handler(self, route: EventRoute) -> TypedHandler[Message]:
+        async def handle(request: Message, ctx: RequestContext) -> Message:
+            return await self._deliver(route, request)
+
+        return handle
+
+    async def _observed(self, name: str, awaitable: Awaitable[T]) -> T:
+        """Run one handler with every instrument told when it starts and how it ended."""
+        start = time.monotonic()
+        for instrument in self.instruments:
+            instrument.started(name, start)
+        error: BaseException | None = None
+        try:
+            return await awaitable
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            elapsed = time.monotonic() - start
+            for instrument in self.instruments:
+                instrument.finished(name, start, elapsed, error)
+
+    async def _deliver(self, route: EventRoute, request: Message) -> Message:
+        """The one event path, for dedicated RPCs and StateChange alike: the runtime only sends
+        subscribed events, but an unsubscribed one is still answered (with an empty response)."""
+        name = route.event.name
+        for instrument in self.instruments:
+            instrument.delivered(name)
+        response = route.response()
+        if route.event not in self.events:
+            return response
+        fn = getattr(self.plugin, EVENT_METHODS[route.event])
+        result = await self._observed(name, fn(*route.args(request)))
+        if route.fill is not None:
+            route.fill(response, result)
+        return response
+
+    async def _configure(self, session: _Session, request: api.ConfigureRequest) -> api.ConfigureResponse:
         info = RuntimeInfo(
             name=request.runtime_name,
             version=request.runtime_version,
@@ -281,28 +332,30 @@ class Stub:
         )
         session.runtime = info
         self.watchdog.set_budget_ms(info.request_timeout_ms)
-        mask = subscription_mask(self.events, info.nri_version)
+        mask = subscription_mask(self.events, info.nri_version, info.name, info.version)
         log.info(
-            "NRI: configured by %s %s (request timeout %d ms); events 0x%x",
+            "NRI: configured by %s %s (NRI %s, request timeout %d ms); events 0x%x",
             info.name,
             info.version,
+            info.nri_version or "unreported",
             info.request_timeout_ms,
             mask,
         )
-        await self.watchdog.run("Configure", self.plugin.configure(info))
-        return api.ConfigureResponse(events=mask).SerializeToString()
+        await self._observed("Configure", self.plugin.configure(info))
+        return api.ConfigureResponse(events=mask)
 
-    async def _synchronize(self, session: _Session, payload: bytes) -> bytes:
-        request = api.SynchronizeRequest.FromString(payload)
+    async def _synchronize(
+        self, session: _Session, request: api.SynchronizeRequest
+    ) -> api.SynchronizeResponse:
         session.sync_pods.extend(request.pods)
         session.sync_containers.extend(request.containers)
         if request.more:
-            return api.SynchronizeResponse(more=True).SerializeToString()
+            return api.SynchronizeResponse(more=True)
         pods, containers = session.sync_pods, session.sync_containers
         session.sync_pods, session.sync_containers = [], []
-        updates = await self.watchdog.run("Synchronize", self.plugin.synchronize(pods, containers))
+        updates = await self._observed("Synchronize", self.plugin.synchronize(pods, containers))
         asyncio.get_running_loop().call_soon(self._mark_synchronized, session)
-        return api.SynchronizeResponse(update=updates or (), more=False).SerializeToString()
+        return api.SynchronizeResponse(update=updates or (), more=False)
 
     def _mark_synchronized(self, session: _Session) -> None:
         if self._session is not session or session.mux.closed:
@@ -322,58 +375,106 @@ class Stub:
         except Exception:
             log.exception("NRI: on_synchronized callback failed")
 
-    async def _shutdown(self, payload: bytes) -> bytes:
-        await self.watchdog.run("Shutdown", self.plugin.shutdown())
-        return api.Empty().SerializeToString()
+    async def _shutdown(self, request: api.Empty, ctx: RequestContext) -> api.Empty:
+        await self._observed("Shutdown", self.plugin.shutdown())
+        return api.Empty()
 
-    async def _state_change(self, payload: bytes) -> bytes:
-        request = api.StateChangeEvent.FromString(payload)
+    async def _state_change(self, request: api.StateChangeEvent, ctx: RequestContext) -> api.Empty:
+        """NRI < v0.12 delivers most events here (v0.12 too, for a plugin that declines the dedicated
+        RPCs). Events that have their own RPC in every version are never taken from StateChange."""
         try:
             event = Event(request.event)
         except ValueError:
             event = Event.UNKNOWN
-        self.received[event.name] += 1
-        method = EVENT_METHODS.get(event)
-        # Create/Update/StopContainer have their own RPCs (and signatures); never via StateChange.
-        if method is None or event not in self.events or event in _RPC_EVENTS:
+        route = ROUTES.get(event)
+        if route is None or not route.via_state_change:
+            for instrument in self.instruments:
+                instrument.delivered(event.name)
             log.debug("NRI: ignoring StateChange for event %d", request.event)
-            return api.Empty().SerializeToString()
-        fn = getattr(self.plugin, method)
-        args = (request.pod,) if event.value <= Event.REMOVE_POD_SANDBOX else (request.pod, request.container)
-        await self.watchdog.run(event.name, fn(*args))
-        return api.Empty().SerializeToString()
+            return api.Empty()
+        await self._deliver(route, request)
+        return api.Empty()
 
-    async def _create_container(self, payload: bytes) -> bytes:
-        self.received["CREATE_CONTAINER"] += 1
-        request = api.CreateContainerRequest.FromString(payload)
-        response = api.CreateContainerResponse()
-        if Event.CREATE_CONTAINER in self.events:
-            adjust = await self.watchdog.run(
-                "CREATE_CONTAINER", self.plugin.create_container(request.pod, request.container)
-            )
-            if adjust is not None:
-                response.adjust.CopyFrom(adjust)
-        return response.SerializeToString()
 
-    async def _update_container(self, payload: bytes) -> bytes:
-        self.received["UPDATE_CONTAINER"] += 1
-        request = api.UpdateContainerRequest.FromString(payload)
-        response = api.UpdateContainerResponse()
-        if Event.UPDATE_CONTAINER in self.events:
-            updates = await self.watchdog.run(
-                "UPDATE_CONTAINER",
-                self.plugin.update_container(request.pod, request.container, request.linux_resources),
-            )
-            response.update.extend(updates or ())
-        return response.SerializeToString()
+# --- the event table: one row per event, read by the one dispatcher above -------------------------
 
-    async def _stop_container(self, payload: bytes) -> bytes:
-        self.received["STOP_CONTAINER"] += 1
-        request = api.StopContainerRequest.FromString(payload)
-        response = api.StopContainerResponse()
-        if Event.STOP_CONTAINER in self.events:
-            updates = await self.watchdog.run(
-                "STOP_CONTAINER", self.plugin.stop_container(request.pod, request.container)
-            )
-            response.update.extend(updates or ())
-        return response.SerializeToString()
+
+def _pod(request: Any) -> tuple[Any, ...]:
+    return (request.pod,)
+
+
+def _pod_container(request: Any) -> tuple[Any, ...]:
+    return (request.pod, request.container)
+
+
+def _adjust(response: Any, result: Any) -> None:
+    if result is not None:
+        response.adjust.CopyFrom(result)
+
+
+def _updates(response: Any, result: Any) -> None:
+    response.update.extend(result or ())
+
+
+def _verdict(response: Any, result: Any) -> None:
+    if result is not None:
+        response.reject = True
+        response.reason = str(result)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRoute:
+    """How one event reaches the plugin.
+
+    `rpc` is its dedicated Plugin-service method (None: StateChange only); `since_v012` marks the
+    dedicated RPCs NRI v0.12 added for events that older runtimes send through StateChange, which is
+    what `via_state_change` says. `args` picks the handler's arguments from the request (a dedicated
+    request and a StateChangeEvent name their pod and container fields alike) and `fill` puts the
+    handler's result into the response.
+    """
+
+    event: Event
+    rpc: str | None
+    request: type[Message]
+    response: type[Message]
+    args: Callable[[Any], tuple[Any, ...]]
+    fill: Callable[[Any, Any], None] | None = None
+    since_v012: bool = False
+    via_state_change: bool = False
+
+
+ROUTES: dict[Event, EventRoute] = {
+    r.event: r
+    for r in (
+        EventRoute(Event.RUN_POD_SANDBOX, "RunPodSandbox", api.RunPodSandboxRequest,
+                   api.RunPodSandboxResponse, _pod, since_v012=True, via_state_change=True),
+        EventRoute(Event.STOP_POD_SANDBOX, "StopPodSandbox", api.StopPodSandboxRequest,
+                   api.StopPodSandboxResponse, _pod, since_v012=True, via_state_change=True),
+        EventRoute(Event.REMOVE_POD_SANDBOX, "RemovePodSandbox", api.RemovePodSandboxRequest,
+                   api.RemovePodSandboxResponse, _pod, since_v012=True, via_state_change=True),
+        EventRoute(Event.UPDATE_POD_SANDBOX, "UpdatePodSandbox", api.UpdatePodSandboxRequest,
+                   api.UpdatePodSandboxResponse,
+                   lambda r: (r.pod, r.overhead_linux_resources, r.linux_resources)),
+        EventRoute(Event.POST_UPDATE_POD_SANDBOX, "PostUpdatePodSandbox", api.PostUpdatePodSandboxRequest,
+                   api.PostUpdatePodSandboxResponse, _pod, since_v012=True, via_state_change=True),
+        EventRoute(Event.CREATE_CONTAINER, "CreateContainer", api.CreateContainerRequest,
+                   api.CreateContainerResponse, _pod_container, _adjust),
+        EventRoute(Event.POST_CREATE_CONTAINER, "PostCreateContainer", api.PostCreateContainerRequest,
+                   api.PostCreateContainerResponse, _pod_container, since_v012=True, via_state_change=True),
+        EventRoute(Event.START_CONTAINER, "StartContainer", api.StartContainerRequest,
+                   api.StartContainerResponse, _pod_container, since_v012=True, via_state_change=True),
+        EventRoute(Event.POST_START_CONTAINER, "PostStartContainer", api.PostStartContainerRequest,
+                   api.PostStartContainerResponse, _pod_container, since_v012=True, via_state_change=True),
+        EventRoute(Event.UPDATE_CONTAINER, "UpdateContainer", api.UpdateContainerRequest,
+                   api.UpdateContainerResponse, lambda r: (r.pod, r.container, r.linux_resources), _updates),
+        EventRoute(Event.POST_UPDATE_CONTAINER, "PostUpdateContainer", api.PostUpdateContainerRequest,
+                   api.PostUpdateContainerResponse, _pod_container, since_v012=True, via_state_change=True),
+        EventRoute(Event.STOP_CONTAINER, "StopContainer", api.StopContainerRequest,
+                   api.StopContainerResponse, _pod_container, _updates),
+        EventRoute(Event.REMOVE_CONTAINER, "RemoveContainer", api.RemoveContainerRequest,
+                   api.RemoveContainerResponse, _pod_container, since_v012=True, via_state_change=True),
+        EventRoute(Event.VALIDATE_CONTAINER_ADJUSTMENT, "ValidateContainerAdjustment",
+                   api.ValidateContainerAdjustmentRequest, api.ValidateContainerAdjustmentResponse,
+                   lambda r: (r,), _verdict),
+    )
+}  # fmt: skip

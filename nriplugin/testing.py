@@ -1,9 +1,11 @@
 """An in-process fake NRI runtime, built from this library's own ttrpc and mux pieces.
 
 It speaks the runtime side of the protocol the way containerd does (Configure sent before the
-RegisterPlugin reply, optional split Synchronize, StateChange events), so plugin authors can test their
-handlers without a container runtime. It checks the plugin's side of the contract as it goes and
-records violations instead of raising, so tests can assert on them.
+RegisterPlugin reply, optional split Synchronize, events through StateChange or, when it plays NRI
+v0.12+, through the dedicated per-event RPCs with containerd's fallback to StateChange for a plugin that
+answers them UNIMPLEMENTED), so plugin authors can test their handlers without a container runtime.
+It checks the plugin's side of the contract as it goes and records violations instead of raising, so
+tests can assert on them.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ import contextlib
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 
-from nriplugin.events import Event
+from nriplugin.events import Event, parse_nri_version
 from nriplugin.mux import PLUGIN_SERVICE_CONN, RUNTIME_SERVICE_CONN, Mux
 from nriplugin.pb.nri.v1alpha1 import api_pb2 as api
-from nriplugin.stub import PLUGIN_SERVICE, RUNTIME_SERVICE
+from nriplugin.stub import PLUGIN_SERVICE, ROUTES, RUNTIME_SERVICE
 from nriplugin.ttrpc.client import Client
 from nriplugin.ttrpc.errors import Code, TtrpcError
 from nriplugin.ttrpc.server import RequestContext, Server
@@ -38,6 +40,11 @@ class PluginConnection:
     violations: list[str] = field(default_factory=list)
     # Set when Configure was answered before the RegisterPlugin reply was sent (as containerd does).
     configured_before_register_reply: bool = False
+    # What the plugin sent in RegisterPluginRequest.NRI_version ("" from pre-v0.12 plugins).
+    plugin_nri_version: str = ""
+    # NRI v0.12 runtimes: events this plugin answered UNIMPLEMENTED on the dedicated RPC, and which
+    # were then sent through StateChange (containerd logs a deprecation warning for each).
+    fell_back: set[Event] = field(default_factory=set)
 
 
 class FakeRuntime:
@@ -47,6 +54,8 @@ class FakeRuntime:
         *,
         request_timeout_ms: int = 2000,
         nri_version: str = "",
+        runtime_name: str = "fake-runtime",
+        runtime_version: str = "0.0.0",
         pods: Sequence[api.PodSandbox] = (),
         containers: Sequence[api.Container] = (),
         sync_chunk: int = 0,
@@ -54,6 +63,8 @@ class FakeRuntime:
         self.socket_path = socket_path
         self.request_timeout_ms = request_timeout_ms
         self.nri_version = nri_version
+        self.runtime_name = runtime_name
+        self.runtime_version = runtime_version
         self.pods = list(pods)
         self.containers = list(containers)
         self.sync_chunk = sync_chunk
@@ -100,11 +111,11 @@ class FakeRuntime:
         self.connections.append(conn)
         server = Server()
 
-        async def register(payload: bytes, ctx: RequestContext) -> bytes:
-            request = api.RegisterPluginRequest.FromString(payload)
+        async def register(request: api.RegisterPluginRequest, ctx: RequestContext) -> api.Empty:
             if not request.plugin_name or len(request.plugin_idx) != 2 or not request.plugin_idx.isdigit():
                 raise TtrpcError(Code.INVALID_ARGUMENT, f"invalid plugin identity {request!r}")
             conn.name, conn.index = request.plugin_name, request.plugin_idx
+            conn.plugin_nri_version = request.NRI_version
             conn.registered.set()
             configured = asyncio.Event()
             self._spawn(self._configure_and_sync(conn, configured))
@@ -113,16 +124,17 @@ class FakeRuntime:
                 async with asyncio.timeout(1.0):
                     await configured.wait()
             conn.configured_before_register_reply = configured.is_set()
-            return api.Empty().SerializeToString()
+            return api.Empty()
 
-        async def update_containers(payload: bytes, ctx: RequestContext) -> bytes:
-            request = api.UpdateContainersRequest.FromString(payload)
+        async def update_containers(
+            request: api.UpdateContainersRequest, ctx: RequestContext
+        ) -> api.UpdateContainersResponse:
             conn.updates.append(request)
             failed = [u for u in request.update if u.container_id.startswith("fail")]
-            return api.UpdateContainersResponse(failed=failed).SerializeToString()
+            return api.UpdateContainersResponse(failed=failed)
 
-        server.register(RUNTIME_SERVICE, "RegisterPlugin", register)
-        server.register(RUNTIME_SERVICE, "UpdateContainers", update_containers)
+        server.bind(RUNTIME_SERVICE, "RegisterPlugin", api.RegisterPluginRequest, register)
+        server.bind(RUNTIME_SERVICE, "UpdateContainers", api.UpdateContainersRequest, update_containers)
         mux.start()
         client.start()
         try:
@@ -134,16 +146,16 @@ class FakeRuntime:
     async def _configure_and_sync(self, conn: PluginConnection, configured: asyncio.Event) -> None:
         try:
             request = api.ConfigureRequest(
-                runtime_name="fake-runtime",
-                runtime_version="0.0.0",
+                runtime_name=self.runtime_name,
+                runtime_version=self.runtime_version,
                 registration_timeout=5000,
                 request_timeout=self.request_timeout_ms,
                 NRI_version=self.nri_version,
             )
-            payload = await conn.client.call(
-                PLUGIN_SERVICE, "Configure", request.SerializeToString(), timeout=self.timeout
+            response = await conn.client.invoke(
+                PLUGIN_SERVICE, "Configure", request, api.ConfigureResponse, timeout=self.timeout
             )
-            conn.events = api.ConfigureResponse.FromString(payload).events
+            conn.events = response.events
             configured.set()
             await self._synchronize(conn)
             conn.synchronized.set()
@@ -163,49 +175,70 @@ class FakeRuntime:
                 containers=self.containers[start : start + step],
                 more=more,
             )
-            payload = await conn.client.call(
-                PLUGIN_SERVICE, "Synchronize", request.SerializeToString(), timeout=self.timeout
+            response = await conn.client.invoke(
+                PLUGIN_SERVICE, "Synchronize", request, api.SynchronizeResponse, timeout=self.timeout
             )
-            response = api.SynchronizeResponse.FromString(payload)
             conn.sync_responses.append(response)
             if response.more != more:
                 conn.violations.append(f"sync chunk {i}: more={response.more}, request had {more}")
             if more and response.update:
                 conn.violations.append(f"sync chunk {i}: updates on a non-final chunk")
 
+    async def event(
+        self,
+        conn: PluginConnection,
+        event: Event,
+        pod: api.PodSandbox,
+        container: api.Container | None = None,
+    ) -> None:
+        """Deliver a pod or container lifecycle event the way a runtime of `nri_version` does.
+
+        NRI v0.12+: the dedicated RPC (RunPodSandbox, ...); a plugin that answers it UNIMPLEMENTED gets
+        the event through StateChange instead, as containerd v2.4 does. Older: StateChange only.
+        """
+        route = ROUTES[event]
+        version = parse_nri_version(self.nri_version)
+        if route.since_v012 and route.rpc is not None and version is not None and version >= (0, 12):
+            request = route.request(pod=pod, container=container) if container else route.request(pod=pod)
+            try:
+                await conn.client.invoke(PLUGIN_SERVICE, route.rpc, request, route.response, timeout=2.0)
+                return
+            except TtrpcError as exc:
+                if exc.code != Code.UNIMPLEMENTED:
+                    raise
+                conn.fell_back.add(event)
+        await self.state_change(conn, event, pod, container)
+
     @staticmethod
     async def state_change(
         conn: PluginConnection, event: Event, pod: api.PodSandbox, container: api.Container | None = None
     ) -> None:
         request = api.StateChangeEvent(event=int(event), pod=pod, container=container)  # type: ignore[arg-type]
-        await conn.client.call(PLUGIN_SERVICE, "StateChange", request.SerializeToString(), timeout=2.0)
+        await conn.client.invoke(PLUGIN_SERVICE, "StateChange", request, api.Empty, timeout=2.0)
 
     @staticmethod
     async def create_container(
         conn: PluginConnection, pod: api.PodSandbox, container: api.Container
     ) -> api.CreateContainerResponse:
         request = api.CreateContainerRequest(pod=pod, container=container)
-        payload = await conn.client.call(
-            PLUGIN_SERVICE, "CreateContainer", request.SerializeToString(), timeout=2.0
+        return await conn.client.invoke(
+            PLUGIN_SERVICE, "CreateContainer", request, api.CreateContainerResponse, timeout=2.0
         )
-        return api.CreateContainerResponse.FromString(payload)
 
     @staticmethod
     async def update_container(
         conn: PluginConnection, pod: api.PodSandbox, container: api.Container, resources: api.LinuxResources
     ) -> api.UpdateContainerResponse:
         request = api.UpdateContainerRequest(pod=pod, container=container, linux_resources=resources)
-        payload = await conn.client.call(
-            PLUGIN_SERVICE, "UpdateContainer", request.SerializeToString(), timeout=2.0
+        return await conn.client.invoke(
+            PLUGIN_SERVICE, "UpdateContainer", request, api.UpdateContainerResponse, timeout=2.0
         )
-        return api.UpdateContainerResponse.FromString(payload)
 
     @staticmethod
     async def stop_container(
         conn: PluginConnection, pod: api.PodSandbox, container: api.Container
     ) -> api.StopContainerResponse:
         request = api.StopContainerRequest(pod=pod, container=container)
-        payload = await conn.client.call(
-            PLUGIN_SERVICE, "StopContainer", request.SerializeToString(), timeout=2.0
+        return await conn.client.invoke(
+            PLUGIN_SERVICE, "StopContainer", request, api.StopContainerResponse, timeout=2.0
         )
-        return api.StopContainerResponse.FromString(payload)

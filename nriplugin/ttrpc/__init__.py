@@ -16,7 +16,7 @@ from nriplugin.ttrpc.framing import (
     OversizedFrame,
     encode_frame,
 )
-from nriplugin.ttrpc.server import Handler, RequestContext, Server
+from nriplugin.ttrpc.server import Handler, RequestContext, Server, TypedHandler
 
 __all__ = [
     "HEADER_SIZE",
@@ -35,5 +35,6 @@ __all__ = [
     "Server",
     "StreamChannel",
     "TtrpcError",
+    "TypedHandler",
     "encode_frame",
 ]

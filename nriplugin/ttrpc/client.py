@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import TypeVar
+
+from google.protobuf.message import DecodeError, Message
 
 from nriplugin.pb.ttrpc import ttrpc_pb2
 from nriplugin.ttrpc.channel import Channel
@@ -21,6 +24,7 @@ from nriplugin.ttrpc.framing import (
 )
 
 log = logging.getLogger(__name__)
+Resp = TypeVar("Resp", bound=Message)
 
 
 class Client:
@@ -92,6 +96,28 @@ class Client:
         if response.HasField("status") and response.status.code != Code.OK:
             raise TtrpcError(response.status.code, response.status.message)
         return response.payload
+
+    async def invoke(
+        self,
+        service: str,
+        method: str,
+        request: Message,
+        response_type: type[Resp],
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 -- also sent to the server as timeout_nano
+        metadata: dict[str, str] | None = None,
+    ) -> Resp:
+        """Typed call: a request message in, the response decoded as `response_type` out.
+
+        A response that does not decode is the peer breaking the contract: INVALID_ARGUMENT.
+        """
+        payload = await self.call(
+            service, method, request.SerializeToString(), timeout=timeout, metadata=metadata
+        )
+        try:
+            return response_type.FromString(payload)
+        except DecodeError as exc:
+            raise TtrpcError(Code.INVALID_ARGUMENT, f"unmarshal {method} response: {exc}") from None
 
     async def _read_loop(self) -> None:
         decoder = FrameDecoder(self._max)

@@ -2,6 +2,11 @@
 
 A handler's failure is always an error status on its own stream, never a dead connection: the NRI
 runtime treats a closed connection as a dead plugin and drops it.
+
+Two ways to register a method: `bind` (typed: the request message type is named once, the server
+decodes it, the handler takes and returns messages) and `register` (raw bytes, for peers that must see
+undecodable payloads, e.g. fuzzing). Decoding lives here so no handler repeats it and every method
+answers an undecodable request the same way (INVALID_ARGUMENT).
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+from google.protobuf.message import DecodeError, Message
 
 from nriplugin.pb.ttrpc import ttrpc_pb2
 from nriplugin.ttrpc.channel import Channel
@@ -41,6 +49,9 @@ class RequestContext:
 
 
 Handler = Callable[[bytes, RequestContext], Awaitable[bytes]]
+Req = TypeVar("Req", bound=Message)
+# A typed handler: the decoded request in, any message out (the server serializes it).
+TypedHandler = Callable[[Req, RequestContext], Awaitable[Message]]
 
 
 class Server:
@@ -56,8 +67,30 @@ class Server:
         self._max = max_size
 
     def register(self, service: str, method: str, handler: Handler) -> None:
+        """Raw binding: the handler gets the payload bytes and returns the response bytes."""
         self._handlers[(service, method)] = handler
         self._services.add(service)
+
+    def bind(self, service: str, method: str, request_type: type[Req], handler: TypedHandler[Req]) -> None:
+        """Typed binding: method name -> request message type -> handler(message, ctx) -> message.
+
+        A payload that does not decode as `request_type` is answered with INVALID_ARGUMENT and never
+        reaches the handler.
+        """
+
+        async def decode_and_call(payload: bytes, ctx: RequestContext) -> bytes:
+            try:
+                request = request_type.FromString(payload)
+            except DecodeError as exc:
+                raise TtrpcError(Code.INVALID_ARGUMENT, f"unmarshal {method} request: {exc}") from None
+            response = await handler(request, ctx)
+            return response.SerializeToString()
+
+        self.register(service, method, decode_and_call)
+
+    def methods(self, service: str) -> set[str]:
+        """The methods registered for `service` (for tests and introspection)."""
+        return {m for s, m in self._handlers if s == service}
 
     async def serve(self, channel: Channel) -> None:
         """Serve until the channel reaches end of stream; in-flight handlers are then cancelled."""

@@ -128,7 +128,7 @@ async def test_unsubscribed_event_is_answered_and_ignored(harness: Harness) -> N
 async def test_unknown_method_is_unimplemented(harness: Harness) -> None:
     conn = await harness.plugin_conn()
     with pytest.raises(TtrpcError) as err:
-        await conn.client.call("nri.pkg.api.v1alpha1.Plugin", "RunPodSandbox", b"", timeout=1)
+        await conn.client.call("nri.pkg.api.v1alpha1.Plugin", "NoSuchEvent", b"", timeout=1)
     assert err.value.code == Code.UNIMPLEMENTED
 
 
