@@ -70,9 +70,9 @@ class Preparer:
 
     async def prepare(self, claims: Sequence[ClaimRef]) -> dict[str, PrepareResult]:
         """Results keyed by claim UID, one per requested claim."""
-        outcomes = _refuse_double_use(
-            list(await asyncio.gather(*(self._plan(ref) for ref in claims))), self._store.all()
-        )
+        outcomes: list[ClaimPlan | _Failed] = list(await asyncio.gather(*(self._plan(ref) for ref in claims)))
+        for uses in (_moved_host_devices, _pod_interface_names):
+            outcomes = _refuse_clashes(outcomes, self._store.all(), uses)
         plans = [outcome for outcome in outcomes if isinstance(outcome, ClaimPlan)]
         try:
             await self._store.put(plans)
@@ -131,51 +131,101 @@ class Preparer:
         return None
 
 
-def _moved_host_devices(plan: ClaimPlan) -> list[tuple[DeviceRef, str]]:
-    """Host netdevs a plan moves into its pod (host-device, sriov-vf, roce): one claim at a time."""
-    return [
-        (device.ref, device.host_name)
-        for device in plan.devices
-        if device.host_name is not None and device.kind.has_netdev and not device.kind.is_virtual
-    ]
+@dataclass(frozen=True)
+class _Use:
+    """Something only one device may have: a host netdev on this node, an interface name in a pod."""
+
+    key: tuple[str, ...]
+    ref: DeviceRef
+    what: str
+    """How the device uses it, as the refusal names it (`device p/d is host netdev eth1`)."""
+    where: str = ""
+    """Where the clash is, appended after the holder (`in pod <uid>`)."""
 
 
-def _refuse_double_use(
-    outcomes: list[ClaimPlan | _Failed], prepared: Sequence[ClaimPlan]
-) -> list[ClaimPlan | _Failed]:
-    """Fails a claim whose host netdev another prepared claim already holds.
+def _moved_host_devices(plan: ClaimPlan) -> list[_Use]:
+    """Host netdevs a plan moves into its pod (host-device, sriov-vf, roce): one claim at a time.
 
-    The scheduler prevents this through the shared counter of a RoCE NIC's two devices; this is the
-    node's own guard for clusters without partitionable devices (before 1.36 the gate is off and
+    The scheduler prevents a clash through the shared counter of a RoCE NIC's two devices; this is
+    the node's own guard for clusters without partitionable devices (before 1.36 the gate is off and
     the apiserver drops the counters), where the move would otherwise fail later in RunPodSandbox.
     It also covers a pod deleted with grace 0: it leaves the API at once, the scheduler hands its NIC
     to the next claim while the kubelet has not yet unprepared the old one; refusing makes the kubelet
     retry the new claim once the NIC is back.
     """
-    held: dict[str, ClaimRef] = {}
+    return [
+        _Use(
+            ("host", device.host_name),
+            device.ref,
+            f"device {device.ref.pool}/{device.ref.device} is host netdev {device.host_name}",
+        )
+        for device in plan.devices
+        if device.host_name is not None and device.kind.has_netdev and not device.kind.is_virtual
+    ]
+
+
+def _pod_interface_names(plan: ClaimPlan) -> list[_Use]:
+    """The interface names a plan gives each of its pods: two claims of one pod cannot both use `net1`.
+
+    Known at Prepare for the claims kubelet prepares together (one call per pod and driver) and for
+    claims already prepared for the same pod; the hook would otherwise fail the pod on EEXIST.
+    """
+    return [
+        _Use(
+            ("name", pod, device.netdev.interface_name),
+            device.ref,
+            f"netdev.interfaceName: {device.netdev.interface_name!r} is taken by another claim of the pod",
+            f" in pod {pod}",
+        )
+        for device in plan.devices
+        if device.netdev is not None
+        for pod in plan.pod_uids
+    ]
+
+
+def _refuse_clashes(
+    outcomes: list[ClaimPlan | _Failed],
+    prepared: Sequence[ClaimPlan],
+    uses: Callable[[ClaimPlan], list[_Use]],
+) -> list[ClaimPlan | _Failed]:
+    """Fails each new claim with a use another device already has: in an earlier prepared claim, in a
+    claim earlier in this batch, or in another request of the same claim. A claim never clashes with
+    its own earlier plan, so kubelet's retry of an already prepared claim answers as before."""
     uids = {outcome.claim.uid for outcome in outcomes if isinstance(outcome, ClaimPlan)}
-    for plan in prepared:
-        if plan.claim.uid not in uids:
-            held.update({host: plan.claim for _, host in _moved_host_devices(plan)})
+    held = {
+        use.key: (plan.claim, use.ref.request)
+        for plan in prepared
+        if plan.claim.uid not in uids
+        for use in uses(plan)
+    }
     checked: list[ClaimPlan | _Failed] = []
     for outcome in outcomes:
-        if isinstance(outcome, ClaimPlan):
-            clashes: list[str] = []
-            mine: dict[str, str] = {}
-            for ref, host in _moved_host_devices(outcome):
-                what = f"claim {outcome.claim}, request {ref.request}: device {ref.pool}/{ref.device} is host"
-                if host in mine:
-                    clashes.append(f"{what} netdev {host}, also allocated to request {mine[host]}")
-                elif host in held:
-                    clashes.append(f"{what} netdev {host}, already prepared for claim {held[host]}")
-                mine[host] = ref.request
-            if clashes:
-                log.info("claim %s rejected: %s", outcome.claim, "; ".join(clashes))
-                checked.append(_Failed("; ".join(clashes)))
-                continue
-            held.update({host: outcome.claim for _, host in _moved_host_devices(outcome)})
+        if not isinstance(outcome, ClaimPlan):
+            checked.append(outcome)
+            continue
+        clashes: list[str] = []
+        mine: dict[tuple[str, ...], tuple[ClaimRef, str]] = {}
+        for use in uses(outcome):
+            holder = mine.get(use.key) or held.get(use.key)
+            if holder is not None:
+                clashes.append(
+                    f"claim {outcome.claim}, request {use.ref.request}: {use.what}, "
+                    f"{_held_by(outcome.claim, *holder)}{use.where}"
+                )
+            mine[use.key] = (outcome.claim, use.ref.request)
+        if clashes:
+            log.info("claim %s rejected: %s", outcome.claim, "; ".join(clashes))
+            checked.append(_Failed("; ".join(clashes)))
+            continue
+        held.update(mine)
         checked.append(outcome)
     return checked
+
+
+def _held_by(claim: ClaimRef, holder: ClaimRef, request: str) -> str:
+    if holder == claim:
+        return f"also allocated to request {request}"
+    return f"already prepared for claim {holder}"
 
 
 def _result(outcome: ClaimPlan | _Failed) -> PrepareResult:
