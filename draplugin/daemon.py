@@ -156,7 +156,13 @@ class Daemon:
         status = StatusQueue(ApiStatusSink(api, driver=s.driver, node=s.node_name), driver=s.driver)
         executor = Executor()
         hooks = NetworkHooks(plans, executor, attachments, self.metrics, status)
-        policy = FilterPolicy(virtual_kinds=s.virtual_kinds, parents=s.parents, offer=s.offer, rdma=s.rdma)
+        policy = FilterPolicy(
+            virtual_kinds=s.virtual_kinds,
+            parents=s.parents,
+            offer=s.offer,
+            rdma=s.rdma,
+            device_filter=s.device_filter,
+        )
         inventory = Inventory(
             sysfs=SysfsReader(s.sysfs_root),
             policy=policy,

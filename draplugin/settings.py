@@ -7,8 +7,12 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from draplugin.model import DRIVER_NAME, DeviceKind
+
+if TYPE_CHECKING:
+    from draplugin.discovery.devicefilter import DeviceFilter
 
 DEFAULT_DRIVER = DRIVER_NAME
 
@@ -34,6 +38,8 @@ class Settings:
     resync_seconds: float = 60.0
     log_format: str = "json"
     log_level: str = "INFO"
+    device_filter: DeviceFilter | None = None
+    """The operator's include/exclude rules for published devices (see `add_device_filter_arguments`)."""
 
     @property
     def plans_path(self) -> Path:
@@ -61,6 +67,7 @@ def _kinds(value: str) -> frozenset[DeviceKind]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = Settings(node_name="")
     env = os.environ.get
+    add_device_filter_arguments(parser)
     parser.add_argument("--driver-name", default=env("NETCLAIM_DRIVER", d.driver))
     parser.add_argument(
         "--node-name",
@@ -130,4 +137,23 @@ def from_args(args: argparse.Namespace) -> Settings:
         resync_seconds=args.resync_seconds,
         log_format=args.log_format,
         log_level=args.log_level,
+        device_filter=device_filter_from_args(args),
     )
+
+
+# --- device filter (issue 19): flags live with the filter, so its parsing and its errors stay in one place.
+
+
+def add_device_filter_arguments(parser: argparse.ArgumentParser) -> None:
+    """--{exclude,include}-{interfaces,pci-addresses,drivers,cel} and --device-filter-file.
+
+    Imported here, not at the top: `netclaim status` needs no CEL engine."""
+    from draplugin.discovery import devicefilter
+
+    devicefilter.add_arguments(parser)
+
+
+def device_filter_from_args(args: argparse.Namespace) -> DeviceFilter | None:
+    from draplugin.discovery import devicefilter
+
+    return devicefilter.from_args(args)

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from draplugin.discovery.netlink import LinkInfo, LinkSnapshot
 from draplugin.discovery.sysfs import SysfsFacts
 from draplugin.model import DeviceKind
+
+if TYPE_CHECKING:  # devicefilter builds on Decision below; only the annotation is needed here
+    from draplugin.discovery.devicefilter import DeviceFilter
 
 # Link kinds that cannot leave the host namespace (NETIF_F_NETNS_LOCAL: bridge, vrf, openvswitch, the
 # per-namespace fallback tunnels tunl0/sit0/gre0...). Other IP tunnels are kept too: their fallback
@@ -63,6 +67,9 @@ class FilterPolicy:
     """Offer RDMA: one shared `rdma` device per PF/HCA ib device and a `roce` twin of each publishable
     RoCE netdev. Off for nodes whose kernel runs RDMA in exclusive netns mode, which this driver does
     not handle. `exclude` applies to ib device names too."""
+    device_filter: DeviceFilter | None = None
+    """The operator's include/exclude rules (names, PCI addresses, drivers, CEL), applied to the built
+    devices after the safety rules above (`devicefilter.screen`); None publishes all they allow."""
 
 
 DEFAULT_POLICY = FilterPolicy()

@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from draplugin.discovery import naming
+from draplugin.discovery.devicefilter import screen
 from draplugin.discovery.filters import (
     DEFAULT_POLICY,
     MULTI_KINDS,
@@ -132,6 +133,7 @@ def build_devices(
                 exclusive_group=label,
             )
         )
+    devices, decisions = screen(policy.device_filter, devices, decisions, facts, rdma)
     return sorted(devices, key=lambda d: d.name), decisions
 
 

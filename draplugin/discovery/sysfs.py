@@ -28,6 +28,8 @@ class SysfsFacts:
     vf_index: int | None = None
     total_vfs: int | None = None
     rdma_devices: tuple[str, ...] = ()
+    driver: str | None = None
+    """The kernel driver bound to the PCI function (`<pci>/driver`), for the operator's device filter."""
 
     @property
     def rdma(self) -> bool:
@@ -62,6 +64,14 @@ def pci_dir(device: Path) -> Path | None:
         if PCI_ADDRESS.match(candidate.name):
             return candidate
     return None
+
+
+def _link_name(path: Path) -> str | None:
+    """The last component of a symlink's target (`driver` -> `.../drivers/mlx5_core`); None if absent."""
+    try:
+        return Path(os.readlink(path)).name
+    except OSError:
+        return None
 
 
 def _hex_id(path: Path) -> str | None:
@@ -136,4 +146,5 @@ class SysfsReader:
             vf_index=vf_index,
             total_vfs=_read_int(pci / "sriov_totalvfs"),
             rdma_devices=rdma,
+            driver=_link_name(pci / "driver"),
         )
