@@ -81,8 +81,8 @@ async def test_two_claims_of_one_pod_cannot_use_one_name(tmp_path: Path) -> None
     assert results[elsewhere.ref.uid].error is None, "another pod may use the same name"
     assert {p.claim.name for p in store.all()} == {"first", "elsewhere"}
     # Against a claim prepared in an earlier call, too; and the holder's own retry still succeeds.
-    again = await preparer.prepare([second.ref])
-    assert again[second.ref.uid].error is not None and "ns/first" in again[second.ref.uid].error
+    again = (await preparer.prepare([second.ref]))[second.ref.uid].error
+    assert again is not None and "already prepared for claim ns/first" in again
     assert (await preparer.prepare([first.ref]))[first.ref.uid].error is None
 
 
