@@ -17,7 +17,6 @@ from testbed.apiserver import ControlPlane
 
 from draplugin.model import DeviceRef
 from draplugin.netstatus import InterfaceRow, read_pod_network
-from draplugin.status.multus import ANNOTATION, mirror_pod
 from draplugin.status.types import ClaimStatus, Failed
 
 
@@ -170,27 +169,3 @@ async def test_status_rows_from_library_and_cli(
     assert missing.returncode == 1
     assert f"pod {namespace}/nope not found" in missing.stderr
 
-    # The optional multus mirror: our annotation derived from the same rows, not someone else's.
-    assert await mirror_pod(aio_api, namespace, "web")
-    annotations = CoreV1Api(admin_api).read_namespaced_pod("web", namespace).metadata.annotations
-    assert json.loads(annotations[ANNOTATION]) == [
-        {
-            "name": "net-direct/req0",
-            "interface": "net1",
-            "ips": ["203.0.113.20", "2001:db8::20"],
-            "dns": {},
-            "mac": "02:00:00:00:00:20",
-        },
-        {"name": "web-templated-x7k2/req0", "interface": "net2", "ips": [], "dns": {}},
-    ]
-    # Owned by another manager (multus itself): left alone.
-    CoreV1Api(admin_api).patch_namespaced_pod(
-        "web",
-        namespace,
-        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "annotations": {ANNOTATION: "[]"}}},
-        field_manager="multus",
-        _content_type="application/apply-patch+yaml",
-        force=True,
-    )
-    assert not await mirror_pod(aio_api, namespace, "web")
-    assert CoreV1Api(admin_api).read_namespaced_pod("web", namespace).metadata.annotations[ANNOTATION] == "[]"
