@@ -28,6 +28,7 @@ deps-host:
 	hack/install-host-deps.sh
 deps-runtime: deps-host venv
 	hack/install-runtime.sh
+	hack/build-containerd.sh
 deps-apiserver: deps-host
 	hack/install-etcd.sh
 	hack/build-k8s.sh kube-apiserver
