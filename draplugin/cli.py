@@ -12,7 +12,7 @@ from draplugin.settings import add_arguments as add_run_arguments
 
 
 def _run(args: argparse.Namespace) -> int:
-    # grpcio's fork handlers crash pyroute2 (design.md): off before anything imports grpc.
+    # grpcio's fork handlers crash pyroute2 (README, Hazards): off before anything imports grpc.
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
     from draplugin import daemon, logs, settings
 

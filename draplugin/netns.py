@@ -1,7 +1,7 @@
 """Netlink sockets bound to a network namespace, opened without forking.
 
 pyroute2's own netns support forks a helper process, and grpcio's fork handlers crash it under a
-busy gRPC server (design.md). A network namespace is a per-thread property on Linux, so a throwaway
+busy gRPC server (README, Hazards). A network namespace is a per-thread property on Linux, so a throwaway
 thread can enter the target netns with setns(2), create the socket there and leave: the socket stays
 bound to that netns for its whole life, while the event loop thread never changes namespace.
 """

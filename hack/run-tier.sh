@@ -7,7 +7,7 @@ TIER=$1; shift
 PY=${PY:-$ROOT/.venv/bin/python}
 mkdir -p "$ROOT/test-results"
 cd "$ROOT"
-# grpcio's fork handlers crash pyroute2 netns helpers (design.md); set it before anything imports grpc.
+# grpcio's fork handlers crash pyroute2 netns helpers (README, Hazards); set it before anything imports grpc.
 export GRPC_ENABLE_FORK_SUPPORT=0
 "$PY" -m pytest "tests/$TIER" -m "$TIER" -o junit_suite_name="$TIER" --junitxml="test-results/$TIER.xml" \
   -p no:cacheprovider -rfEs "$@"

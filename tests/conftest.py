@@ -12,7 +12,7 @@ import pytest
 
 TIERS = ("unit", "netns", "runtime", "apiserver", "node", "soak")
 
-# grpcio's fork handlers crash pyroute2's netns helpers (design.md): off before grpc is imported.
+# grpcio's fork handlers crash pyroute2's netns helpers (README, Hazards): off before grpc is imported.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
 

@@ -1,7 +1,7 @@
 """Shared life cycle of virtual links: born inside the pod netns, deleted at teardown.
 
 Creating the link with IFLA_NET_NS_FD in the RTM_NEWLINK itself (as CNI plugins do) costs one kernel
-round trip of a few ms; creating on the host and moving it costs ~15 ms more (README, "Design notes").
+round trip of a few ms; creating on the host and moving it costs ~15 ms more (README, Hazards).
 """
 
 from __future__ import annotations

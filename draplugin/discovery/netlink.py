@@ -2,7 +2,7 @@
 
 Discovery must be able to look at a namespace other than its own (tests inspect a namespace they
 created instead of the host's), and it must never fork (grpcio's fork handlers crash pyroute2, see
-design.md). So the socket comes from `draplugin.netns`, which opens it from a short-lived thread that
+README, Hazards). So the socket comes from `draplugin.netns`, which opens it from a short-lived thread that
 `setns`es into the target; pyroute2 then drives it from the event loop.
 """
 

@@ -30,7 +30,7 @@ async def test_socket_acts_inside_and_caller_stays_home(scratch: Scratch) -> Non
 
     assert names == {"lo", "inside0", "inside1"}
     assert _own_netns() == home
-    assert len(_forks) == forks, "entering a netns must never fork (grpcio fork handlers, design.md)"
+    assert len(_forks) == forks, "entering a netns must never fork (grpcio fork handlers, README, Hazards)"
 
 
 async def test_missing_path_is_netns_gone(tmp_path: Path) -> None:

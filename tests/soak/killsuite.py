@@ -59,7 +59,7 @@ from draplugin.plan_json import plan_to_dict
 
 DRIVER = "netclaim.dev"
 SCRIPT = Path(__file__).with_name("nri_driver.py")
-LATE_ATTACH_BUDGET = 2.0  # design.md: no pod without its interface more than 2 s after the driver is back
+LATE_ATTACH_BUDGET = 2.0  # README, Hazards: a pod lacks its interface ≤ 2 s after the driver is back
 MODES = ("none", "before", "during", "after", "teardown")
 
 

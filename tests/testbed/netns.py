@@ -1,7 +1,7 @@
 """Network namespaces for tests, created and entered without forking.
 
 Why no fork and no `ip netns`: grpcio's fork handlers crash pyroute2 when it forks into a netns
-(design.md), and `ip netns add` turns /run/netns into a shared bind mount that outlives the test. Here a
+(README, Hazards), and `ip netns add` turns /run/netns into a shared bind mount that outlives the test. Here a
 namespace is made by a short-lived thread that unshares its own network namespace and bind-mounts
 /proc/thread-self/ns/net onto a file in a directory the test owns; the bind mount is what keeps it
 alive. Work inside it runs in another short-lived thread that setns()es in: a netlink socket created
