@@ -23,7 +23,7 @@ ReadinessCheck = Callable[[], list[str]]
 class HealthServer:
     def __init__(self, address: str, registry: CollectorRegistry, readiness: ReadinessCheck) -> None:
         host, _, port = address.rpartition(":")
-        self.host = host or "127.0.0.1"
+        self.host = host.removeprefix("[").removesuffix("]") or "127.0.0.1"  # [::1]:9402 binds ::1
         self.port = int(port)
         self.registry = registry
         self.readiness = readiness

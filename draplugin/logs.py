@@ -6,6 +6,7 @@ Operators grep for a claim or a pod across nodes; putting them in fields (via `e
 
 from __future__ import annotations
 
+import argparse
 import logging
 import re
 import sys
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 import orjson
 
 CONTEXT_FIELDS = ("claim", "pod", "device", "request", "method")
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -48,6 +50,19 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             body["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(body).decode()
+
+
+def parse_level(value: str) -> str:
+    """argparse type for --log-level: any case in, the logging module's spelling out.
+
+    Checked at parse time because `logging.setLevel` would only reject a typo once the daemon starts.
+    """
+    level = value.strip().upper()
+    if level not in LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"unknown log level {value!r} (choose from {', '.join(lv.lower() for lv in LEVELS)})"
+        )
+    return level
 
 
 def setup(fmt: str, level: str) -> None:

@@ -35,6 +35,10 @@ class InterfaceRow:
     ready: str
     reason: str
     message: str
+    kind: str = ""
+    host: str = ""
+    """Host side, from the entry's data: a macvlan/ipvlan parent, a moved NIC's or a veth's host name."""
+    share_id: str = ""
 
     def to_json(self) -> Json:
         row = asdict(self)
@@ -95,6 +99,7 @@ def _placeholder(claim: str, reason: str, message: str) -> InterfaceRow:
 def _row(claim: str, result: Mapping[str, Any], entry: Mapping[str, Any] | None) -> InterfaceRow:
     network = (entry or {}).get("networkData") or {}
     ready = next((c for c in (entry or {}).get("conditions", []) or [] if c.get("type") == "Ready"), None)
+    data = (entry or {}).get("data") or {}
     return InterfaceRow(
         claim=claim,
         request=str(result.get("request", "")),
@@ -107,6 +112,9 @@ def _row(claim: str, result: Mapping[str, Any], entry: Mapping[str, Any] | None)
         ready=str(ready.get("status", "Unknown")) if ready else "Unknown",
         reason=str(ready.get("reason", "")) if ready else "NoStatus",
         message=str(ready.get("message", "")) if ready else "the driver has not reported this device yet",
+        kind=str(data.get("kind", "")),
+        host=str(data.get("parent") or data.get("hostInterface") or ""),
+        share_id=str(result.get("shareID", "")),
     )
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from draplugin.logs import parse_level
 from draplugin.model import DRIVER_NAME, DeviceKind
 
 if TYPE_CHECKING:
@@ -64,27 +67,114 @@ def _kinds(value: str) -> frozenset[DeviceKind]:
     return frozenset(kinds)
 
 
+# Kubernetes' IsDNS1123Subdomain: what a Node name must be (kubelet lowercases the hostname for it).
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS_SUBDOMAIN = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*")
+_DNS_SUBDOMAIN_MAX = 253
+
+
+def node_name(value: str) -> str:
+    """A node name the apiserver would accept; refused here rather than at the first API write."""
+    if not value:
+        raise argparse.ArgumentTypeError("a node name is required (--node-name or NODE_NAME)")
+    if len(value) > _DNS_SUBDOMAIN_MAX or not _DNS_SUBDOMAIN.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a valid node name (a DNS subdomain: lowercase letters, digits, '-' and '.', "
+            f"at most {_DNS_SUBDOMAIN_MAX} characters)"
+        )
+    return value
+
+
+def http_address(value: str) -> str:
+    """`host:port`, `:port` (127.0.0.1) or `[v6]:port`; checked before the daemon binds it."""
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{value!r} is not host:port (e.g. 127.0.0.1:9402, [::1]:9402)")
+    problem = _host_problem(host)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{value!r}: {problem}")
+    if not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{value!r}: the port must be a number from 0 to 65535")
+    return value
+
+
+def _host_problem(host: str) -> str | None:
+    """What is wrong with the host part of an address, None when nothing (empty means 127.0.0.1)."""
+    if host.startswith("[") and host.endswith("]"):
+        return None if _ip_version(host[1:-1]) == 6 else f"{host} is not an IPv6 address"
+    if ":" in host:
+        return f"an IPv6 address goes in brackets, e.g. [{host}]:9402"
+    if host and all(c.isdigit() or c == "." for c in host):
+        return None if _ip_version(host) == 4 else f"{host!r} is not an IPv4 address"
+    if host and not _DNS_SUBDOMAIN.fullmatch(host.lower()):
+        return f"{host!r} is neither an IP address nor a host name"
+    return None
+
+
+def _ip_version(text: str) -> int | None:
+    try:
+        return ipaddress.ip_address(text).version
+    except ValueError:
+        return None
+
+
+def nri_plugin_index(value: str) -> str:
+    """Exactly two digits, as the NRI runtime requires; it would refuse the registration otherwise."""
+    if len(value) != 2 or not value.isascii() or not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} must be exactly two digits (00-99)")
+    return value
+
+
+def positive_seconds(value: str) -> float:
+    """A resync period: a number of seconds greater than zero (zero would spin, negative means nothing)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r} must be a finite number of seconds greater than 0")
+    return seconds
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every `netclaim run` flag. String defaults go through the flag's type, so help shows them as typed."""
     d = Settings(node_name="")
     env = os.environ.get
     add_device_filter_arguments(parser)
-    parser.add_argument("--driver-name", default=env("NETCLAIM_DRIVER", d.driver))
+    parser.add_argument(
+        "--driver-name",
+        default=env("NETCLAIM_DRIVER", d.driver),
+        help="DRA driver name in ResourceSlices and claim results; env NETCLAIM_DRIVER",
+    )
     parser.add_argument(
         "--node-name",
-        default=env("NODE_NAME", socket.gethostname()),
-        help="this node's name (the DaemonSet passes spec.nodeName as NODE_NAME)",
+        type=node_name,
+        default=env("NODE_NAME", socket.gethostname().lower()),
+        help="this node's name (the DaemonSet passes spec.nodeName as NODE_NAME; else the host name)",
     )
-    parser.add_argument("--kubeconfig", type=Path, default=env("KUBECONFIG"), help="default: in-cluster")
-    parser.add_argument("--kubelet-registry-dir", type=Path, default=d.registry_dir)
-    parser.add_argument("--kubelet-plugins-dir", type=Path, default=d.plugins_dir)
-    parser.add_argument("--nri-socket", type=Path, default=d.nri_socket)
     parser.add_argument(
-        "--nri-plugin-index", default=d.nri_plugin_index, help="two digits; order among plugins"
+        "--kubeconfig",
+        type=Path,
+        default=env("KUBECONFIG"),
+        help="kubeconfig file; env KUBECONFIG (default: in-cluster service account)",
+    )
+    parser.add_argument(
+        "--kubelet-registry-dir", type=Path, default=d.registry_dir, help="kubelet plugin registration dir"
+    )
+    parser.add_argument(
+        "--kubelet-plugins-dir", type=Path, default=d.plugins_dir, help="where the DRA socket is created"
+    )
+    parser.add_argument("--nri-socket", type=Path, default=d.nri_socket, help="containerd's NRI socket")
+    parser.add_argument(
+        "--nri-plugin-index",
+        type=nri_plugin_index,
+        default=d.nri_plugin_index,
+        help="two digits: this plugin's order among NRI plugins",
     )
     parser.add_argument(
         "--state-dir", type=Path, default=d.state_dir, help="checkpoints (plans, attachments)"
     )
-    parser.add_argument("--sysfs-root", type=Path, default=d.sysfs_root)
+    parser.add_argument("--sysfs-root", type=Path, default=d.sysfs_root, help="sysfs to discover devices in")
     parser.add_argument(
         "--dev-root", type=Path, default=d.dev_root, help="where <root>/infiniband holds the RDMA nodes"
     )
@@ -98,21 +188,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--parents",
         type=_names,
         default=None,
-        help="comma list of macvlan/ipvlan parents (default: automatic)",
+        help="comma list of macvlan/ipvlan parents (default: NICs, bonds, VLANs off the uplink)",
     )
     parser.add_argument(
         "--virtual-kinds",
         type=_kinds,
-        default=d.virtual_kinds,
-        help="virtual kinds to offer; leave out those the kernel lacks (default: macvlan,ipvlan,veth)",
+        default=",".join(sorted(k.value for k in d.virtual_kinds)),
+        help="comma list of virtual kinds to offer; leave out those the kernel lacks",
     )
     parser.add_argument(
-        "--offer", type=_names, default=frozenset(), help="veth ends to offer as host devices (labs only)"
+        "--offer", type=_names, default="", help="comma list of veth ends to offer as host devices (labs)"
     )
-    parser.add_argument("--http-address", default=d.http_address, help="metrics, /healthz and /readyz")
-    parser.add_argument("--resync-seconds", type=float, default=d.resync_seconds)
-    parser.add_argument("--log-format", choices=("json", "text"), default=d.log_format)
-    parser.add_argument("--log-level", default=d.log_level)
+    parser.add_argument(
+        "--http-address",
+        type=http_address,
+        default=d.http_address,
+        help="host:port ([v6]:port) for /metrics, /healthz and /readyz; port 0 picks a free one",
+    )
+    parser.add_argument(
+        "--resync-seconds",
+        type=positive_seconds,
+        default=str(d.resync_seconds),
+        help="republish ResourceSlices at least this often (seconds, > 0)",
+    )
+    parser.add_argument(
+        "--log-format", choices=("json", "text"), default=d.log_format, help="json: one object per line"
+    )
+    parser.add_argument(
+        "--log-level",
+        type=parse_level,
+        default=d.log_level,
+        metavar="{debug,info,warning,error,critical}",
+        help="lowest level logged (any case)",
+    )
 
 
 def from_args(args: argparse.Namespace) -> Settings:

@@ -13,10 +13,19 @@ def test_status_subcommand_parses() -> None:
     assert (args.pod, args.namespace, args.output, args.kubeconfig) == ("web", "team", "json", "/k")
     assert args.handler is run_status
     defaults = build_parser().parse_args(["status", "web"])
-    assert (defaults.namespace, defaults.output, defaults.driver) == ("default", "table", "netclaim.dev")
+    # No -n: the namespace comes from the kubeconfig context at run time (test_status_fake_api.py).
+    assert (defaults.namespace, defaults.output, defaults.driver) == (None, "table", "netclaim.dev")
+    assert (defaults.all_namespaces, defaults.context) == (False, None)
+    listing = build_parser().parse_args(["status", "-A", "-o", "wide", "--context", "kind"])
+    assert (listing.pod, listing.all_namespaces, listing.output, listing.context) == (
+        None,
+        True,
+        "wide",
+        "kind",
+    )
 
 
 def test_unknown_output_format_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["status", "web", "-o", "yaml"])
-    assert "invalid choice: 'yaml'" in capsys.readouterr().err
+        build_parser().parse_args(["status", "web", "-o", "xml"])
+    assert "invalid choice: 'xml' (choose from 'table', 'wide', 'json', 'yaml')" in capsys.readouterr().err

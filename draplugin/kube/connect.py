@@ -1,0 +1,211 @@
+"""Where a client's kube configuration comes from, resolved as kubectl does, and failures in one line.
+
+The kubernetes client reports a missing kubeconfig as "Invalid kube-config file. Expected key
+current-context in kube-config", an unreadable one as a bare traceback, and an apiserver that is down
+as fifty lines of aiohttp. A person at a terminal needs what went wrong and what to try next: every
+failure here becomes a `Failure(what, hint)`, which the CLI prints as one line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+from kubernetes.aio import client as kclient
+from kubernetes.aio import config as kconfig
+
+from draplugin.kube.raw import ApiReadError
+
+HOME_KUBECONFIG = "~/.kube/config"
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+class Failure(Exception):
+    """An error a person can act on: what happened, and a hint of what to do about it."""
+
+    def __init__(self, what: str, hint: str) -> None:
+        super().__init__(what, hint)
+        self.what = what
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.what} ({self.hint})"
+
+
+@dataclass(frozen=True)
+class Connection:
+    configuration: kclient.Configuration
+    namespace: str | None
+    """The kubeconfig context's namespace (or the service account's in a pod); None when unset."""
+    source: str
+    """Where the configuration came from, for messages: the kubeconfig path(s) or the service account."""
+
+
+def kubeconfig_paths(explicit: str | None, environ: Mapping[str, str]) -> list[str] | None:
+    """kubectl's order: --kubeconfig, then $KUBECONFIG (a path list), then ~/.kube/config if it exists.
+
+    None means "no kubeconfig": the caller falls back to the in-cluster service account.
+    """
+    if explicit:
+        return [explicit]
+    listed = [p for p in environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    if listed:
+        return listed
+    home = os.path.expanduser(HOME_KUBECONFIG)
+    return [home] if os.path.exists(home) else None
+
+
+async def connect(
+    kubeconfig: str | None,
+    *,
+    context: str | None = None,
+    search: bool = True,
+    environ: Mapping[str, str] = os.environ,
+) -> Connection:
+    """Load a client configuration; Failure says why not.
+
+    `search` looks where kubectl looks when no kubeconfig is given; without it (the daemon, whose
+    --kubeconfig already defaults to $KUBECONFIG) no kubeconfig means the in-cluster service account.
+    """
+    paths = kubeconfig_paths(kubeconfig, environ) if search else ([kubeconfig] if kubeconfig else None)
+    if paths is None:
+        if context:
+            raise Failure(f"--context {context} needs a kubeconfig, and none was found", _where_hint(search))
+        return _in_cluster(search)
+    return await _from_kubeconfig(paths, context)
+
+
+def _where_hint(search: bool) -> str:
+    if search:
+        return f"pass --kubeconfig, set KUBECONFIG or create {HOME_KUBECONFIG}"
+    return "pass --kubeconfig or set KUBECONFIG, or run in a pod with a service account"
+
+
+def _in_cluster(search: bool) -> Connection:
+    configuration = kclient.Configuration()
+    try:
+        kconfig.load_incluster_config(client_configuration=configuration)
+    except kconfig.ConfigException as error:
+        raise Failure(f"no kubeconfig, and not running in a cluster: {error}", _where_hint(search)) from error
+    return Connection(configuration, _service_account_namespace(), "in-cluster service account")
+
+
+def _service_account_namespace() -> str | None:
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or None
+    except OSError:
+        return None
+
+
+async def _from_kubeconfig(paths: Sequence[str], context: str | None) -> Connection:
+    documents = _read_all(paths)
+    existing = list(documents)
+    source = os.pathsep.join(existing)
+    _check_context(documents, context, source)
+    configuration = kclient.Configuration()
+    try:
+        loader = await kconfig.load_kube_config(
+            config_file=source, context=context, client_configuration=configuration, persist_config=False
+        )
+    except kconfig.ConfigException as error:
+        raise Failure(
+            f"invalid kubeconfig {source}: {error}", "check it with `kubectl config view`"
+        ) from error
+    active: dict[str, Any] = loader.current_context or {}
+    namespace = (active.get("context") or {}).get("namespace")
+    return Connection(configuration, str(namespace) if namespace else None, source)
+
+
+def _read_all(paths: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Each existing kubeconfig, parsed; missing files are skipped as kubectl does, unless all are."""
+    existing = [p for p in paths if os.path.lexists(os.path.expanduser(p))]
+    if not existing:
+        raise Failure(f"kubeconfig {os.pathsep.join(paths)} not found", "check --kubeconfig and KUBECONFIG")
+    return {path: _read_one(path) for path in existing}
+
+
+def _read_one(path: str) -> dict[str, Any]:
+    try:
+        text = Path(os.path.expanduser(path)).read_text()
+    except OSError as error:
+        raise Failure(
+            f"cannot read kubeconfig {path}: {error.strerror or error}", "check the path and its permissions"
+        ) from error
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise Failure(f"kubeconfig {path} is not valid YAML{where}", "fix or regenerate it") from error
+    if not isinstance(document, dict):
+        raise Failure(f"kubeconfig {path} is not a kubeconfig (not a mapping)", "fix or regenerate it")
+    return document
+
+
+def _check_context(documents: Mapping[str, dict[str, Any]], context: str | None, source: str) -> None:
+    """The context asked for (or the current one) exists: the client would only say "Expected object"."""
+    names = sorted(
+        {
+            str(c.get("name"))
+            for doc in documents.values()
+            for c in doc.get("contexts") or []
+            if isinstance(c, dict)
+        }
+    )
+    listed = f"contexts: {', '.join(names)}" if names else "it defines no context"
+    if context and context not in names:
+        raise Failure(f"context {context!r} not found in kubeconfig {source}", listed)
+    if not context and not any(doc.get("current-context") for doc in documents.values()):
+        raise Failure(f"kubeconfig {source} sets no current-context", f"pass --context; {listed}")
+
+
+@asynccontextmanager
+async def apiserver_errors(host: str, timeout_s: float) -> AsyncIterator[None]:
+    """Turn what the HTTP client raises about the apiserver into a Failure naming the server."""
+    try:
+        yield
+    except aiohttp.ClientConnectorCertificateError as error:
+        raise Failure(
+            f"the apiserver at {host} failed TLS verification: {error.certificate_error}",
+            "check certificate-authority-data in the kubeconfig",
+        ) from error
+    except aiohttp.ClientConnectorError as error:
+        reason = error.os_error.strerror or str(error.os_error)
+        raise Failure(
+            f"cannot reach the apiserver at {host}: {reason}",
+            "is the cluster running? check the server in the kubeconfig or --context",
+        ) from error
+    except (TimeoutError, aiohttp.ServerTimeoutError) as error:
+        raise Failure(
+            f"the apiserver at {host} did not answer within {timeout_s:g} s", "is the cluster overloaded?"
+        ) from error
+    except aiohttp.ClientError as error:
+        raise Failure(f"lost the connection to the apiserver at {host}: {error}", "try again") from error
+    except ApiReadError as error:
+        raise Failure(
+            f"the apiserver at {host} refused the read: {error}",
+            "check the kubeconfig user's credentials and its RBAC (get pods, list resourceclaims)",
+        ) from error
+
+
+def explain(error: BaseException) -> str | None:
+    """The one line to print for an error a person can act on; None for a bug (keep its traceback).
+
+    Follows explicit causes (`raise ... from`): the daemon wraps a component's failure in its own.
+    """
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, Failure):
+            return str(seen)
+        if isinstance(seen, kconfig.ConfigException):
+            return (
+                f"invalid kube configuration: {seen} (check --kubeconfig, KUBECONFIG or the service account)"
+            )
+        seen = seen.__cause__
+    return None
