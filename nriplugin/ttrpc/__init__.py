@@ -6,7 +6,7 @@ socket or over one connection of the NRI multiplexer.
 
 from nriplugin.ttrpc.channel import Channel, StreamChannel
 from nriplugin.ttrpc.client import Client
-from nriplugin.ttrpc.errors import Code, ConnectionClosedError, ProtocolError, TtrpcError
+from nriplugin.ttrpc.errors import Code, ConnectionClosedError, TtrpcError
 from nriplugin.ttrpc.framing import (
     HEADER_SIZE,
     MAX_MESSAGE_SIZE,
@@ -30,7 +30,6 @@ __all__ = [
     "Handler",
     "MessageType",
     "OversizedFrame",
-    "ProtocolError",
     "RequestContext",
     "Server",
     "StreamChannel",

@@ -11,7 +11,7 @@ from google.protobuf.message import DecodeError, Message
 
 from nriplugin.pb.ttrpc import ttrpc_pb2
 from nriplugin.ttrpc.channel import Channel
-from nriplugin.ttrpc.errors import Code, ConnectionClosedError, ProtocolError, TtrpcError
+from nriplugin.ttrpc.errors import Code, ConnectionClosedError, TtrpcError
 from nriplugin.ttrpc.framing import (
     MAX_MESSAGE_SIZE,
     Flags,
@@ -128,8 +128,6 @@ class Client:
                     self._deliver(frame)
             if decoder.buffered:
                 reason = f"ttrpc: connection closed inside a frame ({decoder.buffered} bytes pending)"
-        except ProtocolError as exc:
-            reason = f"ttrpc: {exc}"
         finally:
             self._fail_all(reason)
 

@@ -52,7 +52,3 @@ class ConnectionClosedError(TtrpcError):
 
     def __init__(self, message: str = "ttrpc: connection closed") -> None:
         super().__init__(Code.UNAVAILABLE, message)
-
-
-class ProtocolError(Exception):
-    """The peer sent bytes that cannot be ttrpc; the connection cannot be resynchronised."""
