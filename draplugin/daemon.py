@@ -154,6 +154,7 @@ class Daemon:
         attachments = AttachmentStore.open(s.attachments_path)
         api = await _api_client(s)
         status = StatusQueue(ApiStatusSink(api, driver=s.driver, node=s.node_name), driver=s.driver)
+        self.metrics.watch_status(status)
         executor = Executor()
         hooks = NetworkHooks(plans, executor, attachments, self.metrics, status)
         policy = FilterPolicy(
@@ -234,8 +235,6 @@ class Daemon:
         while True:
             if publisher.last is not None:
                 self.metrics.devices_published.set(len(inventory.devices))
-            self.metrics.status_queue_depth.set(status.depth)
-            self.metrics.status_retries.set(status.stats.retries)
             await asyncio.sleep(1.0)
 
 

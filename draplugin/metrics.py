@@ -3,23 +3,95 @@
 Every hook and kubelet call is counted by `{method, result}` with a latency histogram, because the
 questions operators ask are "did pods start without their interfaces" and "are we near the runtime's
 2 s budget"; buckets are dense below 50 ms where the RunPodSandbox budget lives.
+
+Names follow the Prometheus conventions: counters end in `_total` (prometheus_client appends it to a
+Counter's name), durations are in `_seconds`, and what only ever grows is a counter, never a gauge.
+The status queue keeps its own plain counters (`StatusQueue.stats`); `StatusQueueCollector` reads them
+at scrape time, so the queue stays free of metrics code and a scrape never sees a stale copy.
+The README's metrics list is checked against what `/metrics` serves (tests/unit/draplugin/test_metrics.py).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 30.0)
+
+# A `_created` sample per counter and label set doubles the series count for a timestamp Prometheus
+# ignores unless told otherwise; the process's start time (process_start_time_seconds) says the same.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+STATUS_COUNTERS = {
+    "enqueued": "Claim status snapshots handed to the status queue.",
+    "coalesced": "Snapshots that replaced an older unsent snapshot of the same claim.",
+    "applied": "Status server-side applies the apiserver accepted.",
+    "retries": "Status applies that failed transiently and were scheduled again.",
+    "gone": "Statuses dropped because the claim was deleted or deallocated.",
+    "rejected": "Status applies the apiserver refused as invalid (not retried).",
+    "overflow": "Snapshots refused because the queue tracked its maximum number of claims.",
+    "events_recorded": "Warning Events recorded for attach failures.",
+    "events_failed": "Warning Events that could not be recorded.",
+    "failures": "Failed status writes by reason (invalid, forbidden, conflict, unreachable, ...).",
+}
+"""`StatusQueue.stats` field -> help text. A mapping field (reason -> count) becomes a counter with a
+`reason` label; every name is served even before its first increment, so the list on /metrics is fixed."""
+
+
+class QueueView(Protocol):
+    """What the collector reads of `status.queue.StatusQueue`: its depth and its `stats` counters."""
+
+    @property
+    def depth(self) -> int: ...
+
+    @property
+    def stats(self) -> object: ...
+
+
+class StatusQueueCollector(Collector):
+    """The status queue's depth (gauge) and monotonic counters, read when scraped."""
+
+    def __init__(self, queue: QueueView) -> None:
+        self._queue = queue
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "netclaim_status_queue_depth",
+            "Claims whose newest status is not on the apiserver yet.",
+            value=self._queue.depth,
+        )
+        stats = self._queue.stats
+        for name, documentation in STATUS_COUNTERS.items():
+            value = getattr(stats, name, 0)
+            if not isinstance(value, Mapping):
+                yield CounterMetricFamily(f"netclaim_status_{name}", documentation, value=value)
+                continue
+            family = CounterMetricFamily(f"netclaim_status_{name}", documentation, labels=["reason"])
+            for reason, count in sorted(value.items()):
+                family.add_metric([str(reason)], count)
+            yield family
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
         self.calls = Counter(
             "netclaim_calls", "NRI hooks and kubelet calls handled", ["method", "result"], registry=r
         )
@@ -39,14 +111,15 @@ class Metrics:
         self.attached_devices = Gauge(
             "netclaim_attached_devices", "Devices currently attached to pod sandboxes", registry=r
         )
-        self.status_queue_depth = Gauge(
-            "netclaim_status_queue_depth",
-            "Claims whose newest status is not on the apiserver yet",
-            registry=r,
-        )
-        self.status_retries = Gauge(
-            "netclaim_status_retries", "Status applies retried since start (from the queue)", registry=r
-        )
+        self._status: StatusQueueCollector | None = None
+
+    def watch_status(self, queue: QueueView) -> None:
+        """Serve the status queue's depth and counters (one queue per daemon; a second call replaces
+        the first, so a restarted component cannot register duplicate names)."""
+        if self._status is not None:
+            self.registry.unregister(self._status)
+        self._status = StatusQueueCollector(queue)
+        self.registry.register(self._status)
 
     @contextmanager
     def timed(self, method: str) -> Iterator[Callable[[str], None]]:

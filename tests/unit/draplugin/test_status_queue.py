@@ -268,7 +268,7 @@ async def test_forget_drops_unsent_state() -> None:
 async def test_metrics_expose_depth_and_counters() -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from draplugin.status.metrics import StatusQueueCollector
+    from draplugin.metrics import StatusQueueCollector
 
     sink = FakeSink()
     sink.failures.append(Retryable("503"))
