@@ -73,7 +73,10 @@ async def connect(
     `search` looks where kubectl looks when no kubeconfig is given; without it (the daemon, whose
     --kubeconfig already defaults to $KUBECONFIG) no kubeconfig means the in-cluster service account.
     """
-    paths = kubeconfig_paths(kubeconfig, environ) if search else ([kubeconfig] if kubeconfig else None)
+    if search:
+        paths = kubeconfig_paths(kubeconfig, environ)
+    else:  # the daemon's --kubeconfig defaults to $KUBECONFIG, which may be a path list
+        paths = [p for p in (kubeconfig or "").split(os.pathsep) if p] or None
     if paths is None:
         if context:
             raise Failure(f"--context {context} needs a kubeconfig, and none was found", _where_hint(search))
@@ -111,7 +114,10 @@ async def _from_kubeconfig(paths: Sequence[str], context: str | None) -> Connect
     configuration = kclient.Configuration()
     try:
         loader = await kconfig.load_kube_config(
-            config_file=source, context=context, client_configuration=configuration, persist_config=False
+            config_file=source,
+            context=context or None,
+            client_configuration=configuration,
+            persist_config=False,
         )
     except kconfig.ConfigException as error:
         raise Failure(
@@ -159,10 +165,16 @@ def _check_context(documents: Mapping[str, dict[str, Any]], context: str | None,
         }
     )
     listed = f"contexts: {', '.join(names)}" if names else "it defines no context"
-    if context and context not in names:
-        raise Failure(f"context {context!r} not found in kubeconfig {source}", listed)
-    if not context and not any(doc.get("current-context") for doc in documents.values()):
+    if context:
+        if context not in names:
+            raise Failure(f"context {context!r} not found in kubeconfig {source}", listed)
+        return
+    # The client's merge lets the last file that sets current-context win; so does this check.
+    current = [str(doc["current-context"]) for doc in documents.values() if doc.get("current-context")]
+    if not current:
         raise Failure(f"kubeconfig {source} sets no current-context", f"pass --context; {listed}")
+    if current[-1] not in names:
+        raise Failure(f"current-context {current[-1]!r} of kubeconfig {source} does not exist", listed)
 
 
 @asynccontextmanager

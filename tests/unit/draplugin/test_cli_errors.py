@@ -141,6 +141,17 @@ def test_run_checks_its_kubeconfig_before_starting(
     )
 
 
+def test_run_takes_kubeconfig_as_a_path_list_like_the_client(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The second file exists and names a context that does not: the check got past the missing first.
+    write_kubeconfig(tmp_path / "b", {"a": ("http://127.0.0.1:1", None)}, current="gone")
+    monkeypatch.setenv("KUBECONFIG", f"{tmp_path}/a:{tmp_path}/b")
+    assert one_line(capsys, ["run", "--node-name", "node-a"]) == (
+        f"netclaim: current-context 'gone' of kubeconfig {tmp_path}/b does not exist (contexts: a)"
+    )
+
+
 def test_run_outside_a_cluster_without_kubeconfig(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     # The daemon does not look in ~/.kube: on a node that file belongs to someone else.
     (tmp_path / "home" / ".kube").mkdir(parents=True)
