@@ -123,15 +123,6 @@ async def _api_client(settings: Settings) -> kclient.ApiClient:
     return kclient.ApiClient(configuration)
 
 
-async def _node_uid(api: kclient.ApiClient, node: str) -> str | None:
-    try:
-        obj = await kclient.CoreV1Api(api).read_node(node)
-    except Exception as error:  # slices then carry no owner reference; not worth failing over
-        log.warning("cannot read Node %s (slices get no owner reference): %s", node, error)
-        return None
-    return str(obj.metadata.uid)
-
-
 class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -187,7 +178,7 @@ class Daemon:
         )
         self.kubelet = KubeletServers(SocketPaths(s.driver, s.registry_dir, s.plugins_dir), preparer)
         publisher = Publisher(
-            SliceApi(api, s.driver, s.node_name, await _node_uid(api, s.node_name)),
+            SliceApi(api, s.driver, s.node_name, lookup_owner=True),
             inventory.refresh,
             node=s.node_name,
             driver=s.driver,

@@ -29,6 +29,9 @@ from draplugin.slices import (
 
 log = logging.getLogger(__name__)
 
+NOT_READY_DELAY = 1.0
+NOT_READY_MAX_DELAY = 10.0
+
 CONTENT_ANNOTATION = "netclaim.dev/content"
 """Fingerprint of the pool content a slice was written for: compared instead of the whole spec, so a
 field the apiserver normalises or drops cannot make the publisher rewrite forever."""
@@ -36,6 +39,11 @@ field the apiserver normalises or drops cannot make the publisher rewrite foreve
 
 class Conflict(Exception):
     """Raised by a store when an object changed under us (HTTP 409)."""
+
+
+class NotReady(Exception):
+    """Raised by a store that cannot write a correct object yet (the Node's UID, needed for the owner
+    reference, is still unknown): nothing was written, the round is retried later."""
 
 
 class SliceStore(Protocol):
@@ -184,6 +192,7 @@ class Publisher:
             pumps.append(asyncio.create_task(self._pump(link_events)))
         try:
             self._trigger.set()
+            waiting = 0
             while True:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._trigger.wait(), self.resync_seconds)
@@ -191,8 +200,15 @@ class Publisher:
                 self._trigger.clear()
                 try:
                     await self.reconcile()
+                    waiting = 0
                 except asyncio.CancelledError:
                     raise
+                except NotReady as error:
+                    waiting += 1
+                    if waiting & (waiting - 1) == 0:  # 1st, 2nd, 4th...: visible without a flood
+                        log.warning("ResourceSlices not published yet (attempt %d): %s", waiting, error)
+                    await asyncio.sleep(min(NOT_READY_MAX_DELAY, NOT_READY_DELAY * waiting))
+                    self._trigger.set()
                 except Exception:
                     log.exception("publishing ResourceSlices failed; retrying")
                     await asyncio.sleep(1.0)

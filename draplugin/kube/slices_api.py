@@ -16,7 +16,7 @@ import orjson
 from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
 
-from draplugin.publisher import Conflict
+from draplugin.publisher import Conflict, NotReady
 
 log = logging.getLogger(__name__)
 
@@ -25,16 +25,48 @@ WATCH_SECONDS = 240
 
 
 class SliceApi:
-    """CRUD and watch on the ResourceSlices of one (driver, node); implements publisher.SliceStore."""
+    """CRUD and watch on the ResourceSlices of one (driver, node); implements publisher.SliceStore.
+
+    Owner: with `node_uid` the slices carry that Node as owner, so the garbage collector deletes them
+    with the Node. With `lookup_owner` the UID is read from the apiserver before the first write, and
+    every write waits for it (`NotReady`, retried by the publisher): slices written without an owner
+    while the apiserver was unreachable at start would outlive their Node forever. With neither (tests
+    without a Node object) slices have no owner.
+    """
 
     def __init__(
-        self, api_client: client.ApiClient, driver: str, node: str, node_uid: str | None = None
+        self,
+        api_client: client.ApiClient,
+        driver: str,
+        node: str,
+        node_uid: str | None = None,
+        *,
+        lookup_owner: bool = False,
     ) -> None:
         self.api = client.ResourceV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
         self.driver = driver
         self.node = node
         self.node_uid = node_uid
+        self.lookup_owner = lookup_owner
         self.selector = f"spec.nodeName={node},spec.driver={driver}"
+
+    async def _resolve_owner(self) -> None:
+        """Read the Node's UID once, when it is wanted and not known yet; raise NotReady until then."""
+        if self.node_uid is not None or not self.lookup_owner:
+            return
+        try:
+            node = await self.core.read_node(self.node)
+        except asyncio.CancelledError:
+            raise
+        except ApiException as error:
+            raise NotReady(
+                f"cannot read Node {self.node} for the owner reference: HTTP {error.status} {error.reason}"
+            ) from None
+        except Exception as error:  # transport errors: the apiserver is not reachable yet
+            raise NotReady(f"cannot read Node {self.node} for the owner reference: {error}") from None
+        self.node_uid = str(node.metadata.uid)
+        log.info("ResourceSlices of node %s owned by Node uid %s", self.node, self.node_uid)
 
     def _body(
         self, name: str, spec: dict[str, Any], annotations: dict[str, str], resource_version: str | None
@@ -58,14 +90,22 @@ class SliceApi:
         assert parsed is not None
         return parsed
 
-    async def list(self) -> tuple[list[dict[str, Any]], str]:
-        """This driver's slices of this node, and the list's resourceVersion (to start a watch from)."""
+    async def _list(self) -> tuple[list[dict[str, Any]], str]:
         resp = await self.api.list_resource_slice_without_preload_content(field_selector=self.selector)
         data = orjson.loads(await resp.read())
         _raise_for(resp.status, data)
         return list(data.get("items") or []), str(data["metadata"].get("resourceVersion", ""))
 
+    async def list(self) -> tuple[list[dict[str, Any]], str]:
+        """This driver's slices of this node, and the list's resourceVersion (to start a watch from).
+
+        A publisher round starts here, so the owner is resolved here, once, before its parallel writes
+        (which check again, without I/O once it is known)."""
+        await self._resolve_owner()
+        return await self._list()
+
     async def create(self, name: str, spec: dict[str, Any], annotations: dict[str, str]) -> dict[str, Any]:
+        await self._resolve_owner()
         resp = await self.api.create_resource_slice_without_preload_content(
             self._body(name, spec, annotations, None), field_manager=self.driver, field_validation="Strict"
         )
@@ -74,6 +114,7 @@ class SliceApi:
     async def update(
         self, name: str, spec: dict[str, Any], annotations: dict[str, str], resource_version: str
     ) -> dict[str, Any]:
+        await self._resolve_owner()
         resp = await self.api.replace_resource_slice_without_preload_content(
             name,
             self._body(name, spec, annotations, resource_version),
@@ -97,7 +138,7 @@ class SliceApi:
         """
         while True:
             try:
-                _, version = await self.list()
+                _, version = await self._list()
                 resp = await self.api.list_resource_slice_without_preload_content(
                     field_selector=self.selector,
                     watch=True,
