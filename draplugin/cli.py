@@ -14,8 +14,9 @@ import sys
 from collections.abc import Sequence
 
 from draplugin.cli_status import KUBECTL_PLUGIN, add_status_parser
-from draplugin.kube.connect import explain
+from draplugin.kube.connect import connect, explain
 from draplugin.settings import add_arguments as add_run_arguments
+from draplugin.settings import from_args
 from draplugin.version import version_line
 
 KUBECTL_PROG = "kubectl netclaim"
@@ -40,10 +41,7 @@ def _nothing(default: object) -> bool:
 def _run(args: argparse.Namespace) -> int:
     # grpcio's fork handlers crash pyroute2 (README, Hazards): off before anything imports grpc.
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
-    from draplugin import settings
-    from draplugin.kube.connect import connect
-
-    config = settings.from_args(args)
+    config = from_args(args)
     # The daemon loads the same configuration once started; loading it first turns a missing or broken
     # kubeconfig (or a pod without a service account) into one line instead of a traceback from deep
     # inside start-up. An unreachable apiserver is not checked: the daemon waits and retries for it.
