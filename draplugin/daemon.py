@@ -27,19 +27,19 @@ from draplugin.discovery.inventory import Inventory
 from draplugin.discovery.netlink import link_events
 from draplugin.discovery.sysfs import SysfsReader
 from draplugin.health import HealthServer
-from draplugin.hooks import CleanupForUnprepare, NetworkHooks
+from draplugin.hooks import NetworkHooks
 from draplugin.kube.claims import KubeClaimReader
 from draplugin.kube.reservations import ReservationWatcher
 from draplugin.kube.slices_api import SliceApi
 from draplugin.kubelet.server import KubeletServers, SocketPaths
 from draplugin.metrics import Metrics
-from draplugin.model import ClaimPlan, ClaimRef, PublishedDevice
+from draplugin.model import ClaimRef, PublishedDevice
 from draplugin.planstore import PlanStore
 from draplugin.prepare import Preparer, PrepareResult
 from draplugin.publisher import Publisher
 from draplugin.settings import Settings
 from draplugin.status.queue import StatusQueue
-from draplugin.status.types import ClaimStatus, Pending
+from draplugin.status.reporter import StatusReporter
 from draplugin.status.writer import ApiStatusSink
 from nriplugin import Stub
 
@@ -47,14 +47,14 @@ log = logging.getLogger(__name__)
 
 
 class ReportingPreparer(Preparer):
-    """Counts and times kubelet calls, and marks freshly prepared claims `Ready=False, AttachPending`
-    so nobody reading the claim mistakes "not attached yet" for "nothing to report"."""
+    """Counts and times kubelet calls, and reports freshly prepared claims at once (`Ready=False,
+    AttachPending` until a pod has them) so nobody reading the claim mistakes "not attached yet" for
+    "nothing to report"."""
 
-    def __init__(self, *, metrics: Metrics, status: StatusQueue, attachments: AttachmentStore, **kw: object):
+    def __init__(self, *, metrics: Metrics, status: StatusReporter, **kw: object):
         super().__init__(**kw)  # type: ignore[arg-type]
         self.metrics = metrics
         self.status = status
-        self.attachments = attachments
 
     async def prepare(self, claims: Sequence[ClaimRef]) -> dict[str, PrepareResult]:
         with self.metrics.timed("NodePrepareResources") as result:
@@ -63,8 +63,8 @@ class ReportingPreparer(Preparer):
                 result("partial" if any(not r.error for r in results.values()) else "error")
         for ref in claims:
             plan = self._store.get(ref.uid)
-            if plan is not None and not results[ref.uid].error and not self._attached(plan):
-                self.status.enqueue(_pending(plan))
+            if plan is not None and not results[ref.uid].error:
+                self.status.prepared(plan)
         return results
 
     async def unprepare(self, claims: Sequence[ClaimRef]) -> dict[str, str | None]:
@@ -73,25 +73,6 @@ class ReportingPreparer(Preparer):
             if any(errors.values()):
                 result("error")
         return errors
-
-    def _attached(self, plan: ClaimPlan) -> bool:
-        refs = {d.ref for d in plan.devices}
-        return any(
-            r.ref in refs
-            for pod in plan.pod_uids
-            for rec in self.attachments.for_pod(pod)
-            for r in rec.results
-        )
-
-
-def _pending(plan: ClaimPlan) -> ClaimStatus:
-    return ClaimStatus(
-        claim=plan.claim,
-        allocated=[d.ref for d in plan.devices],
-        states={d.ref: Pending() for d in plan.devices},
-        plans={d.ref: d for d in plan.devices},
-        generation=plan.generation,
-    )
 
 
 def _moved_devices(plans: PlanStore) -> list[PublishedDevice]:
@@ -146,8 +127,9 @@ class Daemon:
         api = await _api_client(s)
         status = StatusQueue(ApiStatusSink(api, driver=s.driver, node=s.node_name), driver=s.driver)
         self.metrics.watch_status(status)
+        reporter = StatusReporter(plans, attachments, status)
         executor = Executor()
-        hooks = NetworkHooks(plans, executor, attachments, self.metrics, status)
+        hooks = NetworkHooks(plans, executor, attachments, self.metrics, reporter)
         policy = FilterPolicy(
             virtual_kinds=s.virtual_kinds,
             parents=s.parents,
@@ -163,14 +145,13 @@ class Daemon:
         )
         preparer = ReportingPreparer(
             metrics=self.metrics,
-            status=status,
-            attachments=attachments,
+            status=reporter,
             driver=s.driver,
             node=s.node_name,
             reader=KubeClaimReader(kclient.ResourceV1Api(api)),
             lookup=inventory,
             store=plans,
-            cleanup=CleanupForUnprepare(hooks),
+            cleanup=hooks.sandboxes.cleanup_for_unprepare,
         )
         health = HealthServer(s.http_address, self.metrics.registry, self.readiness)
         self.stub = Stub(
@@ -196,6 +177,7 @@ class Daemon:
             tasks.append(asyncio.create_task(publisher.run(link_events()), name="publisher"))
             tasks.append(asyncio.create_task(ReservationWatcher(api, plans).run(), name="reservations"))
             tasks.append(asyncio.create_task(self._gauges(status, publisher, inventory), name="gauges"))
+            tasks.append(asyncio.create_task(_resync(reporter, s.resync_seconds), name="status-resync"))
             log.info("netclaim %s running on node %s", s.driver, s.node_name)
             await self._wait(tasks)
         finally:
@@ -227,6 +209,16 @@ class Daemon:
             if publisher.last is not None:
                 self.metrics.devices_published.set(len(inventory.devices))
             await asyncio.sleep(1.0)
+
+
+async def _resync(reporter: StatusReporter, every: float) -> None:
+    """Send again what the apiserver does not have: states refused until an admin fixed the cause,
+    and any claim the queue could not hold. After each Synchronize the reconcile resyncs too."""
+    while True:
+        await asyncio.sleep(every)
+        queued = reporter.resync()
+        if queued:
+            log.info("status resync queued %d claims", queued)
 
 
 def run(settings: Settings) -> int:

@@ -11,11 +11,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from draplugin.model import AttachResult, ClaimRef, DeviceKind, DevicePlan, DeviceRef
-from draplugin.status.types import ClaimStatus, DeviceState, Entry, Failed, Pending
-from draplugin.status.validate import clean_reason
+from draplugin.status.types import ClaimStatus, DeviceState, Entry, Failed, Pending, PodRef, SharedAttach
+from draplugin.status.validate import MAX_IPS, clean_reason
 
 READY = "Ready"
 ATTACHED = "Attached"
+MAX_PODS_IN_DATA = 32
+"""Pods of a shared claim detailed in `data.pods`: ~150 bytes each keeps `data` far below its 10 KiB cap
+(a claim can be reserved for 256 pods); `data.podCount` always has the full number."""
 
 EntryKey = tuple[str, str, str, str | None]
 """(driver, pool, device, shareID): the list-map key of `status.devices`."""
@@ -101,12 +104,32 @@ def _entry(
         entry["shareID"] = ref.share_id
     entry["conditions"] = [_ready(state, generation, now, previous)]
     entry["data"] = _data(ref, state, plan)
-    if isinstance(state, AttachResult) and state.interface_name:
-        network: Entry = {"interfaceName": state.interface_name, "ips": list(state.ips)}
-        if state.hardware_address:
-            network["hardwareAddress"] = state.hardware_address
+    network = _network(state)
+    if network is not None:
         entry["networkData"] = network
     return entry
+
+
+def _network(state: DeviceState) -> Entry | None:
+    """`networkData`: the pod's interface; for a shared claim the name the pods share, every pod's
+    addresses (first come first, up to the API's limit) and a MAC only when there is one pod."""
+    if isinstance(state, AttachResult):
+        results = [state]
+    elif isinstance(state, SharedAttach):
+        results = [result for _, result in state.pods]
+    else:
+        return None
+    names = {r.interface_name for r in results if r.interface_name}
+    if not names:
+        return None
+    ips: list[str] = []
+    for result in results:
+        ips.extend(ip for ip in result.ips if ip not in ips)
+    network: Entry = {"interfaceName": sorted(names)[0], "ips": ips[:MAX_IPS]}
+    macs = {r.hardware_address for r in results}
+    if len(results) == 1 and None not in macs:
+        network["hardwareAddress"] = results[0].hardware_address
+    return network
 
 
 def _ready(state: DeviceState, generation: int, now: str, previous: Entry | None) -> Entry:
@@ -114,6 +137,10 @@ def _ready(state: DeviceState, generation: int, now: str, previous: Entry | None
         status, reason = "True", ATTACHED
         name = state.interface_name or "device"
         message = f"{name} attached in the pod network namespace"
+    elif isinstance(state, SharedAttach):
+        status, reason = "True", ATTACHED
+        names = sorted({r.interface_name or "device" for _, r in state.pods})
+        message = f"{', '.join(names)} attached in the network namespaces of {len(state.pods)} pods"
     elif isinstance(state, Failed):
         status, reason = "False", clean_reason(state.reason)
         message = f"{state.field}: {state.message}" if state.field else state.message
@@ -140,7 +167,14 @@ def _transition_time(status: str, now: str, previous: Entry | None) -> str:
 def _data(ref: DeviceRef, state: DeviceState, plan: DevicePlan | None) -> Entry:
     """Facts a person debugging the pod wants and networkData has no field for: kind and host-side names."""
     data: Entry = {"request": ref.request}
-    kind = state.kind if isinstance(state, AttachResult) else plan.kind if plan else None
+    if isinstance(state, AttachResult):
+        kind: DeviceKind | None = state.kind
+    elif isinstance(state, SharedAttach):
+        kind = state.pods[0][1].kind
+        data["podCount"] = len(state.pods)
+        data["pods"] = [_pod_data(pod, result) for pod, result in state.pods[:MAX_PODS_IN_DATA]]
+    else:
+        kind = plan.kind if plan else None
     if kind is not None:
         data["kind"] = kind.value
     if plan is not None:
@@ -156,3 +190,12 @@ def _data(ref: DeviceRef, state: DeviceState, plan: DevicePlan | None) -> Entry:
                 data["rdmaDevice"] = plan.attributes["rdmaDevice"]
             data["charDevices"] = [device.path for device in plan.char_devices]
     return data
+
+
+def _pod_data(pod: PodRef, result: AttachResult) -> Entry:
+    item: Entry = {"pod": str(pod), "ips": list(result.ips)}
+    if result.interface_name:
+        item["interfaceName"] = result.interface_name
+    if result.hardware_address:
+        item["hardwareAddress"] = result.hardware_address
+    return item

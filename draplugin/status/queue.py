@@ -11,6 +11,11 @@ happens in the queue's own tasks:
   factor in [0.5, 1.5)). During an apiserver outage every claim keeps only its newest snapshot; the first
   success after transport failures releases all claims that were waiting on the outage at once.
 - Gone claims (deleted, or deallocated so their devices are no longer allocated) are dropped quietly.
+- Refusals are never silent: every failed write is counted by reason (`stats.failures`); a refusal an
+  admin must act on (content the apiserver rejects, a missing permission) also becomes one Warning Event
+  on the claim per distinct message. Permissions are retried with backoff (granting them lets the status
+  land without a restart); rejected content is not retried at once, but `stale()` reports the claim so
+  the driver's periodic resync sends its newest state again.
 - Memory is bounded: at most `max_claims` claims are tracked (waiting or in flight); a snapshot for a new
   claim beyond that is refused and counted in `stats.overflow` (the driver's resync re-enqueues it later).
   The per-claim memory of what was last applied (for stable lastTransitionTime and once-only Events)
@@ -25,7 +30,7 @@ import heapq
 import logging
 import random
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -38,7 +43,9 @@ from draplugin.status.types import (
     Failed,
     Rejected,
     Retryable,
+    StatusRefusedEvent,
     StatusSink,
+    WarningEvent,
 )
 from draplugin.status.validate import sanitize_entries
 
@@ -60,6 +67,8 @@ class QueueStats:
     overflow: int = 0
     events_recorded: int = 0
     events_failed: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    """Failed writes by reason (invalid, allocation-drift, forbidden, conflict, unreachable, ...)."""
 
 
 @dataclass
@@ -71,10 +80,16 @@ class _Slot:
     outage: bool = False
 
 
+REJECTED_EVENT_REASON = "NetworkStatusRejected"
+FORBIDDEN_EVENT_REASON = "NetworkStatusForbidden"
+
+
 @dataclass
 class _Memory:
     entries: list[Entry] = field(default_factory=list)
-    evented: set[tuple[EntryKey, str, str]] = field(default_factory=set)
+    applied: bool = False
+    """False until an apply succeeded, and again after a refusal: the resync sends such claims again."""
+    evented: set[tuple[EntryKey | None, str, str]] = field(default_factory=set)
 
 
 class StatusQueue:
@@ -147,6 +162,17 @@ class StatusQueue:
         """The claim was unprepared: drop its unsent state and what we remember about it."""
         self._waiting.pop(claim_uid, None)
         self._memory.pop(claim_uid, None)
+
+    def stale(self, status: ClaimStatus) -> bool:
+        """True if `status` would change what the apiserver last accepted for its claim (or nothing was
+        accepted yet); the resync enqueues only those, so a quiet node sends nothing."""
+        uid = status.claim.uid
+        if uid in self._waiting or uid in self._inflight:
+            return False  # a newer state is on its way anyway
+        memory = self._memory.get(uid)
+        if memory is None or not memory.applied:
+            return True
+        return entries_for(status, driver=self._driver, previous=memory.entries) != memory.entries
 
     def start(self) -> None:
         if self._dispatcher is None:
@@ -229,18 +255,34 @@ class StatusQueue:
             return
         except Rejected as err:
             self.stats.rejected += 1
-            log.error("status of claim %s rejected by the apiserver, not retried: %s", status.claim, err)
+            self.stats.failures[err.reason] += 1
+            memory.applied = False
+            log.error(
+                "status of claim %s rejected by the apiserver (%s); sent again at the next resync: %s",
+                status.claim,
+                err.reason,
+                err,
+            )
+            self._remember(uid, memory)
+            await self._record_refusal(status, memory, REJECTED_EVENT_REASON, str(err))
+            await self._record_events(status, memory)
+            return
         except Retryable as err:
+            self.stats.failures[err.reason] += 1
             self._retry(uid, slot, str(err), outage=err.unreachable)
+            if err.forbidden:
+                self._remember(uid, memory)
+                await self._record_refusal(status, memory, FORBIDDEN_EVENT_REASON, str(err))
             return
         except Exception as err:
+            self.stats.failures["error"] += 1
             log.exception("status apply for claim %s failed unexpectedly", status.claim)
             self._retry(uid, slot, repr(err), outage=False)
             return
-        else:
-            self.stats.applied += 1
-            memory.entries = entries
-            self._release_outage()
+        self.stats.applied += 1
+        memory.entries = entries
+        memory.applied = True
+        self._release_outage()
         self._remember(uid, memory)
         await self._record_events(status, memory)
 
@@ -285,16 +327,27 @@ class StatusQueue:
         """One Warning Event per distinct failure of a device, not one per apply."""
         for ref in status.allocated:
             state = status.states.get(ref)
-            if not isinstance(state, Failed):
-                continue
-            mark = (ref_key(ref), state.reason, state.message)
-            if mark in memory.evented:
-                continue
-            try:
-                await self._sink.record_event(AttachFailureEvent(status.claim, ref, state, status.pod))
-            except Exception as err:  # best effort: an Event never holds up or breaks the status path
-                self.stats.events_failed += 1
-                log.warning("could not record attach failure event for claim %s: %s", status.claim, err)
-                continue
-            memory.evented.add(mark)
-            self.stats.events_recorded += 1
+            if isinstance(state, Failed):
+                mark = (ref_key(ref), state.reason, state.message)
+                await self._record_once(
+                    memory, mark, AttachFailureEvent(status.claim, ref, state, status.pod)
+                )
+
+    async def _record_refusal(self, status: ClaimStatus, memory: _Memory, reason: str, message: str) -> None:
+        """One Event per distinct refusal: the apiserver's message says what an admin must change."""
+        text = f"the apiserver refused its network status: {message}"[:1024]
+        await self._record_once(memory, (None, reason, text), StatusRefusedEvent(status.claim, reason, text))
+
+    async def _record_once(
+        self, memory: _Memory, mark: tuple[EntryKey | None, str, str], event: WarningEvent
+    ) -> None:
+        if mark in memory.evented:
+            return
+        try:
+            await self._sink.record_event(event)
+        except Exception as err:  # best effort: an Event never holds up or breaks the status path
+            self.stats.events_failed += 1
+            log.warning("could not record a warning event for claim %s: %s", event.claim, err)
+            return
+        memory.evented.add(mark)
+        self.stats.events_recorded += 1

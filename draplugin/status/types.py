@@ -34,9 +34,6 @@ class Failed:
     field: str | None = None
 
 
-DeviceState = AttachResult | Pending | Failed
-
-
 @dataclass(frozen=True)
 class PodRef:
     """The pod an attach was for; Events about attach failures are recorded on it."""
@@ -44,6 +41,23 @@ class PodRef:
     namespace: str
     name: str
     uid: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class SharedAttach:
+    """A claim shared by several pods: each running pod got its own interface from the same device.
+
+    One `status.devices` entry exists per allocated device, not per pod, so the entry reports all of
+    them: `networkData` what they have in common plus every address, `data.pods` each pod's own view.
+    """
+
+    pods: tuple[tuple[PodRef, AttachResult], ...]
+
+
+DeviceState = AttachResult | SharedAttach | Pending | Failed
 
 
 def _now() -> datetime:
@@ -73,7 +87,14 @@ class ClaimGone(Exception):
 
 
 class Rejected(Exception):
-    """The apiserver refused the content itself (a bug on our side): retrying the same body cannot help."""
+    """The apiserver refused the content itself: retrying the same body at once cannot help.
+
+    `reason` is a short metric label (`invalid`, `client`): what kind of refusal it was.
+    """
+
+    def __init__(self, message: str, *, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class Retryable(Exception):
@@ -83,9 +104,15 @@ class Retryable(Exception):
     claim waiting on the same outage can be retried at once instead of sitting out its backoff.
     """
 
-    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+    def __init__(self, message: str, *, unreachable: bool = False, reason: str | None = None) -> None:
         super().__init__(message)
         self.unreachable = unreachable
+        self.reason = reason or ("unreachable" if unreachable else "server")
+
+    @property
+    def forbidden(self) -> bool:
+        """A permission an admin can grant: worth an Event, since nothing else tells them."""
+        return self.reason == "forbidden"
 
 
 @dataclass(frozen=True)
@@ -98,6 +125,18 @@ class AttachFailureEvent:
     pod: PodRef | None
 
 
+@dataclass(frozen=True)
+class StatusRefusedEvent:
+    """A Warning Event on the claim: the apiserver refused its status (content or permission)."""
+
+    claim: ClaimRef
+    reason: str
+    message: str
+
+
+WarningEvent = AttachFailureEvent | StatusRefusedEvent
+
+
 class StatusSink(Protocol):
     """Where applies and Events go; `ApiStatusSink` on a cluster, fakes in unit tests."""
 
@@ -105,6 +144,6 @@ class StatusSink(Protocol):
         """Server-side apply of all this driver's entries; raises ClaimGone, Rejected or Retryable."""
         ...
 
-    async def record_event(self, event: AttachFailureEvent) -> None:
+    async def record_event(self, event: WarningEvent) -> None:
         """Best effort; raises Retryable or Rejected on failure."""
         ...

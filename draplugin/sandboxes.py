@@ -1,0 +1,293 @@
+"""The pod sandbox lifecycle: execute precomputed plans when a sandbox starts, undo them when it stops.
+
+This is the domain half of the NRI side; `hooks.py` adapts NRI events onto it and knows nothing of
+netlink, and this module knows nothing of NRI. The contract it keeps for the runtime's sake
+(containerd calls plugins one event at a time node-wide, 2 s per call; a timeout drops the plugin and
+the pod starts without its interfaces, an error fails the sandbox and kubelet retries):
+- only precomputed state is read (plans from NodePrepareResources, records of earlier attaches) and
+  only netlink work is done; never the Kubernetes API, the disk (records are persisted in the
+  background), DNS or a subprocess;
+- every step is idempotent: a retried start finds the devices already in place;
+- a failed attach is rolled back and raised as `SandboxError` naming the claim, device and step, so
+  kubelet retries with a clean netns;
+- `reconcile` treats a (re)connection as "the world may have moved while we were away": attach late
+  what should be attached, clean what belongs to sandboxes that no longer exist.
+Status goes through the `StatusReporter`, which decides a claim's status from plans and records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from draplugin.attach import AttachError, DetachError, Executor
+from draplugin.attachments import AttachmentStore, SandboxRecord
+from draplugin.metrics import Metrics
+from draplugin.model import CharDevice, ClaimPlan, DeviceRef
+from draplugin.planstore import PlanStore
+from draplugin.status.reporter import StatusReporter, record_pod
+from draplugin.status.types import Failed, PodRef
+
+log = logging.getLogger(__name__)
+
+RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0)
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """A pod sandbox as the runtime reports it; `netns_path` is None for host-network pods (and on
+    containerd 1.7's StopPodSandbox, which carries no namespaces: the record remembers the path)."""
+
+    id: str
+    pod: PodRef
+    netns_path: str | None
+
+
+class SandboxError(Exception):
+    """The sandbox must not run as it is: the message names the claim, device and step."""
+
+
+class SandboxService:
+    """One instance lives as long as the daemon, across NRI reconnections."""
+
+    def __init__(
+        self,
+        plans: PlanStore,
+        executor: Executor,
+        attachments: AttachmentStore,
+        metrics: Metrics,
+        status: StatusReporter | None = None,
+    ) -> None:
+        self.plans = plans
+        self.executor = executor
+        self.attachments = attachments
+        self.metrics = metrics
+        self.status = status
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._background: set[asyncio.Task[None]] = set()
+        self.reconciled = asyncio.Event()
+        # Records survive restarts; the gauge must start from them, not from zero.
+        metrics.attached_devices.set(sum(len(r.results) for r in attachments.all()))
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+
+    def has_plans(self, pod_uid: str) -> bool:
+        return bool(self.plans.plans_for_pod(pod_uid))
+
+    async def started(self, sandbox: Sandbox) -> None:
+        """Attach every device planned for the pod; raises SandboxError after a rollback."""
+        plans = self.plans.plans_for_pod(sandbox.pod.uid)
+        if plans:
+            async with self._locks[sandbox.pod.uid]:
+                await self._attach(sandbox, plans)
+
+    async def stopped(self, sandbox_id: str) -> bool:
+        """Give the sandbox's devices back; False when there was nothing to undo."""
+        record = self.attachments.get(sandbox_id)
+        if record is None or not record.results:
+            return False
+        async with self._locks[record.pod_uid]:
+            # Re-read under the lock: a late attach may have replaced the record meanwhile.
+            record = self.attachments.get(sandbox_id)
+            if record is not None and record.results:
+                await self._detach(record)
+        return True
+
+    async def removed(self, sandbox_id: str) -> bool:
+        """Forget the sandbox; cleans what a missed or failed stop left. False when it was unknown."""
+        record = self.attachments.get(sandbox_id)
+        if record is None:
+            return False
+        pod_uid = record.pod_uid
+        async with self._locks[pod_uid]:
+            record = self.attachments.get(sandbox_id)
+            if record is not None and record.results:
+                # StopPodSandbox was missed (plugin away) or its detach failed: the netns is gone now.
+                await self._cleanup(record)
+            self.attachments.remove(sandbox_id)
+        self._locks.pop(pod_uid, None)
+        return True
+
+    async def container_created(self, sandbox: Sandbox) -> tuple[CharDevice, ...]:
+        """The character devices every container of the pod gets (RDMA kinds).
+
+        Also the last chance to attach before any application runs: containerd 1.7 leaves a pod out of
+        the next Synchronize when the plugin was dropped during its RunPodSandbox, so a container's
+        creation is the first event that shows us such a pod. A failed attach here fails the container,
+        so kubelet retries instead of running the application without its interface.
+        """
+        plans = self.plans.plans_for_pod(sandbox.pod.uid)
+        if not plans:
+            return ()
+        await self._late_attach(sandbox, plans, strict=True)
+        return tuple(dev for claim in plans for plan in claim.devices for dev in plan.char_devices)
+
+    async def cleanup_for_unprepare(self, plan: ClaimPlan) -> None:
+        """Whatever attach left for a claim being unprepared, whose sandboxes are gone.
+
+        kubelet unprepares after the pod's sandbox stopped, so normally `stopped` already undid the
+        attach; this covers a StopPodSandbox the plugin missed (disconnected, restarted).
+        """
+        refs = {device.ref for device in plan.devices}
+        for pod_uid in plan.pod_uids:
+            for record in self.attachments.for_pod(pod_uid):
+                if any(result.ref in refs for result in record.results):
+                    async with self._locks[pod_uid]:
+                        await self._cleanup(record)
+        if self.status is not None:
+            self.status.forget(plan.claim.uid)
+
+    # --- reconcile ------------------------------------------------------------------------------------
+
+    def reconcile_soon(self, live: Sequence[Sandbox]) -> None:
+        """Reconcile in the background: a slow one must not eat the Synchronize budget."""
+        self.reconciled.clear()
+        task = asyncio.get_running_loop().create_task(self.reconcile(list(live)), name="reconcile")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def reconcile(self, live: Sequence[Sandbox]) -> None:
+        """Late-attach running pods that hold plans but no record; clean records of vanished sandboxes;
+        then report every prepared claim whose status the apiserver may not have."""
+        try:
+            ids = {sandbox.id for sandbox in live}
+            for record in self.attachments.all():
+                if record.sandbox_id not in ids:
+                    async with self._locks[record.pod_uid]:
+                        await self._cleanup(record)
+                        self.attachments.remove(record.sandbox_id)
+            pending = [s for s in live if not await self._late_attach(s, self.plans.plans_for_pod(s.pod.uid))]
+        finally:
+            self.reconciled.set()
+        if self.status is not None:
+            self.status.resync()
+        await self._retry_late(pending)
+
+    async def _retry_late(self, sandboxes: list[Sandbox]) -> None:
+        """A late attach that failed (a parent briefly missing, an address still in use) is tried again
+        with backoff: these pods already run, and no later event is guaranteed to come for them."""
+        for delay in RETRY_DELAYS:
+            if not sandboxes:
+                return
+            await asyncio.sleep(delay)
+            sandboxes = [
+                s for s in sandboxes if not await self._late_attach(s, self.plans.plans_for_pod(s.pod.uid))
+            ]
+        for sandbox in sandboxes:
+            log.error(
+                "pod %s still lacks its devices after %d late-attach retries",
+                sandbox.pod,
+                len(RETRY_DELAYS),
+                extra={"pod": str(sandbox.pod)},
+            )
+
+    async def _late_attach(self, sandbox: Sandbox, plans: Sequence[ClaimPlan], strict: bool = False) -> bool:
+        """True when the pod has what it should (or nothing is due any more: no plans, no netns)."""
+        path = sandbox.netns_path
+        if not plans or path is None or not _netns_exists(path):
+            return True
+        record = self.attachments.get(sandbox.id)
+        if record is not None and _covers(record, plans):
+            return True
+        with self.metrics.timed("LateAttach") as result:
+            try:
+                async with self._locks[sandbox.pod.uid]:
+                    await self._attach(sandbox, plans)
+            except SandboxError:
+                result("error")  # already logged and reported as Ready=False on the claim
+                if strict:
+                    raise
+                return False
+            self.metrics.late_attaches.inc()
+            log.info("late attach done for pod %s", sandbox.pod, extra={"pod": str(sandbox.pod)})
+            return True
+
+    # --- attach and detach ----------------------------------------------------------------------------
+
+    async def _attach(self, sandbox: Sandbox, plans: Sequence[ClaimPlan]) -> None:
+        pod, path = sandbox.pod, sandbox.netns_path
+        if path is None:
+            message = f"pod {pod} has no network namespace (host network)"
+            self._failed(pod, plans, Failed("HostNetworkPod", message))
+            raise SandboxError(f"{message}: claim {plans[0].claim} cannot attach its devices")
+        record = self.attachments.get(sandbox.id)
+        if record is not None and record.netns_path == path and _covers(record, plans):
+            return
+        try:
+            results = await self.executor.attach(pod.uid, path, plans)
+        except AttachError as error:
+            self._failed(pod, plans, Failed("AttachFailed", str(error)), error.device)
+            log.error(
+                "attach for pod %s failed: %s",
+                pod,
+                error,
+                extra={"pod": str(pod), "claim": error.claim},
+            )
+            raise SandboxError(f"netclaim: {error}") from error
+        self.attachments.put(
+            SandboxRecord(sandbox.id, pod.uid, pod.namespace, pod.name, path, tuple(results))
+        )
+        self.metrics.attached_devices.inc(len(results))
+        if self.status is not None:
+            self.status.pod_changed(pod)
+
+    async def _detach(self, record: SandboxRecord) -> None:
+        """Undo a sandbox's attach; on failure the record keeps its results for RemovePodSandbox or the
+        next reconcile to clean up."""
+        try:
+            await self.executor.detach(record.results)
+        except DetachError as error:
+            log.error(
+                "detach for pod %s incomplete: %s",
+                record_pod(record),
+                error,
+                extra={"pod": str(record_pod(record))},
+            )
+            raise
+        self.metrics.attached_devices.dec(len(record.results))
+        self.attachments.put(_without_results(record))
+        if self.status is not None:
+            self.status.pod_changed(record_pod(record))
+
+    async def _cleanup(self, record: SandboxRecord) -> None:
+        path = record.netns_path if _netns_exists(record.netns_path) else None
+        try:
+            await self.executor.cleanup_leftovers(path, record.results)
+        except DetachError as error:
+            log.error("cleanup for sandbox %s incomplete: %s", record.sandbox_id, error)
+        self.metrics.attached_devices.dec(len(record.results))
+        self.attachments.put(_without_results(record))
+        if self.status is not None:
+            self.status.pod_changed(record_pod(record))
+
+    def _failed(
+        self, pod: PodRef, plans: Sequence[ClaimPlan], failure: Failed, failed: DeviceRef | None = None
+    ) -> None:
+        if self.status is not None:
+            self.status.attach_failed(pod, plans, failure, failed)
+
+    async def aclose(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _netns_exists(path: str) -> bool:
+    """One stat of a bind-mounted netns file on a local tmpfs: microseconds, safe in the loop."""
+    return os.path.exists(path)
+
+
+def _covers(record: SandboxRecord, plans: Sequence[ClaimPlan]) -> bool:
+    """The record already holds a result for every device of every plan."""
+    have = {r.ref for r in record.results}
+    return all(p.ref in have for claim in plans for p in claim.devices)
+
+
+def _without_results(record: SandboxRecord) -> SandboxRecord:
+    return SandboxRecord(
+        record.sandbox_id, record.pod_uid, record.pod_namespace, record.pod_name, record.netns_path, ()
+    )
