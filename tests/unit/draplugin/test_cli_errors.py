@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 from fake_kube_api import write_kubeconfig
-from kubernetes.aio.config import ConfigException
+from kubernetes.aio.config import ConfigException, incluster_config
 
 from draplugin.cli import _main, main
+from draplugin.kube import connect as connect_module
 from draplugin.kube.connect import Failure, explain
 
 
@@ -185,3 +186,20 @@ def test_a_bug_keeps_its_traceback() -> None:
     parser.set_defaults(handler=broken, debug=False)
     with pytest.raises(ValueError, match="a bug"):
         _main(parser, [])
+
+
+async def test_in_cluster_uses_the_service_account_and_its_namespace(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name, text in (("token", "t0ken"), ("ca.crt", "-----BEGIN CERTIFICATE-----"), ("namespace", "ops\n")):
+        (tmp_path / name).write_text(text)
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(tmp_path / "token"))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(tmp_path / "ca.crt"))
+    monkeypatch.setattr(connect_module, "SERVICE_ACCOUNT_NAMESPACE", tmp_path / "namespace")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    connection = await connect_module.connect(None)
+    assert (connection.namespace, connection.source) == ("ops", "in-cluster service account")
+    assert connection.configuration.host == "https://10.96.0.1:443"
+    (tmp_path / "namespace").unlink()
+    assert (await connect_module.connect(None, search=False)).namespace is None
