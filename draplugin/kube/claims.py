@@ -7,7 +7,7 @@ produces a readable error instead of a model-validation traceback.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kubernetes.aio.client import ResourceV1Api
@@ -51,11 +51,15 @@ def claim_from_object(obj: Mapping[str, Any]) -> AllocatedClaim:
     )
 
 
-def pod_uids_of(reserved_for: list[Mapping[str, Any]]) -> tuple[str, ...]:
+def pod_uids_of(reserved_for: Iterable[object]) -> tuple[str, ...]:
+    """Pod UIDs among the consumers; entries of another shape are not pods, whatever else they are."""
     return tuple(
         entry["uid"]
         for entry in reserved_for
-        if entry.get("resource") == "pods" and not entry.get("apiGroup")
+        if isinstance(entry, Mapping)
+        and entry.get("resource") == "pods"
+        and not entry.get("apiGroup")
+        and isinstance(entry.get("uid"), str)
     )
 
 
