@@ -86,30 +86,31 @@ def add_status_parser(
 def run_status(args: argparse.Namespace) -> int:
     if args.pod and args.all_namespaces:
         args.usage_error("a pod name cannot be combined with -A/--all-namespaces")
-    pods = asyncio.run(read_status(args))
+    namespace, pods = asyncio.run(read_status(args))
     if not pods and args.output in ("table", "wide"):
-        where = "any namespace" if args.all_namespaces else "the namespace"
-        print(f"no pod in {where} holds claims of this driver", file=sys.stderr)
+        where = "any namespace" if namespace is None else f"namespace {namespace}"
+        print(f"no pod in {where} holds claims of {args.driver}", file=sys.stderr)
         return 0
     listing = args.pod is None
     sys.stdout.write(render(pods, args.output, pod=listing, namespace=args.all_namespaces))
     return 0
 
 
-async def read_status(args: argparse.Namespace) -> list[PodNetwork]:
-    """The pods to show, read through the apiserver the kubeconfig (or the service account) names."""
+async def read_status(args: argparse.Namespace) -> tuple[str | None, list[PodNetwork]]:
+    """The namespace looked in (None: all) and the pods to show, read through the apiserver the
+    kubeconfig (or the service account) names."""
     connection = await connect(args.kubeconfig, context=args.context)
-    namespace = args.namespace or connection.namespace or "default"
+    namespace = None if args.all_namespaces else args.namespace or connection.namespace or "default"
     driver = None if args.driver == "*" else args.driver
     host = str(connection.configuration.host)
     async with (
         kclient.ApiClient(connection.configuration) as api,
         apiserver_errors(host, READ_TIMEOUT_S),
     ):
-        if args.pod:
-            return [await _one_pod(api, namespace, args.pod, driver)]
-        claims = await list_claims(api, None if args.all_namespaces else namespace)
-    return pods_holding(claims, driver)
+        if args.pod and namespace:
+            return namespace, [await _one_pod(api, namespace, args.pod, driver)]
+        claims = await list_claims(api, namespace)
+    return namespace, pods_holding(claims, driver)
 
 
 async def _one_pod(api: kclient.ApiClient, namespace: str, pod: str, driver: str | None) -> PodNetwork:

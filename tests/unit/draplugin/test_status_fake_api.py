@@ -194,7 +194,7 @@ def test_a_namespace_without_such_pods_says_so_on_stderr(
     capsys: pytest.CaptureFixture[str], kubeconfig: str
 ) -> None:
     code, out, err = status(capsys, "--kubeconfig", kubeconfig, "-n", "empty")
-    assert (code, out, err) == (0, "", "no pod in the namespace holds claims of this driver\n")
+    assert (code, out, err) == (0, "", "no pod in namespace empty holds claims of netclaim.dev\n")
 
 
 @pytest.mark.parametrize("output", ["json", "yaml"])
