@@ -90,7 +90,7 @@ def http_address(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep:
         raise argparse.ArgumentTypeError(f"{value!r} is not host:port (e.g. 127.0.0.1:9402, [::1]:9402)")
-    problem = _host_problem(host)
+    problem = _host_problem(host, port)
     if problem:
         raise argparse.ArgumentTypeError(f"{value!r}: {problem}")
     if not (port.isascii() and port.isdigit()) or int(port) > 65535:
@@ -98,12 +98,12 @@ def http_address(value: str) -> str:
     return value
 
 
-def _host_problem(host: str) -> str | None:
+def _host_problem(host: str, port: str) -> str | None:
     """What is wrong with the host part of an address, None when nothing (empty means 127.0.0.1)."""
     if host.startswith("[") and host.endswith("]"):
         return None if _ip_version(host[1:-1]) == 6 else f"{host} is not an IPv6 address"
     if ":" in host:
-        return f"an IPv6 address goes in brackets, e.g. [{host}]:9402"
+        return f"an IPv6 address goes in brackets: [{host}]:{port}"
     if host and all(c.isdigit() or c == "." for c in host):
         return None if _ip_version(host) == 4 else f"{host!r} is not an IPv4 address"
     if host and not _DNS_SUBDOMAIN.fullmatch(host.lower()):

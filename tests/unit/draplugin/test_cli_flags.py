@@ -137,7 +137,8 @@ def test_good_http_addresses(address: str) -> None:
     ("address", "message"),
     [
         ("9402", "'9402' is not host:port (e.g. 127.0.0.1:9402, [::1]:9402)"),
-        ("::1:9402", "'::1:9402': an IPv6 address goes in brackets, e.g. [::1]:9402"),
+        ("::1:9402", "'::1:9402': an IPv6 address goes in brackets: [::1]:9402"),
+        ("fe80::1:80", "'fe80::1:80': an IPv6 address goes in brackets: [fe80::1]:80"),
         ("127.0.0.1:65536", "'127.0.0.1:65536': the port must be a number from 0 to 65535"),
         ("127.0.0.1:-1", "'127.0.0.1:-1': the port must be a number from 0 to 65535"),
         ("127.0.0.1:http", "'127.0.0.1:http': the port must be a number from 0 to 65535"),
