@@ -16,8 +16,9 @@ class Instrument:
     """Base class; override what you need. Called on the event loop, so keep them cheap and never
     raise (an instrument's exception would fail the runtime's call)."""
 
-    def delivered(self, name: str) -> None:
-        """The runtime delivered event `name` (subscribed or not; e.g. "RUN_POD_SANDBOX")."""
+    def delivered(self, name: str, method: str) -> None:
+        """The runtime delivered event `name` (subscribed or not; e.g. "RUN_POD_SANDBOX") through the
+        Plugin-service `method` ("StateChange", or "RunPodSandbox" on NRI v0.12+)."""
 
     def started(self, name: str, start: float) -> None:
         """A handler for `name` starts now (`start` is time.monotonic())."""
@@ -27,10 +28,13 @@ class Instrument:
 
 
 class DeliveryCounter(Instrument):
-    """Counts every delivered event by name: shows whether the runtime honours the event mask."""
+    """Counts every delivered event by name (shows whether the runtime honours the event mask) and by
+    the method that carried it (shows whether the runtime uses NRI v0.12's dedicated RPCs)."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
+        self.via: Counter[str] = Counter()
 
-    def delivered(self, name: str) -> None:
+    def delivered(self, name: str, method: str) -> None:
         self.counts[name] += 1
+        self.via[method] += 1

@@ -112,6 +112,8 @@ class Stub:
         # Every event the runtime delivered, handled or not: shows whether the runtime honours the mask.
         self._delivery = DeliveryCounter()
         self.received: Counter[str] = self._delivery.counts
+        # The same deliveries by the Plugin-service method that carried them ("StateChange", ...).
+        self.received_via: Counter[str] = self._delivery.via
         self.instruments: list[Instrument] = [self.watchdog, self._delivery, *instruments]
         self._session: _Session | None = None
         self._synchronized = asyncio.Event()
@@ -286,7 +288,7 @@ class Stub:
 
     def _event_handler(self, route: EventRoute) -> TypedHandler[Message]:
         async def handle(request: Message, ctx: RequestContext) -> Message:
-            return await self._deliver(route, request)
+            return await self._deliver(route, request, ctx.method)
 
         return handle
 
@@ -306,12 +308,12 @@ class Stub:
             for instrument in self.instruments:
                 instrument.finished(name, start, elapsed, error)
 
-    async def _deliver(self, route: EventRoute, request: Message) -> Message:
+    async def _deliver(self, route: EventRoute, request: Message, method: str) -> Message:
         """The one event path, for dedicated RPCs and StateChange alike: the runtime only sends
         subscribed events, but an unsubscribed one is still answered (with an empty response)."""
         name = route.event.name
         for instrument in self.instruments:
-            instrument.delivered(name)
+            instrument.delivered(name, method)
         response = route.response()
         if route.event not in self.events:
             return response
@@ -389,10 +391,10 @@ class Stub:
         route = ROUTES.get(event)
         if route is None or not route.via_state_change:
             for instrument in self.instruments:
-                instrument.delivered(event.name)
+                instrument.delivered(event.name, ctx.method)
             log.debug("NRI: ignoring StateChange for event %d", request.event)
             return api.Empty()
-        await self._deliver(route, request)
+        await self._deliver(route, request, ctx.method)
         return api.Empty()
 
 

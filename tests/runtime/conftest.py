@@ -2,10 +2,13 @@
 
 How to use them in tests/runtime/test_*.py (the `runtime` marker is applied from the directory):
 
-``containerd`` (module scope, parametrized: ids ``containerd-1.7`` and ``containerd-2.1``)
+``containerd`` (module scope, parametrized: ids ``containerd-1.7``, ``containerd-2.1``, ``containerd-2.2``
+    and ``containerd-2.4``)
     A `testbed.containerd.Containerd`, already started with the pause and busybox images imported.
-    Every test that uses it runs once per line. Useful attributes:
-    ``line`` ("1.7"/"2.1"), ``version`` (exact Debian version, e.g. "2.1.9+ds1-5"), ``cri_socket``,
+    Every test that uses it runs once per line. 1.7 and 2.1 are Debian's builds with bookworm's runc
+    1.1.5; 2.2 and 2.4 are built from the Go module proxy with their own runc (1.4.x, 1.5.x). Useful
+    attributes: ``line`` ("1.7"/"2.1"/"2.2"/"2.4"), ``version`` (what the cache recorded: the Debian
+    version, e.g. "2.1.9+ds1-5", or "containerd v2.4.2 runc v1.5.3 nri v0.12.3"), ``cri_socket``,
     ``nri_socket`` (connect your NRI plugin here), ``nri_plugin_dir`` (pre-launched plugins),
     ``netns_dir`` (pod netns files), ``bridge``/``network`` (the CNI bridge and network name),
     ``cgroup_parent``, ``pid``, ``log_path``/``log_tail()``. Methods: ``stop()`` and ``start()``
@@ -45,7 +48,8 @@ verbose info), ``create_container``/``start_container``/``run_busybox``, ``exec_
 Outside pytest the same pieces are ``testbed.containerd.Containerd(line, workdir)`` (start/stop/teardown)
 and ``hack/testbed.sh up runtime --containerd 2.1`` (detached; prints the socket paths).
 
-Prerequisites: root and `make deps-runtime` (containerd 1.7 + 2.1, CRI stubs and images in the cache).
+Prerequisites: root and `make deps-runtime` (containerd 1.7 + 2.1 from Debian, 2.2 + 2.4 built by
+hack/build-containerd.sh, CRI stubs and images in the cache).
 Missing ones skip locally and fail under CI=true.
 """
 
@@ -59,7 +63,7 @@ from typing import Any
 
 import pytest
 from testbed import prereq
-from testbed.containerd import LINES, Containerd, RuntimeMissing, check_installed, installed_versions
+from testbed.containerd import ALL_LINES, Containerd, RuntimeMissing, check_installed, installed_versions
 from testbed.cri import BusyboxPod, CriClient, MakePod, StubsMissing, load_stubs
 from testbed.cri import make_pod as _make_pod
 
@@ -79,7 +83,7 @@ def _require_runtime(line: str) -> None:
         prereq.missing(f"containerd {line} test bed ({err})", "make deps-runtime")
 
 
-@pytest.fixture(scope="module", params=LINES, ids=[f"containerd-{line}" for line in LINES])
+@pytest.fixture(scope="module", params=ALL_LINES, ids=[f"containerd-{line}" for line in ALL_LINES])
 def containerd(request: pytest.FixtureRequest) -> Iterator[Containerd]:
     line: str = request.param
     _require_runtime(line)

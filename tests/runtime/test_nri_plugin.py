@@ -120,11 +120,13 @@ async def test_registers_and_is_configured(containerd: Containerd) -> None:
         assert stub.synchronized
         (runtime,) = plugin.seen.runtime
         assert runtime.name == "containerd"
-        assert runtime.version.startswith(containerd.line + ".")
-        # NRI v0.6.1 sends no timeouts; v0.8.0 sends the configured ones.
+        assert runtime.version.removeprefix("v").startswith(containerd.line + ".")
+        # NRI v0.6.1 sends no timeouts; v0.8.0 and later send the configured ones.
         expected_timeout = 0 if containerd.line == "1.7" else 2000
         assert runtime.request_timeout_ms == expected_timeout
         assert stub.watchdog.budget == 2.0
+        # Only NRI v0.12+ (containerd 2.4) reports its version, and it is the one it was built with.
+        assert runtime.nri_version == (containerd.nri_version if containerd.line == "2.4" else "")
 
 
 async def test_runtime_honours_the_event_mask(containerd: Containerd, make_pod: MakePod) -> None:

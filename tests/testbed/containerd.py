@@ -34,7 +34,12 @@ from testbed import hoststate, proc
 from testbed.cri import BUSYBOX_IMAGE, PAUSE_IMAGE, CriClient, CriError
 from testbed.paths import cache_root
 
+# Debian lines (installed by hack/install-runtime.sh; the node tier and the demo run these).
 LINES = ("1.7", "2.1")
+# Lines built from the Go module proxy with their own runc (hack/build-containerd.sh).
+BUILT_LINES = ("2.2", "2.4")
+# Every line the runtime tier runs.
+ALL_LINES = LINES + BUILT_LINES
 SOCKET_PATH_MAX = 107  # sun_path is 108 bytes including the NUL
 STATE_FILE = "testbed-state.json"
 
@@ -55,6 +60,11 @@ def line_dir(line: str) -> Path:
     return cache_root() / "containerd" / line
 
 
+def runc_path(line: str) -> Path:
+    """The runc a line runs: bookworm's 1.1.5 for the Debian lines, its own build for 2.2/2.4."""
+    return line_dir(line) / "usr/bin/runc" if line in BUILT_LINES else Path(config.RUNC)
+
+
 def images_dir() -> Path:
     return cache_root() / "images"
 
@@ -62,7 +72,7 @@ def images_dir() -> Path:
 def installed_versions() -> dict[str, str]:
     """What `make deps-runtime` put in the cache: containerd per line and the upstream proto packages."""
     found: dict[str, str] = {}
-    for line in LINES:
+    for line in ALL_LINES:
         version_file = line_dir(line) / "VERSION"
         found[f"containerd {line}"] = version_file.read_text().strip() if version_file.exists() else "missing"
     protos = cache_root() / "protos" / "VERSIONS"
@@ -75,13 +85,13 @@ def installed_versions() -> dict[str, str]:
 
 def check_installed(line: str) -> None:
     """Raise RuntimeMissing naming the first missing cached piece."""
-    if line not in LINES:
-        raise ValueError(f"unknown containerd line {line!r}; expected one of {LINES}")
+    if line not in ALL_LINES:
+        raise ValueError(f"unknown containerd line {line!r}; expected one of {ALL_LINES}")
     needed = [line_dir(line) / "VERSION", line_dir(line) / "usr/bin/containerd"]
     needed += [
         images_dir() / "pause.tar",
         images_dir() / "busybox.tar",
-        Path(config.RUNC),
+        runc_path(line),
         Path(config.CNI_BIN_DIR) / "bridge",
     ]
     for path in needed:
@@ -90,7 +100,7 @@ def check_installed(line: str) -> None:
 
 
 class Containerd:
-    """One containerd process of a given line ("1.7" or "2.1") living in `workdir`.
+    """One containerd process of a given line ("1.7", "2.1", "2.2" or "2.4") living in `workdir`.
 
     Typical use::
 
@@ -119,6 +129,21 @@ class Containerd:
         self.before = hoststate.snapshot(self.scope())
 
     # --- paths ----------------------------------------------------------------------------------------
+
+    @property
+    def release(self) -> str:
+        """containerd's release without packaging decoration ("1.7.24", "2.1.9", "2.4.2"); `version`
+        is what the cache recorded (a Debian version, or containerd/runc/NRI for the built lines)."""
+        if self.line in BUILT_LINES:
+            return self.version.split()[1].lstrip("v")
+        return self.version.split("~")[0].split("+")[0]
+
+    @property
+    def nri_version(self) -> str:
+        """The NRI module the built lines were compiled with ("v0.12.3"); "" for the Debian lines,
+        whose VERSION does not record it (1.7.24 carries v0.6.1 and 2.1.9 v0.8.0, per Built-Using)."""
+        parts = self.version.split()
+        return parts[parts.index("nri") + 1] if "nri" in parts else ""
 
     @property
     def layout(self) -> config.Layout:
@@ -173,7 +198,9 @@ class Containerd:
     # --- configuration --------------------------------------------------------------------------------
 
     def config_toml(self) -> str:
-        return config.to_toml(config.containerd_config(self.line, self.layout, PAUSE_IMAGE))
+        return config.to_toml(
+            config.containerd_config(self.line, self.layout, PAUSE_IMAGE, str(runc_path(self.line)))
+        )
 
     def write_config(self) -> None:
         """Written before the first start: containerd's CNI reload misses files moved into the dir."""

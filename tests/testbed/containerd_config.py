@@ -20,6 +20,8 @@ RUNC = "/usr/sbin/runc"
 POD_SUBNET = "198.51.100.0/24"
 NRI_REGISTRATION_TIMEOUT = "5s"
 NRI_REQUEST_TIMEOUT = "2s"
+# containerd's own version.ConfigVersion per line, where it is newer than 3 (2.1 and 2.2 are at 3).
+CONFIG_VERSION = {"2.4": 4}
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -73,7 +75,7 @@ def cni_conflist(network: str, bridge: str, ipam_dir: Path) -> dict[str, Any]:
     }
 
 
-def _runtime_part(layout: Layout) -> dict[str, Any]:
+def _runtime_part(layout: Layout, runc: str) -> dict[str, Any]:
     d = layout.workdir
     return {
         # Root here lacks CAP_SYS_RESOURCE while pause asks for oom_score_adj -998 (testbed.md pitfall 1).
@@ -84,7 +86,7 @@ def _runtime_part(layout: Layout) -> dict[str, Any]:
             "runtimes": {
                 "runc": {
                     "runtime_type": "io.containerd.runc.v2",
-                    "options": {"SystemdCgroup": False, "BinaryName": RUNC, "Root": f"{d}/runc"},
+                    "options": {"SystemdCgroup": False, "BinaryName": runc, "Root": f"{d}/runc"},
                 }
             },
         },
@@ -92,7 +94,12 @@ def _runtime_part(layout: Layout) -> dict[str, Any]:
     }
 
 
-def containerd_config(line: str, layout: Layout, sandbox_image: str) -> dict[str, Any]:
+def containerd_config(line: str, layout: Layout, sandbox_image: str, runc: str = RUNC) -> dict[str, Any]:
+    """1.7: schema v2. 2.1/2.2: schema v3. 2.4: schema v4, which is v3 with the top-level [grpc] and
+    [ttrpc] sections moved to the `io.containerd.server.v1.grpc`/`.ttrpc` plugins: a v4 file with the
+    old sections silently serves on /run/containerd/containerd.sock instead (seen on the test bed), and
+    a v3 file is migrated at every start with a warning. `runc` is the runc binary of the line
+    (bookworm's for the Debian lines, the one built with containerd for 2.2/2.4)."""
     d = layout.workdir
     plugins: dict[str, Any] = {
         "io.containerd.internal.v1.opt": {"path": f"{d}/opt"},
@@ -105,7 +112,7 @@ def containerd_config(line: str, layout: Layout, sandbox_image: str) -> dict[str
             "plugin_request_timeout": NRI_REQUEST_TIMEOUT,
         },
     }
-    runtime = _runtime_part(layout)
+    runtime = _runtime_part(layout, runc)
     if line == "1.7":
         version = 2
         runtime["sandbox_image"] = sandbox_image
@@ -113,21 +120,24 @@ def containerd_config(line: str, layout: Layout, sandbox_image: str) -> dict[str
         runtime["cni"]["bin_dir"] = CNI_BIN_DIR
         plugins["io.containerd.grpc.v1.cri"] = runtime
     else:
-        version = 3
+        version = CONFIG_VERSION.get(line, 3)
         runtime["cni"]["bin_dirs"] = [CNI_BIN_DIR]
         plugins["io.containerd.cri.v1.images"] = {
             "snapshotter": "overlayfs",
             "pinned_images": {"sandbox": sandbox_image},
         }
         plugins["io.containerd.cri.v1.runtime"] = runtime
-    return {
-        "version": version,
-        "root": f"{d}/root",
-        "state": f"{d}/state",
+    servers = {
         "grpc": {"address": str(layout.cri_socket)},
         "ttrpc": {"address": f"{layout.cri_socket}.ttrpc"},
-        "plugins": plugins,
     }
+    top: dict[str, Any] = {"version": version, "root": f"{d}/root", "state": f"{d}/state"}
+    if version >= 4:
+        for name, server in servers.items():
+            plugins[f"io.containerd.server.v1.{name}"] = server
+    else:
+        top |= servers
+    return top | {"plugins": plugins}
 
 
 def _key(k: str) -> str:

@@ -85,8 +85,8 @@ class Recorder(Instrument):
     def __init__(self) -> None:
         self.log: list[tuple[str, str, str]] = []
 
-    def delivered(self, name: str) -> None:
-        self.log.append(("delivered", name, ""))
+    def delivered(self, name: str, method: str) -> None:
+        self.log.append(("delivered", name, method))
 
     def started(self, name: str, start: float) -> None:
         self.log.append(("started", name, ""))
@@ -147,6 +147,12 @@ async def test_every_lifecycle_event_reaches_its_handler(tmp_path: Path, nri_ver
         assert plugin.seen == expected_lifecycle()
         assert conn.fell_back == set(), "a stub that serves the dedicated RPCs never needs the fallback"
         assert sum(stub.received.values()) == len(expected_lifecycle())
+        via = "StateChange" if not nri_version else None
+        if via:
+            assert dict(stub.received_via) == {"StateChange": len(expected_lifecycle())}
+        else:
+            assert "StateChange" not in stub.received_via
+            assert stub.received_via["RunPodSandbox"] == 1
 
 
 async def test_v012_runtime_falls_back_to_state_change_for_a_plugin_without_dedicated_rpcs(
@@ -256,12 +262,12 @@ async def test_instruments_hang_on_every_event(tmp_path: Path) -> None:
             await runtime.event(conn, Event.STOP_POD_SANDBOX, POD)
         await FakeRuntime.state_change(conn, Event.UPDATE_CONTAINER, POD, CTR)  # not subscribed
         assert recorder.log == [
-            ("delivered", "RUN_POD_SANDBOX", ""),
+            ("delivered", "RUN_POD_SANDBOX", "RunPodSandbox"),
             ("started", "RUN_POD_SANDBOX", ""),
             ("finished", "RUN_POD_SANDBOX", ""),
-            ("delivered", "STOP_POD_SANDBOX", ""),
+            ("delivered", "STOP_POD_SANDBOX", "StopPodSandbox"),
             ("started", "STOP_POD_SANDBOX", ""),
             ("finished", "STOP_POD_SANDBOX", "RuntimeError"),
-            ("delivered", "UPDATE_CONTAINER", ""),
+            ("delivered", "UPDATE_CONTAINER", "StateChange"),
         ]
         assert stub.watchdog.calls["STOP_POD_SANDBOX"] == 1, "the watchdog is one of the instruments"
