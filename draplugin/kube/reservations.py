@@ -32,7 +32,6 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import aiohttp
 import orjson
 from kubernetes.aio import client as kclient
 
@@ -102,14 +101,14 @@ class KubeClaimsApi:
     async def watch(
         self, namespace: str, version: str, timeout_s: int
     ) -> AsyncIterator[AsyncIterator[bytes]]:
-        # The server ends the watch after timeout_s; the read timeout only catches a dead connection.
+        # The server ends the watch after timeout_s; the client timeout only catches a dead connection.
         response = await self._api.list_namespaced_resource_claim_without_preload_content(
             namespace,
             watch=True,
             resource_version=version,
             timeout_seconds=timeout_s,
             allow_watch_bookmarks=True,
-            _request_timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=timeout_s + 30),
+            _request_timeout=timeout_s + 30,  # the client takes a number only: the whole request
         )
         try:
             if response.status != 200:
