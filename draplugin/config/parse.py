@@ -16,9 +16,7 @@ from draplugin.config import fields
 from draplugin.config.errors import ConfigError, FieldError
 from draplugin.config.types import (
     API_VERSION,
-    IPVLAN_MODES,
     KIND,
-    MACVLAN_MODES,
     IpvlanConfig,
     MacvlanConfig,
     NetdevConfig,
@@ -26,6 +24,7 @@ from draplugin.config.types import (
     RdmaConfig,
     VethConfig,
 )
+from draplugin.devices import modes
 from draplugin.model import DeviceKind, Route
 
 MAX_ADDRESSES = 16  # status.devices networkData.ips holds at most 16
@@ -192,18 +191,23 @@ def _family(cidr: str) -> int:
     return 6 if ":" in cidr else 4
 
 
-def _macvlan(raw: object, path: str, errors: Errors) -> MacvlanConfig | None:
-    obj = _object(raw, path, ("mode",), errors)
-    return None if obj is None else MacvlanConfig(_value(obj, "mode", path, _mode(MACVLAN_MODES), errors))
+def _mode_section(
+    table: modes.ModeTable, section: Callable[[str | None], T]
+) -> Callable[[object, str, Errors], T | None]:
+    """The parser of `netdev.macvlan` or `netdev.ipvlan`: one `mode` field, checked against the table."""
+
+    def check(value: object) -> str:
+        return fields.one_of(value, table.names)
+
+    def parse(raw: object, path: str, errors: Errors) -> T | None:
+        obj = _object(raw, path, ("mode",), errors)
+        return None if obj is None else section(_value(obj, "mode", path, check, errors))
+
+    return parse
 
 
-def _ipvlan(raw: object, path: str, errors: Errors) -> IpvlanConfig | None:
-    obj = _object(raw, path, ("mode",), errors)
-    return None if obj is None else IpvlanConfig(_value(obj, "mode", path, _mode(IPVLAN_MODES), errors))
-
-
-def _mode(choices: tuple[str, ...]) -> Callable[[object], str]:
-    return lambda value: fields.one_of(value, choices)
+_macvlan = _mode_section(modes.MACVLAN, MacvlanConfig)
+_ipvlan = _mode_section(modes.IPVLAN, IpvlanConfig)
 
 
 def _veth(raw: object, path: str, errors: Errors) -> VethConfig | None:

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from draplugin.devices.base import AttachContext
 from draplugin.devices.modes import IPVLAN
-from draplugin.devices.virtual import VirtualLink, parent_index
-from draplugin.model import DeviceKind, DevicePlan, NetdevSpec
+from draplugin.devices.virtual import ChildLink
+from draplugin.model import DeviceKind
 
 
-class IpvlanHandler(VirtualLink):
+class IpvlanHandler(ChildLink):
     kind = DeviceKind.IPVLAN
     link_kind = "ipvlan"
-
-    async def create_request(self, ctx: AttachContext, plan: DevicePlan, spec: NetdevSpec) -> dict[str, Any]:
-        return {
-            **self.pod_link_settings(spec),
-            "kind": "ipvlan",
-            "link": await parent_index(ctx, plan),
-            "mode": IPVLAN.value(spec.mode),
-            "net_ns_fd": ctx.require_pod().fd,
-        }
+    modes = IPVLAN
+    mode_attribute = "mode"

@@ -20,6 +20,7 @@ from draplugin.devices.base import (
     require_netdev,
     require_valid_netdev,
 )
+from draplugin.devices.modes import ModeTable
 from draplugin.model import DeviceKind, DevicePlan, NetdevSpec
 from draplugin.netconf import find_link, link_kind
 
@@ -77,6 +78,23 @@ class VirtualLink:
 
     async def reclaim(self, ctx: AttachContext, restore: Restore) -> None:
         """The kernel destroyed the link together with its netns: nothing is left on the host."""
+
+
+class ChildLink(VirtualLink):
+    """A link stacked on a host parent (macvlan, ipvlan): the kinds differ only in their kernel kind,
+    their mode table and the attribute that carries the mode."""
+
+    modes: ModeTable
+    mode_attribute: str
+
+    async def create_request(self, ctx: AttachContext, plan: DevicePlan, spec: NetdevSpec) -> dict[str, Any]:
+        return {
+            **self.pod_link_settings(spec),
+            "kind": self.link_kind,
+            "link": await parent_index(ctx, plan),
+            self.mode_attribute: self.modes.value(spec.mode),
+            "net_ns_fd": ctx.require_pod().fd,
+        }
 
 
 async def _explain(ctx: AttachContext, plan: DevicePlan, spec: NetdevSpec, error: NetlinkError) -> Exception:

@@ -147,6 +147,17 @@ class Undecodable(ValueError):
     """An object or event the driver cannot take; skipped and reported, never fatal for the stream."""
 
 
+@dataclass(frozen=True)
+class Tuning:
+    """The watcher's knobs; tests shrink them, the daemon keeps the defaults."""
+
+    page_size: int = PAGE_SIZE
+    resync_s: float = 1.0
+    """How often the plan store is read for namespaces to start or stop following."""
+    max_event_bytes: int = MAX_EVENT_BYTES
+    backoff: Callable[[], Backoff] = Backoff
+
+
 class ReservationWatcher:
     """Runs one follower per namespace holding a plan here; counters are read by tests and metrics."""
 
@@ -155,19 +166,12 @@ class ReservationWatcher:
         api: kclient.ApiClient | ClaimsApi,
         store: PlanStore,
         timeout_seconds: int = 300,
-        *,
-        page_size: int = PAGE_SIZE,
-        resync_s: float = 1.0,
-        backoff: Callable[[], Backoff] = Backoff,
-        max_event_bytes: int = MAX_EVENT_BYTES,
+        tuning: Tuning = Tuning(),
     ) -> None:
         self._api: ClaimsApi = KubeClaimsApi(api) if isinstance(api, kclient.ApiClient) else api
         self._store = store
         self._timeout = timeout_seconds
-        self._page_size = page_size
-        self._resync_s = resync_s
-        self._backoff = backoff
-        self._max_event_bytes = max_event_bytes
+        self.tuning = tuning
         self._reported: set[tuple[str, str]] = set()
         self.updates = 0
         self.skipped = 0
@@ -200,7 +204,7 @@ class ReservationWatcher:
         try:
             while True:
                 self._reconcile(followers)
-                await asyncio.sleep(self._resync_s)
+                await asyncio.sleep(self.tuning.resync_s)
         finally:
             for task in followers.values():
                 task.cancel()
@@ -215,7 +219,7 @@ class ReservationWatcher:
                 task.cancel()
                 del followers[namespace]
         for namespace in wanted - followers.keys():
-            follower = _Follower(self, namespace, self._backoff())
+            follower = _Follower(self, namespace, self.tuning.backoff())
             followers[namespace] = asyncio.create_task(follower.run(), name=f"reservations/{namespace}")
 
     def report_skip(self, namespace: str, key: str, reason: str) -> None:
@@ -262,7 +266,7 @@ class _Follower:
     async def _list(self) -> str:
         token: str | None = None
         while True:
-            page = _decode(await self._api.list_page(self._namespace, self._owner._page_size, token))
+            page = _decode(await self._api.list_page(self._namespace, self._owner.tuning.page_size, token))
             for item in page.get("items") or []:
                 await self._apply(item)
             metadata = page.get("metadata") or {}
@@ -275,7 +279,7 @@ class _Follower:
         stream = self._api.watch(self._namespace, self._version, self._owner._timeout)
         async with stream as chunks:
             self._recovered()
-            async for line in bounded_lines(chunks, self._owner._max_event_bytes):
+            async for line in bounded_lines(chunks, self._owner.tuning.max_event_bytes):
                 await self._event(line)
 
     async def _event(self, line: bytes | Oversized) -> None:

@@ -30,7 +30,7 @@ from testbed.namespaces import request
 
 from draplugin.checkpoint import Checkpoint
 from draplugin.kube.claims import KubeClaimReader
-from draplugin.kube.reservations import Chunks, KubeClaimsApi, ReservationWatcher
+from draplugin.kube.reservations import Chunks, KubeClaimsApi, ReservationWatcher, Tuning
 from draplugin.planstore import PlanStore
 from draplugin.prepare import Preparer
 
@@ -161,7 +161,7 @@ async def test_watcher_keeps_up_with_our_claims_among_hostile_ones(
         assert all(r.error is None for r in results.values()), results
 
         api = Recording(KubeClaimsApi(aio_api))
-        watcher = ReservationWatcher(api, store, timeout_seconds=30, page_size=2)
+        watcher = ReservationWatcher(api, store, timeout_seconds=30, tuning=Tuning(page_size=2))
         task = asyncio.create_task(watcher.run())
         try:
             with churning(control_plane, hostile) as (churned, done):

@@ -19,6 +19,7 @@ from draplugin.kube.reservations import (
     Chunks,
     Oversized,
     ReservationWatcher,
+    Tuning,
     bounded_lines,
     prune_depth,
 )
@@ -117,8 +118,8 @@ async def running(watcher: ReservationWatcher) -> AsyncIterator[None]:
         await asyncio.gather(task, return_exceptions=True)
 
 
-def watcher_for(api: FakeApi, store: PlanStore, **kw: object) -> ReservationWatcher:
-    return ReservationWatcher(api, store, resync_s=0.01, backoff=fast, **kw)  # type: ignore[arg-type]
+def watcher_for(api: FakeApi, store: PlanStore, **tuning: int) -> ReservationWatcher:
+    return ReservationWatcher(api, store, tuning=Tuning(resync_s=0.01, backoff=fast, **tuning))
 
 
 def pods_of(store: PlanStore, name: str) -> tuple[str, ...]:

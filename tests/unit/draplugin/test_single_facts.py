@@ -18,7 +18,7 @@ from draplugin import model, netstatus, settings, slices
 from draplugin.config import ConfigError, fields, parse_network_config
 from draplugin.config.types import API_VERSION, IPVLAN_MODES, MACVLAN_MODES
 from draplugin.devices import modes
-from draplugin.devices.base import PlanInvalid
+from draplugin.devices.base import AttachContext, PlanInvalid
 from draplugin.devices.ipvlan import IpvlanHandler
 from draplugin.devices.macvlan import MacvlanHandler
 from draplugin.devices.registry import default_registry
@@ -174,3 +174,22 @@ def _assignments(name: str) -> list[str]:
             if any(isinstance(t, ast.Name) and t.id == name for t in targets):
                 found.append(path.relative_to(ROOT).as_posix())
     return found
+
+
+class _Pod:
+    fd = 7
+
+
+@pytest.mark.parametrize(
+    ("handler", "attribute"), [(MacvlanHandler(), "macvlan_mode"), (IpvlanHandler(), "mode")]
+)
+async def test_child_links_send_the_kernel_value_of_the_table(
+    handler: MacvlanHandler | IpvlanHandler, attribute: str
+) -> None:
+    for mode in (None, *handler.modes.names):
+        plan = _plan(handler.kind, mode=mode)
+        assert plan.netdev is not None
+        ctx = AttachContext(host=None, pod=_Pod(), parents={"up0": 3})  # type: ignore[arg-type]
+        request = await handler.create_request(ctx, plan, plan.netdev)
+        assert request[attribute] == handler.modes.values[mode or handler.modes.default]
+        assert (request["kind"], request["link"], request["net_ns_fd"]) == (handler.link_kind, 3, 7)
