@@ -172,7 +172,12 @@ class StatusQueue:
         memory = self._memory.get(uid)
         if memory is None or not memory.applied:
             return True
-        return entries_for(status, driver=self._driver, previous=memory.entries) != memory.entries
+        return self._entries(status, memory) != memory.entries
+
+    def _entries(self, status: ClaimStatus, memory: _Memory) -> list[Entry]:
+        """What an apply of `status` sends: built against what was last applied, then made valid."""
+        entries = entries_for(status, driver=self._driver, previous=memory.entries)
+        return sanitize_entries(entries, claim=str(status.claim))
 
     def start(self) -> None:
         if self._dispatcher is None:
@@ -244,8 +249,7 @@ class StatusQueue:
     async def _apply_once(self, uid: str, slot: _Slot) -> None:
         status = slot.status
         memory = self._memory.get(uid) or _Memory()
-        entries = entries_for(status, driver=self._driver, previous=memory.entries)
-        entries = sanitize_entries(entries, claim=str(status.claim))
+        entries = self._entries(status, memory)
         try:
             await self._sink.apply(status.claim, entries)
         except ClaimGone:

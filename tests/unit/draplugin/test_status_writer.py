@@ -9,7 +9,14 @@ import pytest
 
 from draplugin.model import ClaimRef, DeviceRef
 from draplugin.status.types import AttachFailureEvent, ClaimGone, Failed, PodRef, Rejected, Retryable
-from draplugin.status.writer import apply_body, classify, event_body
+from draplugin.status.writer import (
+    AllocationDrift,
+    apply_body,
+    classify,
+    devices_patch,
+    event_body,
+    merged_devices,
+)
 
 CLAIM = ClaimRef("ns", "claim", "uid-1")
 
@@ -84,3 +91,34 @@ def test_event_body_names_claim_request_device_and_field() -> None:
     )
     assert body["metadata"]["namespace"] == "ns" and body["metadata"]["name"].startswith("p.")
     assert body["firstTimestamp"] == "2026-01-01T00:00:00Z"
+
+
+def test_a_refusal_naming_status_allocation_is_the_apiservers_reencoding() -> None:
+    """We never send status.allocation: a 422 about it means the apply must take the patch path."""
+    message = 'ResourceClaim.resource.k8s.io "c" is invalid: status.allocation: Invalid value: null: ...'
+    outcome = classify(422, status_body(message, 422))
+    assert isinstance(outcome, AllocationDrift)
+    assert outcome.reason == "allocation-drift"
+
+
+def test_devices_patch_is_guarded_by_uid_and_resource_version() -> None:
+    ours = [{"driver": "netclaim.dev", "pool": "p", "device": "d"}]
+    theirs = {"driver": "other.example.com", "pool": "q", "device": "g", "data": {"x": 1}}
+    merged = merged_devices(
+        [theirs, {"driver": "netclaim.dev", "pool": "p", "device": "old"}], ours, "netclaim.dev"
+    )
+    assert merged == [theirs, *ours]  # others first and untouched, our stale entry replaced
+    assert devices_patch(CLAIM, "42", merged) == [
+        {"op": "test", "path": "/metadata/uid", "value": "uid-1"},
+        {"op": "test", "path": "/metadata/resourceVersion", "value": "42"},
+        {"op": "add", "path": "/status/devices", "value": merged},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"), [(403, "forbidden"), (409, "conflict"), (429, "throttled"), (503, "server")]
+)
+def test_retryable_refusals_carry_their_reason(status: int, reason: str) -> None:
+    outcome = classify(status, status_body("x", status))
+    assert isinstance(outcome, Retryable)
+    assert outcome.reason == reason
