@@ -22,7 +22,7 @@ from draplugin.config import (
     parse_network_config,
 )
 from draplugin.devices import modes
-from draplugin.devices.rules import NetdevSettings, netdev_problems
+from draplugin.devices.rules import netdev_problems
 from draplugin.model import (
     CharDevice,
     ClaimPlan,
@@ -142,7 +142,7 @@ def _misfits(config: NetworkConfig, device: PublishedDevice) -> list[FieldError]
                 FieldError(f"netdev.{section}", f"only for {wanted} devices; {device.name} is {kind}")
             )
     if netdev is not None and kind.has_netdev:
-        errors.extend(netdev_problems(kind, _settings(netdev, kind)))
+        errors.extend(_handler_problems(netdev, kind))
     if rdma is not None and kind not in (DeviceKind.RDMA, DeviceKind.ROCE):
         errors.append(FieldError("rdma", f"only for rdma and roce devices; {device.name} is {kind}"))
     available = {cd.path.rsplit("/", 1)[-1] for cd in device.char_devices}
@@ -152,11 +152,12 @@ def _misfits(config: NetworkConfig, device: PublishedDevice) -> list[FieldError]
     return errors
 
 
-def _settings(netdev: NetdevConfig, kind: DeviceKind) -> NetdevSettings:
-    """What one entry sets, seen as the device kind's handler will see it. Sections of other kinds
-    are left out: `_misfits` already reports them under their own path."""
+def _handler_problems(netdev: NetdevConfig, kind: DeviceKind) -> list[FieldError]:
+    """What the kind's handler would refuse in what one entry sets. Sections of other kinds are left
+    out: `_misfits` already reports them under their own path."""
     veth = netdev.veth if kind is DeviceKind.VETH else None
-    return NetdevSettings(
+    return netdev_problems(
+        kind,
         interface_name=netdev.interface_name,
         hardware_address=netdev.hardware_address,
         mode=_mode_of(netdev, kind),

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from draplugin.devices.rules import NetdevSettings, netdev_problems
+from draplugin.devices.rules import spec_problems
 from draplugin.model import ClaimRef, DeviceKind, DevicePlan, NetdevSpec
 from draplugin.netns import Netns
 
@@ -84,7 +84,7 @@ def require_valid_netdev(plan: DevicePlan, kind: DeviceKind) -> NetdevSpec:
     if plan.kind is not kind:
         raise PlanInvalid(f"plan of kind {plan.kind} given to the {kind} handler")
     spec = require_netdev(plan)
-    problems = netdev_problems(plan.kind, NetdevSettings.of_spec(spec))
+    problems = spec_problems(plan.kind, spec)
     if problems:
         raise PlanInvalid("; ".join(str(problem) for problem in problems))
     return spec

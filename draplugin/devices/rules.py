@@ -10,8 +10,6 @@ Paths are relative to the config entry (`netdev.macvlan.mode`), as users write t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from draplugin.config import fields
 from draplugin.config.errors import FieldError
 from draplugin.devices import modes
@@ -25,29 +23,34 @@ POD_OWN_INTERFACES = {
 for one an earlier attempt created, and deleted at teardown; a moved device would clash."""
 
 
-@dataclass(frozen=True)
-class NetdevSettings:
-    """The settings the rules look at, each None when not set (a config entry sets only some)."""
-
-    interface_name: str | None = None
-    hardware_address: str | None = None
-    mode: str | None = None
-    host_interface_name: str | None = None
-
-    @classmethod
-    def of_spec(cls, spec: NetdevSpec) -> NetdevSettings:
-        return cls(spec.interface_name, spec.hardware_address, spec.mode, spec.host_interface_name)
-
-
-def netdev_problems(kind: DeviceKind, settings: NetdevSettings) -> list[FieldError]:
-    """Every rule `kind` imposes on `settings`; empty when the hook could execute them."""
-    problems = _interface_name(settings.interface_name)
-    problems += _mode(kind, settings.mode)
-    if settings.hardware_address is not None and kind is DeviceKind.IPVLAN:
+def netdev_problems(
+    kind: DeviceKind,
+    *,
+    interface_name: str | None = None,
+    hardware_address: str | None = None,
+    mode: str | None = None,
+    host_interface_name: str | None = None,
+) -> list[FieldError]:
+    """Every rule `kind` imposes on the settings given (None = not set: a config entry sets only some);
+    empty when the hook could execute them."""
+    problems = _interface_name(interface_name)
+    problems += _mode(kind, mode)
+    if hardware_address is not None and kind is DeviceKind.IPVLAN:
         message = "ipvlan links share their parent's MAC; it cannot be set"
         problems.append(FieldError("netdev.hardwareAddress", message))
-    problems += _host_interface_name(kind, settings.host_interface_name)
+    problems += _host_interface_name(kind, host_interface_name)
     return problems
+
+
+def spec_problems(kind: DeviceKind, spec: NetdevSpec) -> list[FieldError]:
+    """The same rules over a finished plan's settings: the hook's guard."""
+    return netdev_problems(
+        kind,
+        interface_name=spec.interface_name,
+        hardware_address=spec.hardware_address,
+        mode=spec.mode,
+        host_interface_name=spec.host_interface_name,
+    )
 
 
 def _interface_name(name: str | None) -> list[FieldError]:
