@@ -168,9 +168,9 @@ def test_chart_render_is_stable_for_the_release_name() -> None:
     assert "name: edge-netclaim" in other
 
 
-def test_packaged_chart_carries_the_linked_files(tmp_path: Path) -> None:
-    """files/ links to deploy/; `helm package` must store the files' content, so a chart installed from
-    the archive (no repository checkout) renders the same objects."""
+def test_packaged_chart_carries_the_copied_files(tmp_path: Path) -> None:
+    """files/ holds copies of deploy/'s manifests; `helm package` must store them, so a chart installed
+    from the archive (no repository checkout) renders the same objects."""
     helm("package", str(CHART), "--destination", str(tmp_path))
     (archive,) = tmp_path.glob("netclaim-*.tgz")
     args = template_args()

@@ -44,9 +44,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end }}
 
 {{/*
-The objects of one multi-document YAML file under files/ (links to the plain manifests in deploy/), as a
-JSON list: the chart renders them instead of keeping a second copy. A document that does not parse fails
-the render rather than vanishing.
+The objects of one multi-document YAML file under files/ (copies of the plain manifests in deploy/), as a
+JSON list: the chart renders the same objects instead of a hand-written second version (the copies make the
+chart self-contained; tests/unit/deploy/test_chart_files.py keeps them byte-equal to deploy/). A document
+that does not parse fails the render rather than vanishing.
 */}}
 {{- define "netclaim.sourceObjects" -}}
 {{- $objects := list }}
@@ -60,7 +61,7 @@ the render rather than vanishing.
 {{- end }}
 {{- end }}
 {{- if not $objects }}
-{{- fail (printf "%s: no objects (is the link to deploy/ intact?)" .file) }}
+{{- fail (printf "%s: no objects (is it a copy of the manifest in deploy/?)" .file) }}
 {{- end }}
 {{- toJson $objects }}
 {{- end }}
@@ -73,4 +74,31 @@ the render rather than vanishing.
 {{/* The host a probe connects to: the listen address, or loopback when listening on all addresses. */}}
 {{- define "netclaim.probeHost" -}}
 {{- if has .Values.http.host (list "0.0.0.0" "::" "[::]") }}127.0.0.1{{ else }}{{ .Values.http.host }}{{ end }}
+{{- end }}
+
+{{/*
+The device filter's flags (`netclaim run --exclude-interfaces=...`), one per criterion that is set:
+deviceFilter.{exclude,include}.{interfaces,pciAddresses,drivers} as comma lists, .cel as one expression.
+The driver checks every pattern and expression at start and names the flag in its error.
+*/}}
+{{- define "netclaim.deviceFilterArgs" -}}
+{{- $flags := dict "interfaces" "interfaces" "pciAddresses" "pci-addresses" "drivers" "drivers" }}
+{{- range $side := list "exclude" "include" }}
+{{- $rules := get $.Values.deviceFilter $side | default dict }}
+{{- range $key := list "interfaces" "pciAddresses" "drivers" }}
+{{- with get $rules $key }}
+{{ printf "- %s" (printf "--%s-%s=%s" $side (get $flags $key) (join "," .) | quote) | indent 12 }}
+{{- end }}
+{{- end }}
+{{- with $rules.cel }}
+{{ printf "- %s" (printf "--%s-cel=%s" $side . | quote) | indent 12 }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Scraping from other pods needs the driver to listen on more than the node's loopback. */}}
+{{- define "netclaim.checkMetricsReachable" -}}
+{{- if and (or .Values.metrics.service.enabled .Values.metrics.podMonitor.enabled) (has .Values.http.host (list "127.0.0.1" "::1" "[::1]" "localhost")) }}
+{{- fail "metrics.service / metrics.podMonitor: http.host is loopback (the default), so nothing off the node can scrape /metrics; set http.host to 0.0.0.0 (or the node's address) as well" }}
+{{- end }}
 {{- end }}
