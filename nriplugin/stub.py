@@ -33,7 +33,7 @@ from nriplugin.mux import PLUGIN_SERVICE_CONN, RUNTIME_SERVICE_CONN, Mux
 from nriplugin.pb.nri.v1alpha1 import api_pb2 as api
 from nriplugin.plugin import EVENT_METHODS, Plugin, RuntimeInfo, subscribed_events
 from nriplugin.ttrpc.client import Client
-from nriplugin.ttrpc.errors import ConnectionClosedError, TtrpcError
+from nriplugin.ttrpc.errors import Code, ConnectionClosedError, TtrpcError
 from nriplugin.ttrpc.server import RequestContext, Server, TypedHandler
 from nriplugin.watchdog import Watchdog
 
@@ -334,7 +334,13 @@ class Stub:
         )
         session.runtime = info
         self.watchdog.set_budget_ms(info.request_timeout_ms)
-        mask = subscription_mask(self.events, info.nri_version, info.name, info.version)
+        try:
+            mask = subscription_mask(self.events, info.nri_version, info.name, info.version)
+        except ValueError as exc:
+            # Sending the mask would get the plugin dropped; failing Configure says why, in our log
+            # and in the runtime's, and the reconnect loop keeps trying (a runtime upgrade fixes it).
+            log.error("NRI: cannot subscribe on %s %s: %s", info.name, info.version, exc)
+            raise TtrpcError(Code.FAILED_PRECONDITION, str(exc)) from None
         log.info(
             "NRI: configured by %s %s (NRI %s, request timeout %d ms); events 0x%x",
             info.name,

@@ -180,7 +180,9 @@ async def test_adjustment_validation_where_the_runtime_has_it(
                     await stub.wait_synchronized()
             assert stub.synchronizations == 0
         # The runtime never saw the mask: the stub failed Configure with the reason instead.
-        assert "invalid plugin events" not in containerd.log_path.read_text(errors="replace")
+        log = containerd.log_path.read_text(errors="replace")
+        assert "invalid plugin events" not in log
+        assert "does not support events: VALIDATE_CONTAINER_ADJUSTMENT" in log, containerd.log_tail(20)
 
 
 async def test_handler_error_fails_the_cri_call_on_the_dedicated_rpc_path(
@@ -203,6 +205,8 @@ async def test_handler_error_fails_the_cri_call_on_the_dedicated_rpc_path(
             reaped = await asyncio.to_thread(orphans.reap, containerd)
         assert stub.registrations == 1
     print(f"containerd {containerd.line}: pause tasks leaked by the refused sandbox: {len(reaped)}")
+    # Seen on every run: only 2.1.9 leaks it; 1.7.24, 2.2.9 and 2.4.2 clean up after a refused sandbox.
+    assert len(reaped) == (1 if containerd.line == "2.1" else 0), reaped
     assert "NRI RunPodSandbox failed" in err.value.details
     assert f"desc = netclaim: refused on {containerd.line}" in err.value.details
     expected = "RunPodSandbox" if dedicated_rpcs(containerd) else "StateChange"

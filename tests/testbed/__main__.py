@@ -35,7 +35,7 @@ def state_dir() -> Path:
 
 
 def _runtime_dirs(root: Path, line: str | None) -> list[Path]:
-    lines = [line] if line else list(ctd_mod.LINES)
+    lines = [line] if line else list(ctd_mod.ALL_LINES)
     return [root / f"runtime-{x}" for x in lines]
 
 
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("action", choices=["up", "down", "status"])
     ap.add_argument("component", nargs="?", choices=sorted(COMPONENTS))
     ap.add_argument(
-        "--containerd", choices=ctd_mod.LINES, help="containerd line (runtime; default: 2.1 for up)"
+        "--containerd", choices=ctd_mod.ALL_LINES, help="containerd line (runtime; default: 2.1 for up)"
     )
     args = ap.parse_args(argv)
     if args.action != "status" and args.component is None:

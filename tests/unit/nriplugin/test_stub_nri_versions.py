@@ -159,7 +159,7 @@ async def test_v012_runtime_falls_back_to_state_change_for_a_plugin_without_dedi
     tmp_path: Path,
 ) -> None:
     plugin = Lifecycle()
-    async with connect(tmp_path, plugin, "v0.12.3", dedicated_event_rpcs=False) as (runtime, _stub, conn):
+    async with connect(tmp_path, plugin, "v0.12.3", dedicated_event_rpcs=False) as (runtime, stub, conn):
         with pytest.raises(TtrpcError) as err:
             await conn.client.invoke(
                 PLUGIN_SERVICE, "RunPodSandbox", api.RunPodSandboxRequest(pod=POD), api.RunPodSandboxResponse
@@ -168,6 +168,7 @@ async def test_v012_runtime_falls_back_to_state_change_for_a_plugin_without_dedi
         await deliver_all(runtime, conn)
         assert plugin.seen == expected_lifecycle()
         assert {e.name for e in conn.fell_back} == {name for name, _ in expected_lifecycle()}
+        assert dict(stub.received_via) == {"StateChange": len(expected_lifecycle())}
 
 
 async def test_registration_sends_the_plugin_nri_version(tmp_path: Path) -> None:
@@ -230,6 +231,7 @@ async def test_v010_events_are_refused_by_a_runtime_that_cannot_take_them(tmp_pa
                 await asyncio.sleep(0.01)
         violation = runtime.connections[0].violations[0]
         assert "does not support events" in violation and "UPDATE_POD_SANDBOX" in violation, violation
+        assert "FAILED_PRECONDITION" in violation, violation
         assert runtime.connections[0].events == 0, "no mask was sent"
         assert stub.synchronizations == 0
     finally:
