@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from draplugin.model import PublishedDevice
 from draplugin.slices import (
@@ -62,6 +62,15 @@ class SliceStore(Protocol):
     async def delete(self, name: str) -> None: ...
 
     def changes(self) -> AsyncIterator[str]: ...
+
+
+@runtime_checkable
+class KnowsStale(Protocol):
+    """Optional store capability: a stored slice that the store would write differently although its
+    content is current (`SliceApi`: no owner reference to the Node, written before the UID was known
+    or by an older driver). Such a pool is rewritten."""
+
+    def outdated(self, item: dict[str, Any]) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -141,7 +150,8 @@ class Publisher:
         desired = build_pool(
             entries, node=self.node, generation=self.generation, driver=self.driver, per_slice=self.per_slice
         )
-        if self.generation > 0 and _in_sync(existing, [s.name for s in desired], content):
+        outdated = isinstance(self.store, KnowsStale) and any(map(self.store.outdated, existing.values()))
+        if self.generation > 0 and not outdated and _in_sync(existing, [s.name for s in desired], content):
             return self._done(started, desired, written=False, deleted=())
         self.generation += 1
         annotations = {CONTENT_ANNOTATION: content}

@@ -68,6 +68,13 @@ class SliceApi:
         self.node_uid = str(node.metadata.uid)
         log.info("ResourceSlices of node %s owned by Node uid %s", self.node, self.node_uid)
 
+    def outdated(self, item: dict[str, Any]) -> bool:
+        """A stored slice lacking the owner this store writes (publisher.KnowsStale): rewrite it."""
+        if self.node_uid is None:
+            return False
+        owners = item.get("metadata", {}).get("ownerReferences") or []
+        return not any(ref.get("uid") == self.node_uid for ref in owners)
+
     def _body(
         self, name: str, spec: dict[str, Any], annotations: dict[str, str], resource_version: str | None
     ) -> client.V1ResourceSlice:

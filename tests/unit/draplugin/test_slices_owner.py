@@ -50,17 +50,29 @@ class FakeCore:
 
 
 class FakeResource:
-    """ResourceV1Api's raw slice calls, storing what was created."""
+    """ResourceV1Api's raw slice calls over an in-memory store; `created` lists every write."""
 
     def __init__(self) -> None:
         self.created: list[dict[str, Any]] = []
+        self.items: dict[str, dict[str, Any]] = {}
 
     async def list_resource_slice_without_preload_content(self, **_: Any) -> Response:
-        return Response(200, {"items": [], "metadata": {"resourceVersion": "1"}})
+        return Response(200, {"items": list(self.items.values()), "metadata": {"resourceVersion": "1"}})
 
     async def create_resource_slice_without_preload_content(self, body: Any, **_: Any) -> Response:
-        stored = client.ApiClient().sanitize_for_serialization(body)
+        return self._store(body)
+
+    async def replace_resource_slice_without_preload_content(
+        self, name: str, body: Any, **_: Any
+    ) -> Response:
+        assert name in self.items
+        return self._store(body)
+
+    def _store(self, body: Any) -> Response:
+        stored: dict[str, Any] = client.ApiClient().sanitize_for_serialization(body)
+        stored["metadata"]["resourceVersion"] = str(len(self.created) + 1)
         self.created.append(stored)
+        self.items[stored["metadata"]["name"]] = stored
         return Response(201, stored)
 
 
@@ -132,3 +144,21 @@ async def test_given_uid_or_no_lookup_never_reads_the_node() -> None:
     await Publisher(api, discover(), node=NODE).publish(DEVICES)
     assert owners(resource) == [None]
     assert core.reads == 0
+
+
+async def test_slices_written_without_owner_are_rewritten_once_it_is_known() -> None:
+    """A pool an older driver (or a start without the Node) left unowned is rewritten even though its
+    content is current; after that, rounds write nothing."""
+    legacy, _, resource = store([AssertionError("not read")])
+    await Publisher(legacy, discover(), node=NODE).publish(DEVICES)
+    assert owners(resource) == [None]
+    api, core, _ = store([NODE_UID], lookup_owner=True)
+    api.api = resource
+    pub = Publisher(api, discover(), node=NODE)
+    result = await pub.publish(DEVICES)
+    assert result.written and result.generation == 2
+    assert owners(resource)[-1][0]["uid"] == NODE_UID
+    again = await pub.publish(DEVICES)
+    assert not again.written
+    assert len(resource.created) == 2
+    assert core.reads == 1
