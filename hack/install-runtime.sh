@@ -9,6 +9,7 @@
 # Why .debs unpacked with dpkg -x: the trixie/sid packages would pull a newer libc if installed; containerd
 # itself only needs glibc >= 2.34, so the binaries run from the cache. Selection is by suite, because a
 # mirror keeps only the newest build; a suite that moved to another containerd line is a hard error.
+# The 2.2 and 2.4 lines (not in Debian) are built by hack/build-containerd.sh into the same layout.
 # usage: hack/install-runtime.sh          env: NETCLAIM_CACHE, PYTHON (default .venv/bin/python)
 set -euo pipefail
 
