@@ -32,7 +32,7 @@ import yaml
 from celpy import celtypes
 from celpy.adapter import json_to_cel
 from celpy.celparser import CELParseError
-from celpy.evaluation import CELEvalError
+from celpy.evaluation import CELEvalError, base_functions
 
 from draplugin.discovery.filters import Decision
 from draplugin.discovery.rdma import RdmaInfo
@@ -54,6 +54,9 @@ _GLOB = re.compile(r"[*?\[]")
 _DRIVER_PATTERN = re.compile(r"^[A-Za-z0-9_.*?\[\]!-]{1,64}$")
 
 _CEL = celpy.Environment()
+# Names a call may use: the library's functions and the CEL macros (`has`, comprehensions).
+_FUNCTIONS = frozenset(base_functions) | {"has", "all", "exists", "exists_one", "map", "filter"}
+_MAX_ERROR = 200
 _T = TypeVar("_T")
 
 
@@ -74,15 +77,27 @@ class CelExpression:
         if not source.strip():
             raise FilterError(f"{where}: empty CEL expression")
         try:
-            program = _CEL.program(_CEL.compile(source))
+            tree = _CEL.compile(source)
+            program = _CEL.program(tree)
         except CELParseError as error:
             # One line (the library's message is the source plus a caret line): column and source.
             at = f" at column {error.column}" if error.column is not None else ""
             raise FilterError(f"{where}: invalid CEL expression{at}: {source!r}") from None
+        unknown = sorted(
+            {
+                str(child)
+                for node in tree.iter_subtrees()
+                if node.data in ("ident_arg", "member_dot_arg")
+                for child in node.children
+                if getattr(child, "type", None) == "IDENT" and str(child) not in _FUNCTIONS
+            }
+        )
+        if unknown:
+            raise FilterError(f"{where}: {source!r}: unknown function {', '.join(unknown)}")
         expression = cls(source, program)
         probe = _evaluate(program, _activation(DEFAULT_DOMAIN, {}))
         if isinstance(probe, str) and "undeclared reference" in probe:
-            raise FilterError(f"{where}: {source!r}: only `device` is defined ({probe.split(' (in ')[0]})")
+            raise FilterError(f"{where}: {source!r}: only `device` is defined ({probe})")
         return expression
 
     def matches(self, activation: Mapping[str, Any], warned: set[tuple[str, str]]) -> bool:
@@ -99,16 +114,22 @@ class CelExpression:
 
 
 def _evaluate(program: celpy.Runner, activation: Mapping[str, Any]) -> bool | str:
-    """A bool, or the reason there is none (the error or the result's type) as a string."""
+    """A bool, or the reason there is none (the error or the result's type) as a short string."""
     try:
         value = program.evaluate(dict(activation))
     except CELEvalError as error:
-        return str(error.args[0]) if error.args else str(error)
+        return _reason(error)
     if isinstance(value, CELEvalError):
-        return str(value.args[0]) if value.args else str(value)
+        return _reason(value)
     if isinstance(value, celtypes.BoolType):
         return bool(value)
     return f"result is {type(value).__name__}, not bool"
+
+
+def _reason(error: CELEvalError) -> str:
+    """The library's message without the dump of the whole activation it appends to some errors."""
+    text = str(error.args[0]) if error.args else str(error)
+    return text.split(" (in activation")[0][:_MAX_ERROR]
 
 
 def _activation(domain: str, attributes: Mapping[str, AttributeValue]) -> dict[str, Any]:

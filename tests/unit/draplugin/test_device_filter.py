@@ -156,6 +156,10 @@ def test_cel_non_bool_result_matches_nothing() -> None:
         ),
         (["--include-cel=node.name == 'a'"], r"argument --include-cel: .*only `device` is defined"),
         (["--exclude-cel= "], r"argument --exclude-cel: empty CEL expression"),
+        (
+            ['--exclude-cel=device.attributes["netclaim.dev"].ifName.startswit("x")'],
+            r"argument --exclude-cel: .*: unknown function startswit$",
+        ),
         (["--exclude-pci-addresses=03:00.1"], r"argument --exclude-pci-addresses: '03:00.1' is not a PCI"),
         (["--include-pci-addresses=eth0"], r"argument --include-pci-addresses: 'eth0' is not a PCI"),
         (["--exclude-interfaces=a b"], r"argument --exclude-interfaces: 'a b' is not an interface name"),
