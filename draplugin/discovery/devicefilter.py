@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 DEFAULT_DOMAIN = DRIVER_NAME
 FILE_API_VERSION = "netclaim.dev/v1alpha1"
 FILE_KIND = "DeviceFilter"
+FILE_FIELDS = ("apiVersion", "kind", "include", "exclude")
+MATCH_FIELDS = ("interfaces", "pciAddresses", "drivers", "cel")
+"""Fields of the file (deploy/netclaim-device-filter.schema.json describes the same, a test checks)."""
 
 # Interface names: anything but '/', ',' (the flags' list separator), whitespace and control characters.
 _INTERFACE_PATTERN = re.compile(r"^[^/,\s\x00-\x1f\x7f]{1,64}$")
@@ -341,10 +344,9 @@ def _match_from_mapping(data: object, where: str) -> Match:
         return Match()
     if not isinstance(data, dict):
         raise FilterError(f"{where}: must be a mapping")
-    known = {"interfaces", "pciAddresses", "drivers", "cel"}
     for key in data:
-        if key not in known:
-            raise FilterError(f"{where}.{key}: unknown field (known: {', '.join(sorted(known))})")
+        if key not in MATCH_FIELDS:
+            raise FilterError(f"{where}.{key}: unknown field (known: {', '.join(MATCH_FIELDS)})")
     cel = data.get("cel")
     if cel is not None and not isinstance(cel, str):
         raise FilterError(f"{where}.cel: must be a string")
@@ -380,8 +382,8 @@ def parse_document(data: object, where: str = "") -> DeviceFilter:
         if key in data and data[key] != value:
             raise FilterError(f"{prefix}{key}: must be {value!r}, not {data[key]!r}")
     for key in data:
-        if key not in {"include", "exclude", *expected}:
-            raise FilterError(f"{prefix}{key}: unknown field (known: apiVersion, kind, include, exclude)")
+        if key not in FILE_FIELDS:
+            raise FilterError(f"{prefix}{key}: unknown field (known: {', '.join(FILE_FIELDS)})")
     try:
         return DeviceFilter(
             include=_match_from_mapping(data.get("include"), "include"),

@@ -6,6 +6,7 @@ ipvlan on bond0 and ens1; a shared veth), with sysfs facts giving ens1 and ens1v
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -17,11 +18,16 @@ from discovery_builders import NODE
 
 from draplugin.cli import build_parser
 from draplugin.discovery.devicefilter import (
+    FILE_FIELDS,
+    MATCH_FIELDS,
     DeviceFilter,
     FilterError,
     Match,
+    driver_patterns,
+    interface_patterns,
     load_file,
     parse_document,
+    pci_patterns,
 )
 from draplugin.discovery.filters import FilterPolicy
 from draplugin.discovery.inventory import Inventory, build_devices
@@ -278,3 +284,35 @@ def test_readme_config_filter_example_parses() -> None:
     for block in blocks:
         device_filter = parse_document(yaml.safe_load(block), "README-config.md")
         assert not device_filter.empty
+
+
+SCHEMA = json.loads((REPO / "deploy" / "netclaim-device-filter.schema.json").read_text())
+SAMPLES = {
+    "interfaces": ["eth1", "stor*", "ens[12]f0", "a b", "net/1", "x,y", "", "\t"],
+    "pciAddresses": ["0000:03:00.1", "0000:3B:00.*", "0000:03:00.?", "zz", "03:00.1 ", "0000:03:00.1/x", ""],
+    "drivers": ["ixgbe", "mlx5_*", "i40e", "mlx5 core", "a/b", ""],
+}
+PARSERS = {"interfaces": interface_patterns, "pciAddresses": pci_patterns, "drivers": driver_patterns}
+
+
+def test_schema_has_the_parsers_fields() -> None:
+    assert tuple(SCHEMA["properties"]) == FILE_FIELDS
+    assert tuple(SCHEMA["$defs"]["match"]["properties"]) == MATCH_FIELDS
+    assert SCHEMA["properties"]["kind"]["const"] == "DeviceFilter"
+
+
+@pytest.mark.parametrize("field", sorted(PARSERS))
+def test_schema_patterns_refuse_what_the_parser_refuses(field: str) -> None:
+    """The schema is a first check for editors; it must never accept what the driver refuses by
+    character set (the driver also wants a whole PCI address when there is no glob)."""
+    pattern = re.compile(SCHEMA["$defs"]["match"]["properties"][field]["items"]["pattern"])
+    for sample in SAMPLES[field]:
+        try:
+            PARSERS[field]([sample], field)
+            parsed = True
+        except FilterError:
+            parsed = False
+        if not pattern.search(sample):
+            assert not parsed, f"{field}: the driver accepts {sample!r}, the schema does not"
+        if parsed:
+            assert pattern.search(sample), f"{field}: schema refuses {sample!r}"
