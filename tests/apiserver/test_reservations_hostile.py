@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import ssl
 import threading
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import kubernetes.aio.client
 import kubernetes.client
+import pytest
 from test_prepare_claims import DEVICES, DRIVER, NODE, Allocation, allocate
 from testbed import namespaces
 from testbed.apiserver import ControlPlane
@@ -30,7 +32,7 @@ from testbed.namespaces import request
 
 from draplugin.checkpoint import Checkpoint
 from draplugin.kube.claims import KubeClaimReader
-from draplugin.kube.reservations import Chunks, KubeClaimsApi, ReservationWatcher, Tuning
+from draplugin.kube.reservations import Backoff, Chunks, KubeClaimsApi, ReservationWatcher, Tuning
 from draplugin.planstore import PlanStore
 from draplugin.prepare import Preparer
 
@@ -121,6 +123,7 @@ class Recording:
     def __init__(self, api: KubeClaimsApi) -> None:
         self._api = api
         self.namespaces: set[str] = set()
+        self.watching = asyncio.Event()
 
     async def list_page(self, namespace: str, limit: int, token: str | None) -> bytes:
         self.namespaces.add(namespace)
@@ -128,6 +131,7 @@ class Recording:
 
     def watch(self, namespace: str, version: str, timeout_s: int) -> Chunks:
         self.namespaces.add(namespace)
+        self.watching.set()
         return self._api.watch(namespace, version, timeout_s)
 
 
@@ -186,3 +190,51 @@ async def test_watcher_keeps_up_with_our_claims_among_hostile_ones(
         for ns, name in hostile:
             raw.send("DELETE", claims_path(ns, name))
         namespaces.delete(admin_api, other)
+
+
+OUTAGE_S = 20.0
+
+
+async def test_an_outage_costs_two_log_lines_and_the_watch_comes_back(
+    control_plane: ControlPlane,
+    admin_api: kubernetes.client.ApiClient,
+    aio_api: kubernetes.aio.client.ApiClient,
+    namespace: str,
+    *,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """kube-apiserver down for 20 s: one warning when following fails, one line when it is back, however
+    many retries (jittered, capped) happened in between; then a reservedFor change is followed again."""
+    nic, first = [Allocation("nic", "macvlan-up0")], str(uuid.uuid4())
+    ref = allocate(admin_api, namespace, "shared", nic, pod_uids=(first,))
+    store = PlanStore.open(Checkpoint(tmp_path / "plans.json"))
+    reader = KubeClaimReader(kubernetes.aio.client.ResourceV1Api(aio_api))
+    preparer = Preparer(driver=DRIVER, node=NODE, reader=reader, lookup=DEVICES, store=store)
+    assert (await preparer.prepare([ref]))[ref.uid].error is None
+    api = Recording(KubeClaimsApi(aio_api))
+    tuning = Tuning(backoff=lambda: Backoff(initial_s=0.2, cap_s=2.0))
+    watcher = ReservationWatcher(api, store, timeout_seconds=30, tuning=tuning)
+    task = asyncio.create_task(watcher.run())
+    try:
+        await asyncio.wait_for(api.watching.wait(), CATCH_UP_S)
+        with caplog.at_level(logging.INFO, logger="draplugin.kube.reservations"):
+            with control_plane.apiserver_outage():
+                await asyncio.sleep(OUTAGE_S)
+            second = str(uuid.uuid4())
+            await add_pod(admin_api, namespace, "shared", second)
+            started = time.monotonic()
+            while not store.plans_for_pod(second):
+                assert time.monotonic() - started < CATCH_UP_S, (
+                    f"not followed after the outage; {vars(watcher)}"
+                )
+                await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    lines = [r.getMessage() for r in caplog.records if r.name == "draplugin.kube.reservations"]
+    following = [line for line in lines if "following ResourceClaims" in line]
+    assert watcher.failures >= 5, "it kept retrying through the outage"
+    assert len(following) == 2, lines
+    assert "failed, retrying with backoff" in following[0] and "again after" in following[1]
+    assert not any(r.exc_info for r in caplog.records if r.name == "draplugin.kube.reservations")
