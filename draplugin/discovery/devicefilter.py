@@ -411,7 +411,7 @@ def load_file(path: Path) -> DeviceFilter:
 _LIST_FLAGS = (
     ("interfaces", "interface names or globs (eth1, stor*)", interface_patterns),
     ("pci-addresses", "PCI addresses or globs (0000:03:00.1, 0000:04:00.*)", pci_patterns),
-    ("drivers", "kernel drivers or globs of the NIC's PCI function (ixgbe, mlx5_*)", driver_patterns),
+    ("drivers", "kernel drivers or globs (ixgbe, mlx5_*)", driver_patterns),
 )
 
 
@@ -457,11 +457,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "criterion given matches it and no exclude criterion does. Lists are comma-separated; flags "
         "and --device-filter-file add up.",
     )
+    lead = {
+        "exclude": "leave out devices on NICs matching",
+        "include": "publish only devices on NICs matching",
+    }
     for side in ("exclude", "include"):
         for name, what, parse in _LIST_FLAGS:
             flag = f"--{side}-{name}"
             group.add_argument(
-                flag, type=_list_type(flag, parse), default=(), metavar="LIST", help=f"{side}: {what}"
+                flag, type=_list_type(flag, parse), default=(), metavar="LIST", help=f"{lead[side]} {what}"
             )
         flag = f"--{side}-cel"
         group.add_argument(
@@ -469,7 +473,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             type=_cel_type(flag),
             default=None,
             metavar="EXPR",
-            help=f"{side} devices for which this CEL expression is true, e.g. "
+            help=f"{'leave out' if side == 'exclude' else 'publish only'} devices for which this CEL "
+            "expression is true, e.g. "
             f'\'device.attributes["netclaim.dev"].pciAddress.startsWith("0000:03:")\'',
         )
     group.add_argument(
