@@ -81,27 +81,18 @@ class CelExpression:
             raise FilterError(f"{where}: empty CEL expression")
         try:
             tree = _CEL.compile(source)
-            program = _CEL.program(tree)
         except CELParseError as error:
             # One line (the library's message is the source plus a caret line): column and source.
             at = f" at column {error.column}" if error.column is not None else ""
             raise FilterError(f"{where}: invalid CEL expression{at}: {source!r}") from None
-        unknown = sorted(
-            {
-                str(child)
-                for node in tree.iter_subtrees()
-                if node.data in ("ident_arg", "member_dot_arg")
-                for child in node.children
-                if getattr(child, "type", None) == "IDENT" and str(child) not in _FUNCTIONS
-            }
-        )
+        unknown = _unknown_functions(tree)
         if unknown:
             raise FilterError(f"{where}: {source!r}: unknown function {', '.join(unknown)}")
-        expression = cls(source, program)
+        program = _CEL.program(tree)
         probe = _evaluate(program, _activation(DEFAULT_DOMAIN, {}))
         if isinstance(probe, str) and "undeclared reference" in probe:
             raise FilterError(f"{where}: {source!r}: only `device` is defined ({probe})")
-        return expression
+        return cls(source, program)
 
     def matches(self, activation: Mapping[str, Any], warned: set[tuple[str, str]]) -> bool:
         """True only for a bool `true`. A missing attribute (a veth has no `pciAddress`) or a non-bool
@@ -116,12 +107,26 @@ class CelExpression:
         return False
 
 
+def _unknown_functions(tree: celpy.Expression[Any]) -> list[str]:
+    """Called names (`f(x)`, `x.f()`) CEL does not define: caught now, not at the first device."""
+    names = {
+        str(child)
+        for node in tree.iter_subtrees()
+        if node.data in ("ident_arg", "member_dot_arg")
+        for child in node.children
+        if getattr(child, "type", None) == "IDENT"
+    }
+    return sorted(names - _FUNCTIONS)
+
+
 def _evaluate(program: celpy.Runner, activation: Mapping[str, Any]) -> bool | str:
     """A bool, or the reason there is none (the error or the result's type) as a short string."""
     try:
         value = program.evaluate(dict(activation))
     except CELEvalError as error:
         return _reason(error)
+    except Exception as error:  # the library's own bug must not stop discovery: no match, logged
+        return f"{type(error).__name__}: {error}"[:_MAX_ERROR]
     if isinstance(value, CELEvalError):
         return _reason(value)
     if isinstance(value, celtypes.BoolType):
