@@ -255,13 +255,13 @@ def from_args(args: argparse.Namespace) -> Settings:
 def add_device_filter_arguments(parser: argparse.ArgumentParser) -> None:
     """--{exclude,include}-{interfaces,pci-addresses,drivers,cel} and --device-filter-file.
 
-    Imported here, not at the top: `netclaim status` needs no CEL engine."""
-    from draplugin.discovery import devicefilter
+    Imported here, not at the top: settings stay importable without discovery."""
+    from draplugin.discovery import filterflags
 
-    devicefilter.add_arguments(parser)
+    filterflags.add_arguments(parser)
 
 
 def device_filter_from_args(args: argparse.Namespace) -> DeviceFilter | None:
-    from draplugin.discovery import devicefilter
+    from draplugin.discovery import filterflags
 
-    return devicefilter.from_args(args)
+    return filterflags.from_args(args)
