@@ -22,6 +22,8 @@ from draplugin.config import (
     parse_network_config,
 )
 from draplugin.devices import modes
+from draplugin.devices.base import PlanInvalid
+from draplugin.devices.registry import default_registry
 from draplugin.devices.rules import netdev_problems
 from draplugin.model import (
     CharDevice,
@@ -33,6 +35,7 @@ from draplugin.model import (
     PublishedDevice,
 )
 
+_HANDLERS = default_registry()
 _SECTION_KINDS = {"macvlan": DeviceKind.MACVLAN, "ipvlan": DeviceKind.IPVLAN, "veth": DeviceKind.VETH}
 
 
@@ -77,9 +80,25 @@ def plan_claim(claim: AllocatedClaim, driver: str, node: str, lookup: DeviceLook
         except ConfigError as invalid:
             problems.extend(RequestError(ref.request, error) for error in invalid.errors)
     problems.extend(_duplicate_names(plans))
+    if not problems:
+        problems.extend(_handler_refusals(plans))
     if problems:
         raise PlanError(claim, problems)
     return ClaimPlan(claim=claim.ref, pod_uids=claim.pod_uids, devices=tuple(plans))
+
+
+def _handler_refusals(plans: list[DevicePlan]) -> list[RequestError]:
+    """The handlers' own check of each finished plan, exactly as the RunPodSandbox hook runs it: the
+    per-entry rules above name the field; this catches whatever else a handler would refuse (a plan
+    shape no config field explains), so nothing the hook refuses gets past Prepare."""
+    problems = []
+    for plan in plans:
+        try:
+            _HANDLERS.validate(plan)
+        except PlanInvalid as refusal:
+            where = f"device {plan.ref.pool}/{plan.ref.device}"
+            problems.append(RequestError(plan.ref.request, FieldError(where, str(refusal))))
+    return problems
 
 
 def _check_allocation(claim: AllocatedClaim, node: str) -> None:

@@ -226,4 +226,9 @@ def _rdma(raw: object, path: str, errors: Errors) -> RdmaConfig | None:
 
 
 def _rdma_devices(raw: object, path: str, errors: Errors) -> tuple[str, ...] | None:
+    """An empty list would leave an rdma or roce device with nothing to inject, which its handler
+    refuses; say so here, where the user can fix it."""
+    if raw == []:
+        errors.append(FieldError(path, "must name at least one device (leave it out for all of them)"))
+        return None
     return _unique_items(raw, path, MAX_RDMA_DEVICES, fields.char_device_name, errors)

@@ -10,6 +10,7 @@ from draplugin_builders import DEVICES, DRIVER, NODE, claim, claim_config, class
 from test_prepare_domain import FakeReader, make
 
 from draplugin.allocation import AllocatedClaim
+from draplugin.model import DeviceKind, PublishedDevice
 from draplugin.planner import PlanError, plan_claim
 
 
@@ -93,3 +94,22 @@ async def test_a_shared_claim_clashes_in_each_of_its_pods(tmp_path: Path) -> Non
     assert (await preparer.prepare([shared.ref]))[shared.ref.uid].error is None
     error = (await preparer.prepare([mine.ref]))[mine.ref.uid].error
     assert error is not None and error.endswith("already prepared for claim ns/shared in pod pod-2")
+
+
+def test_an_empty_rdma_device_list_fails_at_prepare() -> None:
+    config = claim_config(0, params(rdma={"devices": []}))
+    message = _refusal(claim("c1", device("r", "rdma-mlx0"), configs=(config,)))
+    assert message == (
+        "claim ns/c1, request r, config[0].rdma.devices: "
+        "must name at least one device (leave it out for all of them)"
+    )
+
+
+def test_whatever_else_a_handler_refuses_fails_at_prepare_too() -> None:
+    """No config field explains this plan's problem, so the handler's own check names the device."""
+    lookup = {**DEVICES, "rdma-bare": PublishedDevice("rdma-bare", DeviceKind.RDMA, None)}
+    with pytest.raises(PlanError) as caught:
+        plan_claim(claim("c1", device("r", "rdma-bare")), DRIVER, NODE, lookup)
+    assert str(caught.value) == (
+        "claim ns/c1, request r, device node-a/rdma-bare: rdma needs at least one RDMA character device"
+    )
