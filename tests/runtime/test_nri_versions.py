@@ -5,6 +5,8 @@
 - 2.2.9 (v0.11.0): StateChange; v0.10 events allowed (the runtime's release says NRI >= v0.10).
 - 2.4.2 (v0.12.3): a dedicated RPC per event, StateChange only for a plugin that answers UNIMPLEMENTED;
   v0.10 events allowed (Configure's NRI_version says v0.12.3).
+- v0.11's net-device adjustment moves a host netdev into the pod on 2.2/2.4 (runc 1.4.4/1.5.3) and is
+  dropped without a word by 1.7/2.1.
 
 Each test runs on every line and asserts what that line must do, so none can pass by doing nothing.
 """
@@ -14,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
-from testbed import orphans
+from testbed import orphans, standin
 from testbed.containerd import Containerd
 from testbed.cri import CriClient, CriError, MakePod
 
@@ -211,3 +214,41 @@ async def test_handler_error_fails_the_cri_call_on_the_dedicated_rpc_path(
     assert f"desc = netclaim: refused on {containerd.line}" in err.value.details
     expected = "RunPodSandbox" if dedicated_rpcs(containerd) else "StateChange"
     assert dict(stub.received_via) == {expected: 1}
+
+
+class NetDeviceMover(Plugin):
+    """NRI v0.11's net-device adjustment: asks the runtime (runc >= 1.4) to move a host netdev into
+    the container's network namespace under a new name."""
+
+    def __init__(self, host_name: str, pod_name: str) -> None:
+        self.host_name, self.pod_name = host_name, pod_name
+
+    async def create_container(
+        self, pod: api.PodSandbox, container: api.Container
+    ) -> api.ContainerAdjustment | None:
+        adjust = api.ContainerAdjustment()
+        adjust.linux.net_devices[self.host_name].name = self.pod_name
+        return adjust
+
+
+async def test_net_device_adjustment_is_applied_only_where_the_runtime_has_it(
+    containerd: Containerd, cri: CriClient, make_pod: MakePod, tmp_path: Path
+) -> None:
+    """2.2.9 (NRI v0.11, runc 1.4.4) and 2.4.2 (v0.12, runc 1.5.3) move the device into the pod; 1.7
+    and 2.1 (NRI v0.6/v0.8) do not know the field and drop it silently: the pod runs without the
+    device and nothing says so. A driver relying on the runtime must check the pod, not the reply."""
+    moves = containerd.line in ("2.2", "2.4")
+    with standin.stand_in_nic(tmp_path, "ncnd") as host_name:
+        async with stub_for(containerd, NetDeviceMover(host_name, "net9")) as stub:
+            async with asyncio.timeout(10):
+                await stub.wait_synchronized()
+            made = await asyncio.to_thread(make_pod, "netdev")
+        links = await asyncio.to_thread(cri.exec_sync, made.container_id, ["ip", "-o", "link"])
+        assert links.exit_code == 0, links.stderr
+        in_pod = " net9:" in links.stdout or ": net9@" in links.stdout
+        on_host = standin.host_link(host_name) is not None
+        spec = (await asyncio.to_thread(cri.container_status, made.container_id)).runtime_spec
+        assert (in_pod, on_host) == (moves, not moves), (links.stdout, containerd.line)
+        net_devices = spec.get("linux", {}).get("netDevices", {})
+        assert net_devices == ({host_name: {"name": "net9"}} if moves else {}), net_devices
+        await asyncio.to_thread(cri.remove_pod, made.sandbox_id)
