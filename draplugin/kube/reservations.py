@@ -24,18 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
-import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import orjson
 from kubernetes.aio import client as kclient
 
 from draplugin.kube.claims import pod_uids_of
+from draplugin.kube.raw import decode_object
 from draplugin.planstore import PlanStore
 
 log = logging.getLogger(__name__)
@@ -44,8 +42,6 @@ PAGE_SIZE = 100
 """Claims per list page: bounds the memory of one response even when claims carry large parameters."""
 MAX_EVENT_BYTES = 8 * 1024 * 1024
 """A watch line longer than this is skipped (etcd stores objects of at most 1.5 MiB by default)."""
-MAX_DEPTH = 64
-"""Nesting kept when the fast parser gives up; deeper values (opaque parameters) become null."""
 MESSAGE_LIMIT = 200
 """Characters of an apiserver body or error quoted in a log line or exception."""
 
@@ -266,7 +262,9 @@ class _Follower:
     async def _list(self) -> str:
         token: str | None = None
         while True:
-            page = _decode(await self._api.list_page(self._namespace, self._owner.tuning.page_size, token))
+            page = decode_object(
+                await self._api.list_page(self._namespace, self._owner.tuning.page_size, token)
+            )
             for item in page.get("items") or []:
                 await self._apply(item)
             metadata = page.get("metadata") or {}
@@ -287,8 +285,8 @@ class _Follower:
             self._owner.report_skip(self._namespace, f"(event of {line.size} bytes)", "larger than the limit")
             return
         try:
-            event = _decode(line)
-        except Undecodable as error:
+            event = decode_object(line)
+        except ValueError as error:
             self._owner.report_skip(self._namespace, f"(event of {len(line)} bytes)", str(error))
             return
         kind, obj = event.get("type"), event.get("object")
@@ -356,48 +354,6 @@ async def bounded_lines(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterat
             buffer.clear()
         else:
             buffer += rest
-
-
-_STRING_OR_BRACKET = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
-
-
-def _decode(raw: bytes) -> dict[str, Any]:
-    """orjson first; on failure (nesting beyond its limit, numbers it refuses) the same bytes with
-    everything deeper than MAX_DEPTH replaced by null, through the standard library parser."""
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        try:
-            value = json.loads(prune_depth(raw, MAX_DEPTH))
-        except (ValueError, RecursionError) as error:
-            raise Undecodable(f"not JSON the driver can read: {short(str(error))}") from None
-    if not isinstance(value, dict):
-        raise Undecodable("not a JSON object")
-    return value
-
-
-def prune_depth(raw: bytes, max_depth: int) -> bytes:
-    """`raw` with every array or object nested deeper than `max_depth` replaced by `null`.
-
-    A linear scan over strings and brackets only; run only when the fast parser has refused a body.
-    """
-    out: list[bytes] = []
-    depth, kept_until, cut_at = 0, 0, -1
-    for match in _STRING_OR_BRACKET.finditer(raw):
-        token = match.group()
-        if token[0] == 0x22:  # a string: brackets inside it do not count
-            continue
-        if token in (b"[", b"{"):
-            depth += 1
-            if depth == max_depth + 1:
-                cut_at = match.start()
-            continue
-        if depth == max_depth + 1 and cut_at >= 0:
-            out += (raw[kept_until:cut_at], b"null")
-            kept_until, cut_at = match.end(), -1
-        depth -= 1
-    out.append(raw[kept_until:])
-    return b"".join(out)
 
 
 def _name_of(obj: object) -> str:

@@ -13,6 +13,8 @@ import orjson
 import pytest
 
 from draplugin.checkpoint import Checkpoint
+from draplugin.kube.claims import claim_from_object
+from draplugin.kube.raw import decode_object, prune_depth
 from draplugin.kube.reservations import (
     ApiStatusError,
     Backoff,
@@ -21,7 +23,6 @@ from draplugin.kube.reservations import (
     ReservationWatcher,
     Tuning,
     bounded_lines,
-    prune_depth,
 )
 from draplugin.model import ClaimPlan, ClaimRef
 from draplugin.planstore import PlanStore
@@ -257,6 +258,17 @@ def test_prune_depth_keeps_shallow_values_and_ignores_brackets_in_strings() -> N
     raw = b'{"a":[[["deep"]]],"s":"[[[{{","b":{"c":1}}'
     assert orjson.loads(prune_depth(raw, 2)) == {"a": [None], "s": "[[[{{", "b": {"c": 1}}
     assert orjson.loads(prune_depth(b"[" * 3000 + b"]" * 3000, 3)) == [[[None]]]
+
+
+def test_a_claim_with_another_drivers_deep_parameters_is_still_read() -> None:
+    """The claim reader at Prepare uses the same decoder: such a claim can still hold our devices."""
+    raw = claim_json("ns", "mixed", ("pod-1",), params=b'{"x":' + b"[" * 3000 + b"]" * 3000 + b"}")
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(raw)
+    claim = claim_from_object(decode_object(raw))
+    assert (claim.ref.name, claim.ref.uid) == ("mixed", "uid-mixed")
+    with pytest.raises(ValueError, match="not a JSON object"):
+        decode_object(b"[1]")
 
 
 def test_error_messages_quote_a_bounded_prefix() -> None:
