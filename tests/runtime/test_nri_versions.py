@@ -5,6 +5,8 @@
 - 2.2.9 (v0.11.0): StateChange; v0.10 events allowed (the runtime's release says NRI >= v0.10).
 - 2.4.2 (v0.12.3): a dedicated RPC per event, StateChange only for a plugin that answers UNIMPLEMENTED;
   v0.10 events allowed (Configure's NRI_version says v0.12.3).
+- in-place pod resize (CRI UpdatePodSandboxResources) reaches UpdatePodSandbox/PostUpdatePodSandbox on
+  2.4 only: 2.2.9's CRI method is not implemented.
 - v0.11's net-device adjustment moves a host netdev into the pod on 2.2/2.4 (runc 1.4.4/1.5.3) and is
   dropped without a word by 1.7/2.1.
 
@@ -18,6 +20,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
 from testbed import orphans, standin
 from testbed.containerd import Containerd
@@ -252,3 +255,65 @@ async def test_net_device_adjustment_is_applied_only_where_the_runtime_has_it(
         net_devices = spec.get("linux", {}).get("netDevices", {})
         assert net_devices == ({host_name: {"name": "net9"}} if moves else {}), net_devices
         await asyncio.to_thread(cri.remove_pod, made.sandbox_id)
+
+
+class PodUpdates(Plugin):
+    """NRI v0.10's pod-level update events (in-place pod resize)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int, int]] = []
+
+    async def run_pod_sandbox(self, pod: api.PodSandbox) -> None:
+        return None
+
+    async def update_pod_sandbox(
+        self, pod: api.PodSandbox, overhead: api.LinuxResources, resources: api.LinuxResources
+    ) -> None:
+        self.seen.append(("UPDATE_POD_SANDBOX", resources.cpu.shares.value, resources.memory.limit.value))
+
+    async def post_update_pod_sandbox(self, pod: api.PodSandbox) -> None:
+        self.seen.append(("POST_UPDATE_POD_SANDBOX", 0, 0))
+
+
+async def test_pod_resize_reaches_the_v010_pod_update_events(
+    containerd: Containerd, cri: CriClient, make_pod: MakePod
+) -> None:
+    """CRI UpdatePodSandboxResources on 2.4 calls UpdatePodSandbox (its own RPC since v0.10) with the new
+    resources, then PostUpdatePodSandbox (its own RPC on v0.12). 2.2.9 takes the subscription (NRI
+    v0.11) but its CRI UpdatePodSandboxResources is a stub answering UNIMPLEMENTED ("not implemented
+    yet" in its source), so the events never come. 1.7/2.1 cannot take the subscription: the stub
+    refuses it at Configure, naming both events."""
+    plugin = PodUpdates()
+    if containerd.line in ("2.2", "2.4"):
+        async with stub_for(containerd, plugin) as stub:
+            async with asyncio.timeout(10):
+                await stub.wait_synchronized()
+            made = await asyncio.to_thread(make_pod, "resized")
+            resize = asyncio.to_thread(
+                cri.update_pod_sandbox_resources, made.sandbox_id, cpu_shares=512, memory_limit=64 << 20
+            )
+            if containerd.line == "2.2":
+                with pytest.raises(CriError) as err:
+                    await resize
+                assert err.value.code == grpc.StatusCode.UNIMPLEMENTED, err.value
+            else:
+                await resize
+        if containerd.line == "2.2":
+            assert plugin.seen == []
+            assert dict(stub.received_via) == {"StateChange": 1}  # its RunPodSandbox
+        else:
+            assert plugin.seen == [("UPDATE_POD_SANDBOX", 512, 64 << 20), ("POST_UPDATE_POD_SANDBOX", 0, 0)]
+            assert dict(stub.received_via) == {
+                "RunPodSandbox": 1,
+                "UpdatePodSandbox": 1,
+                "PostUpdatePodSandbox": 1,
+            }
+    else:
+        async with stub_for(containerd, plugin) as stub:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(2):
+                    await stub.wait_synchronized()
+        log = containerd.log_path.read_text(errors="replace")
+        assert "does not support events: POST_UPDATE_POD_SANDBOX, UPDATE_POD_SANDBOX" in log, (
+            containerd.log_tail(20)
+        )

@@ -231,6 +231,14 @@ class CriClient:
         meta = config.metadata
         return Pod(r.pod_sandbox_id, meta.name, meta.uid, meta.namespace, config)
 
+    def update_pod_sandbox_resources(self, pod_id: str, *, cpu_shares: int, memory_limit: int) -> None:
+        """CRI UpdatePodSandboxResources (in-place pod resize; containerd 2.2+ relays it to NRI v0.10's
+        UpdatePodSandbox and PostUpdatePodSandbox)."""
+        pb = self.pb
+        resources = pb.LinuxContainerResources(cpu_shares=cpu_shares, memory_limit_in_bytes=memory_limit)
+        req = pb.UpdatePodSandboxResourcesRequest(pod_sandbox_id=pod_id, resources=resources)
+        self._call(self._rt, "UpdatePodSandboxResources", req)
+
     def pod_sandbox_status(self, pod_id: str) -> SandboxStatus:
         req = self.pb.PodSandboxStatusRequest(pod_sandbox_id=pod_id, verbose=True)
         r = self._call(self._rt, "PodSandboxStatus", req)
