@@ -4,23 +4,25 @@ Thin on purpose: it builds the request, sends it, and maps the answer onto the t
 acts on (ClaimGone, Rejected, Retryable). Raw responses are read without deserializing a ResourceClaim,
 because the queue needs the outcome, not the object.
 
-Why there is a second write path (kube-apiserver 1.37.2, reproduced in tests/apiserver/test_status_drift.py).
-Server-side apply re-encodes the whole live object through structured-merge-diff before it validates the
-update, and that re-encodes the opaque config `parameters` that `status.allocation.devices.config` copies
-from the claim: keys sorted, JSON canonical. Those parameters are a RawExtension, compared byte for byte,
-so when the bytes the user sent were not already canonical (a client that keeps its own key order, e.g.
-`kind` before `apiVersion`, or `interfaceName` before `addresses`) the apiserver sees an allocation that
-"changed" and refuses *any* apply of `status.devices` to that claim, even by cluster-admin:
-`status.allocation: Invalid value: null: field cannot be modified once set` (plus, for a caller without
-`resourceclaims/binding`, `changing status.allocation or status.reservedFor requires ...`). JSON patch and
-merge patch leave untouched parts of the stored JSON as they are, so for such a claim the status is
-written by a JSON patch that replaces `status.devices`, guarded by `test` operations on the claim's UID
-and resourceVersion so no other driver's concurrent entry is lost (a failed test re-reads and retries).
+Why there is a second write path (kube-apiserver v1.37.2; tests/apiserver/test_status_drift.py and the
+node tier's test_e2e_claim_status.py reproduce it). `status.allocation.devices.config` holds a copy of the
+claim's opaque config `parameters`: a RawExtension, stored as the bytes the user's client sent and
+compared byte for byte on every status write. Server-side apply re-encodes the live object as canonical
+JSON (keys sorted, no whitespace) before it validates; JSON and merge patches and a PUT of JSON re-encode
+it compact. Whenever the user's bytes were not already in that form (a client that keeps its own key
+order, e.g. `kind` before `apiVersion`; `json.dumps` spacing), the apiserver sees an allocation that
+"changed" and refuses the write, even cluster-admin's: `status.allocation: Invalid value: null: field
+cannot be modified once set`, plus `changing status.allocation or status.reservedFor requires
+resource="resourceclaims/binding"` for a caller without that grant. For such claims the status is
+written by reading the claim as protobuf and PUTting it back with only `status.devices` changed
+(draplugin/status/protobuf.py): protobuf carries the allocation's bytes verbatim, the claim's
+resourceVersion makes the PUT conditional, a conflict re-reads. The common case stays one apply.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -32,8 +34,8 @@ import aiohttp
 import orjson
 from kubernetes.aio import client as kclient
 
-from draplugin.kube.raw import ApiReadError, read_json
 from draplugin.model import ClaimRef
+from draplugin.status import protobuf
 from draplugin.status.types import (
     AttachFailureEvent,
     ClaimGone,
@@ -47,18 +49,19 @@ from draplugin.status.types import (
 log = logging.getLogger(__name__)
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
-JSON_PATCH_CONTENT_TYPE = "application/json-patch+json"
 ATTACH_FAILED_REASON = "NetworkAttachFailed"
-PATCH_ATTEMPTS = 4
-"""JSON-patch tries per write: each lost race against another writer of the claim costs one GET + PATCH."""
-PATCH_PATH_MEMORY = 4096
-"""Claims remembered as needing the JSON-patch path (LRU); forgetting one costs one refused apply."""
+REWRITE_ATTEMPTS = 4
+"""Protobuf rewrites per status: each race lost to another writer of the claim costs one GET + PUT."""
+REWRITE_MEMORY = 4096
+"""Claims remembered as needing the rewrite path (LRU); forgetting one costs one refused apply."""
 _GONE_MARKERS = ("must be an allocated device", "metadata.uid", "Precondition failed: UID")
 # 1.36+ answers a missing resourceclaims/driver grant with 422 (a field error of type Forbidden), not 403.
 # It is a permission problem an admin can fix, so it is retried like a 403, not dropped like bad content.
 _PERMISSION_MARKER = "changing status.devices requires"
-# We never send status.allocation, so a refusal that names it is the apiserver's own re-encoding (above).
-_ALLOCATION_DRIFT_MARKER = "status.allocation"
+# We never send status.allocation nor other drivers' entries, so a refusal that names either is the
+# apiserver's own re-encoding of what was stored (see above), not something an admin can grant.
+_ALLOCATION_MARKER = "status.allocation"
+_FORBIDDEN_DRIVER = re.compile(r'resourceclaims\.resource\.k8s\.io "([^"]+)" is forbidden')
 
 
 def apply_body(claim: ClaimRef, entries: list[Entry]) -> dict[str, Any]:
@@ -125,28 +128,35 @@ def _event_text(event: WarningEvent) -> tuple[str, str]:
     )
 
 
-class AllocationDrift(Rejected):
-    """The apiserver's own re-encoding of the allocation made our apply look like an allocation change."""
+class EncodingDrift(Rejected):
+    """The apiserver's re-encoding of stored bytes made our apply look like a change of the allocation
+    or of another driver's entries: the write must go the protobuf way."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, reason="allocation-drift")
+        super().__init__(message, reason="encoding-drift")
 
 
-class _PatchTestFailed(Exception):
-    """A `test` operation of our JSON patch failed: the claim changed since we read it."""
+class _Conflict(Exception):
+    """The claim changed between our read and our write (HTTP 409): read again."""
 
 
-def classify(status: int, body: bytes) -> Exception | None:
-    """The queue's view of an HTTP answer: None for success, else the exception to raise."""
+def classify(status: int, body: bytes, driver: str | None = None) -> Exception | None:
+    """The queue's view of an HTTP answer: None for success, else the exception to raise.
+
+    `driver` is who wrote: a 422 that denies the status entries of another driver is drift, not ours.
+    """
     if status < 300:
         return None
     text = _message(body)
     if status == 404 or (status in (409, 422) and any(m in text for m in _GONE_MARKERS)):
         return ClaimGone(text)
+    if status == 422 and (
+        _ALLOCATION_MARKER in text
+        or (driver is not None and any(d != driver for d in _FORBIDDEN_DRIVER.findall(text)))
+    ):
+        return EncodingDrift(f"HTTP {status}: {text}")
     if status == 403 or _PERMISSION_MARKER in text:
         return Retryable(f"HTTP {status} (permission): {text}", reason="forbidden")
-    if status == 422 and _ALLOCATION_DRIFT_MARKER in text:
-        return AllocationDrift(f"HTTP {status}: {text}")
     if status in (400, 422):
         return Rejected(f"HTTP {status}: {text}")
     if status == 409:
@@ -154,21 +164,6 @@ def classify(status: int, body: bytes) -> Exception | None:
     if status == 429:
         return Retryable(f"HTTP {status}: {text}", reason="throttled")
     return Retryable(f"HTTP {status}: {text}")
-
-
-def devices_patch(claim: ClaimRef, resource_version: str, devices: list[Entry]) -> list[dict[str, Any]]:
-    """A JSON patch that sets `status.devices` only if the claim is still the one we read."""
-    return [
-        {"op": "test", "path": "/metadata/uid", "value": claim.uid},
-        {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
-        {"op": "add", "path": "/status/devices", "value": devices},
-    ]
-
-
-def merged_devices(current: list[Any], ours: list[Entry], driver: str) -> list[Entry]:
-    """Other drivers' entries exactly as they are, then ours: a JSON patch replaces the whole list."""
-    others = [e for e in current if isinstance(e, dict) and e.get("driver") != driver]
-    return [*others, *ours]
 
 
 def _message(body: bytes) -> str:
@@ -185,36 +180,34 @@ class ApiStatusSink:
     def __init__(
         self, api_client: kclient.ApiClient, *, driver: str, node: str, request_timeout: float = 10.0
     ) -> None:
+        self._api = api_client
         self._resource = kclient.ResourceV1Api(api_client)
         self._core = kclient.CoreV1Api(api_client)
         self._driver = driver
         self._node = node
         self._timeout = request_timeout
-        self._patch_claims: OrderedDict[str, None] = OrderedDict()
-        self.patch_writes = 0
+        self._rewrite_claims: OrderedDict[str, None] = OrderedDict()
+        self.rewrites = 0
 
     async def apply(self, claim: ClaimRef, entries: list[Entry]) -> None:
-        if claim.uid in self._patch_claims:
-            self._patch_claims.move_to_end(claim.uid)
+        if claim.uid in self._rewrite_claims:
+            self._rewrite_claims.move_to_end(claim.uid)
         else:
             try:
                 await self._apply(claim, entries)
                 return
-            except AllocationDrift as drift:
+            except EncodingDrift as drift:
                 log.info(
                     "claim %s: the apiserver refuses server-side apply of its status (%s); "
-                    "writing it by JSON patch from now on",
+                    "writing it by protobuf read-modify-write from now on",
                     claim,
                     str(drift)[:300],
                     extra={"claim": str(claim)},
                 )
-                self._patch_claims[claim.uid] = None
-                while len(self._patch_claims) > PATCH_PATH_MEMORY:
-                    self._patch_claims.popitem(last=False)
-        await self._patch(claim, entries)
-
-    def forget(self, claim_uid: str) -> None:
-        self._patch_claims.pop(claim_uid, None)
+                self._rewrite_claims[claim.uid] = None
+                while len(self._rewrite_claims) > REWRITE_MEMORY:
+                    self._rewrite_claims.popitem(last=False)
+        await self._rewrite(claim, entries)
 
     async def _apply(self, claim: ClaimRef, entries: list[Entry]) -> None:
         await self._send(
@@ -229,51 +222,56 @@ class ApiStatusSink:
             )
         )
 
-    async def _patch(self, claim: ClaimRef, entries: list[Entry]) -> None:
-        for _ in range(PATCH_ATTEMPTS):
-            current = await self._read(claim)
-            metadata = current.get("metadata") or {}
-            if metadata.get("uid") != claim.uid:
-                raise ClaimGone(f"claim {claim} was re-created (uid {metadata.get('uid')})")
-            devices = (current.get("status") or {}).get("devices") or []
-            body = devices_patch(
-                claim,
-                str(metadata.get("resourceVersion", "")),
-                merged_devices(devices, entries, self._driver),
-            )
+    async def _rewrite(self, claim: ClaimRef, entries: list[Entry]) -> None:
+        path = f"/apis/resource.k8s.io/v1/namespaces/{claim.namespace}/resourceclaims/{claim.name}"
+        for _ in range(REWRITE_ATTEMPTS):
+            current = await self._read_protobuf(claim, path)
+            try:
+                body = protobuf.with_devices(current, uid=claim.uid, driver=self._driver, entries=entries)
+            except ValueError as err:  # NotProtobuf, or bytes the protobuf runtime cannot parse
+                raise Retryable(f"claim {claim}: unusable protobuf answer: {err}") from err
+            if body is None:
+                raise ClaimGone(f"claim {claim} was deleted and re-created")
             try:
                 await self._send(
-                    partial(
-                        self._resource.patch_namespaced_resource_claim_status_without_preload_content,
-                        claim.name,
-                        claim.namespace,
-                        body,
-                        field_manager=self._driver,
-                        _content_type=JSON_PATCH_CONTENT_TYPE,
-                        _request_timeout=self._timeout,
-                    ),
-                    patch=True,
+                    partial(self._raw, "PUT", f"{path}/status", body, protobuf.CONTENT_TYPE), conflict=True
                 )
-            except _PatchTestFailed:
+            except _Conflict:
                 continue
-            self.patch_writes += 1
+            self.rewrites += 1
             return
         raise Retryable(f"claim {claim} kept changing while its status was written", reason="conflict")
 
-    async def _read(self, claim: ClaimRef) -> dict[str, Any]:
+    async def _read_protobuf(self, claim: ClaimRef, path: str) -> bytes:
         try:
-            current = await read_json(
-                self._resource.read_namespaced_resource_claim_without_preload_content(
-                    claim.name, claim.namespace, _request_timeout=self._timeout
-                )
-            )
+            response = await self._raw("GET", path, None, None)
+            try:
+                body: bytes = await response.read()
+            finally:
+                response.release()
         except (aiohttp.ClientError, OSError, TimeoutError) as err:
             raise Retryable(f"apiserver unreachable: {err!r}", unreachable=True) from err
-        except ApiReadError as err:
-            raise Retryable(f"reading claim {claim}: {err}") from err
-        if current is None:
+        if response.status == 404:
             raise ClaimGone(f"claim {claim} not found")
-        return current
+        outcome = classify(response.status, body, self._driver)
+        if outcome is not None:
+            raise outcome
+        return body
+
+    async def _raw(self, method: str, path: str, body: bytes | None, content_type: str | None) -> Any:
+        """A request the generated methods cannot make (protobuf in and out), with the client's auth."""
+        headers = {"Accept": protobuf.CONTENT_TYPE if method == "GET" else "application/json"}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        params = await self._api.param_serialize(
+            method=method,
+            resource_path=path,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = await self._api.call_api(*params, _request_timeout=self._timeout)
+        return response.response  # the aiohttp response, as the *_without_preload_content calls return
 
     async def record_event(self, event: WarningEvent) -> None:
         body = event_body(event, driver=self._driver, node=self._node, now=datetime.now(UTC))
@@ -283,8 +281,7 @@ class ApiStatusSink:
             )
         )
 
-    @staticmethod
-    async def _send(call: Callable[[], Awaitable[Any]], *, patch: bool = False) -> None:
+    async def _send(self, call: Callable[[], Awaitable[Any]], *, conflict: bool = False) -> None:
         try:
             response = await call()
         except ValueError as err:  # the client's own parameter validation (pydantic): the request is wrong
@@ -298,19 +295,8 @@ class ApiStatusSink:
                 response.release()
         except (aiohttp.ClientError, OSError, TimeoutError) as err:
             raise Retryable(f"apiserver unreachable: {err!r}", unreachable=True) from err
-        if patch and response.status == 422 and not _causes(body):
-            # A failed `test` operation: 422 with no field causes (its message is generic).
-            raise _PatchTestFailed()
-        outcome = classify(response.status, body)
+        if conflict and response.status == 409:
+            raise _Conflict()
+        outcome = classify(response.status, body, self._driver)
         if outcome is not None:
             raise outcome
-
-
-def _causes(body: bytes) -> list[Any]:
-    try:
-        decoded = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return []
-    details = decoded.get("details") if isinstance(decoded, dict) else None
-    causes = details.get("causes") if isinstance(details, dict) else None
-    return causes if isinstance(causes, list) else []

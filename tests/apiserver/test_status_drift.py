@@ -2,10 +2,11 @@
 and refusals that are counted, turned into Events, and retried once an admin fixes the cause.
 
 The upstream behaviour these tests pin (kube-apiserver v1.37.2): the scheduler copies the claim's
-opaque config bytes into `status.allocation.devices.config`; server-side apply of `status.devices`
-re-encodes them (keys sorted), so when they were stored in another key order the apiserver sees an
-allocation change and refuses every apply of status, even cluster-admin's. The first test asserts that
-refusal too: if a future apiserver stops refusing, it fails and tells us the fallback can go.
+opaque config bytes into `status.allocation.devices.config`; every JSON write of status re-encodes
+them (server-side apply sorts keys, patches and PUTs compact them), so when the user's bytes were not
+canonical the apiserver sees an allocation change and refuses the write, even cluster-admin's. The
+first test asserts those refusals too: if a future apiserver stops refusing, it fails and tells us the
+protobuf rewrite can go.
 """
 
 from __future__ import annotations
@@ -18,36 +19,26 @@ from typing import Any
 import kubernetes.aio.client
 import kubernetes.client
 from kubernetes.client import CoreV1Api, RbacAuthorizationV1Api
-from kubernetes.client.exceptions import ApiException
 from status_claims import DRIVER, NODE, attached, raw_claim, running_queue, status_devices
 from test_status_rbac import DEPLOY, SA_USER, aio_impersonating, apply_manifest, delete_cluster_objects
 from testbed.apiserver import ControlPlane
 from testbed.claims import node_selector
-from testbed.namespaces import request
+from testbed.namespaces import request, send_text
 
 from draplugin.model import ClaimRef, DeviceRef
+from draplugin.status import protobuf
 from draplugin.status.queue import FORBIDDEN_EVENT_REASON, StatusQueue
 from draplugin.status.types import ClaimStatus, Pending
 from draplugin.status.writer import APPLY_CONTENT_TYPE, ApiStatusSink, apply_body
 
 OTHER_DRIVER = "other.example.com"
-# A user's tool that keeps its own key order (kind before apiVersion, interfaceName before addresses):
-# valid JSON, accepted by the apiserver, stored byte for byte.
+# A user's tool that keeps its own key order (kind before apiVersion, interfaceName before addresses)
+# and its own spacing: valid JSON, accepted by the apiserver, stored byte for byte.
 PARAMETERS = (
-    '{"kind":"NetworkConfig","apiVersion":"netclaim.dev/v1alpha1",'
-    '"netdev":{"interfaceName":"net4","addresses":["203.0.113.4/24"]}}'
+    '{"kind": "NetworkConfig", "apiVersion": "netclaim.dev/v1alpha1", '
+    '"netdev": {"interfaceName": "net4", "addresses": ["203.0.113.4/24"]}}'
 )
-
-
-def _send_text(api: kubernetes.client.ApiClient, method: str, path: str, text: str) -> tuple[int, Any]:
-    """Send `text` byte for byte: the client's own request path would re-serialize a JSON body."""
-    response = api.rest_client.pool_manager.request(
-        method,
-        f"{api.configuration.host}{path}",
-        body=text.encode(),
-        headers={"Content-Type": "application/json", "Accept": "application/json"},
-    )
-    return int(response.status), json.loads(response.data)
+FOREIGN = {"driver": "other.example.com", "pool": "pool-b", "device": "gpu0", "data": {"keep": "me"}}
 
 
 def _create_direct_claim(
@@ -65,7 +56,7 @@ def _create_direct_claim(
     )
     head = '{"apiVersion":"resource.k8s.io/v1","kind":"ResourceClaim",'
     body = f'{head}"metadata":{{"name":"{name}"}},"spec":{spec}}}'
-    code, created = _send_text(api, "POST", base, body)
+    code, created = send_text(api, "POST", base, body)
     assert code == 201, json.dumps(created)
     share = str(uuid.uuid4())
     results = [
@@ -81,22 +72,33 @@ def _create_direct_claim(
     status = (
         f'{{"apiVersion":"resource.k8s.io/v1","kind":"ResourceClaim","metadata":{{"name":"{name}",'
         f'"namespace":"{namespace}","resourceVersion":"{created["metadata"]["resourceVersion"]}"}},'
-        f'"spec":{spec},"status":{{"allocation":{allocation},"reservedFor":{reserved}}}}}'
+        f'"spec":{spec},"status":{{"allocation":{allocation},"reservedFor":{reserved},'
+        f'"devices":[{json.dumps(FOREIGN)}]}}}}'
     )
-    code, updated = _send_text(api, "PUT", f"{base}/{name}/status", status)
+    code, updated = send_text(api, "PUT", f"{base}/{name}/status", status)
     assert code == 200, updated
     return ClaimRef(namespace, name, created["metadata"]["uid"])
 
 
-def _stored_parameters(api: kubernetes.client.ApiClient, namespace: str, name: str) -> str:
-    """The allocation's opaque parameters exactly as the apiserver serves them."""
-    response = kubernetes.client.ResourceV1Api(api).read_namespaced_resource_claim(
-        name, namespace, _preload_content=False
+def _claim_path(claim: ClaimRef) -> str:
+    return f"/apis/resource.k8s.io/v1/namespaces/{claim.namespace}/resourceclaims/{claim.name}"
+
+
+def _stored_protobuf(api: kubernetes.client.ApiClient, claim: ClaimRef) -> bytes:
+    """The claim in protobuf: the only encoding that shows the stored parameter bytes as they are
+    (JSON answers compact them)."""
+    response = api.rest_client.pool_manager.request(
+        "GET", f"{api.configuration.host}{_claim_path(claim)}", headers={"Accept": protobuf.CONTENT_TYPE}
     )
-    text: str = response.data.decode()
-    allocation = text[text.index('"allocation"') :]
-    start = allocation.index('"parameters":') + len('"parameters":')
-    return allocation[start : start + len(PARAMETERS)]
+    assert response.status == 200, response.data[:300]
+    body: bytes = response.data
+    return body
+
+
+def _parameters_kept(api: kubernetes.client.ApiClient, claim: ClaimRef) -> bool:
+    """The user's bytes are still there twice, unchanged: in the spec and in the allocation."""
+    envelope, _ = protobuf.decode(_stored_protobuf(api, claim))
+    return envelope.raw.count(PARAMETERS.encode()) == 2
 
 
 def _remember_share(api: kubernetes.client.ApiClient, claim: ClaimRef) -> DeviceRef:
@@ -105,48 +107,34 @@ def _remember_share(api: kubernetes.client.ApiClient, claim: ClaimRef) -> Device
     return DeviceRef("link", DRIVER, NODE, "veth", ours["shareID"])
 
 
+def _refused(api: kubernetes.client.ApiClient, claim: ClaimRef, body: Any, content_type: str) -> str:
+    """Send a status write as cluster-admin and return the apiserver's refusal (fails if accepted)."""
+    query = f"?fieldManager={DRIVER}&force=true" if content_type == APPLY_CONTENT_TYPE else ""
+    code, answer = request(api, "PATCH", f"{_claim_path(claim)}/status{query}", body, content_type)
+    assert code == 422, (code, answer)
+    message: str = answer["message"]
+    return message
+
+
 async def test_status_lands_on_a_claim_whose_parameters_are_not_canonical(
     admin_api: kubernetes.client.ApiClient, aio_api: kubernetes.aio.client.ApiClient, namespace: str
 ) -> None:
     claim = _create_direct_claim(admin_api, namespace, "curl4", str(uuid.uuid4()))
     ours = _remember_share(admin_api, claim)
     theirs = DeviceRef("gpu", OTHER_DRIVER, "pool-b", "gpu0")
-    assert _stored_parameters(admin_api, namespace, "curl4") == PARAMETERS
-
-    # Another driver's entry, written the way that works for this claim (a merge patch).
-    foreign: dict[str, Any] = {
-        "driver": OTHER_DRIVER,
-        "pool": "pool-b",
-        "device": "gpu0",
-        "data": {"keep": "me"},
-    }
-    code, patched = request(
-        admin_api,
-        "PATCH",
-        f"/apis/resource.k8s.io/v1/namespaces/{namespace}/resourceclaims/curl4/status",
-        {"status": {"devices": [foreign]}},
-        "application/merge-patch+json",
-    )
-    assert code == 200, patched
+    assert _parameters_kept(admin_api, claim)
     (theirs_before,) = status_devices(admin_api, namespace, "curl4")
     assert theirs_before["data"] == {"keep": "me"}
 
-    # The upstream behaviour: server-side apply of status.devices alone, even as cluster-admin, is
-    # refused as a change of status.allocation.
+    # The upstream behaviour: as cluster-admin, a server-side apply of status.devices alone and a merge
+    # patch of it are both refused as a change of status.allocation.
     entry = {"driver": DRIVER, "pool": NODE, "device": "veth", "shareID": ours.share_id}
-    try:
-        kubernetes.client.ResourceV1Api(admin_api).patch_namespaced_resource_claim_status(
-            "curl4",
-            namespace,
-            apply_body(claim, [entry]),
-            field_manager=DRIVER,
-            force=True,
-            _content_type=APPLY_CONTENT_TYPE,
-        )
-        raise AssertionError("server-side apply was accepted: the apiserver no longer re-encodes allocation")
-    except ApiException as err:
-        assert err.status == 422, err.body
-        assert "status.allocation" in json.loads(err.body)["message"], err.body
+    for body, content_type in (
+        (apply_body(claim, [entry]), APPLY_CONTENT_TYPE),
+        ({"status": {"devices": [FOREIGN, entry]}}, "application/merge-patch+json"),
+    ):
+        message = _refused(admin_api, claim, body, content_type)
+        assert "status.allocation" in message and "cannot be modified" in message, message
 
     sink = ApiStatusSink(aio_api, driver=DRIVER, node=NODE)
     queue = StatusQueue(sink, driver=DRIVER)
@@ -155,15 +143,15 @@ async def test_status_lands_on_a_claim_whose_parameters_are_not_canonical(
         attached_state = attached(ours, "net4", ["203.0.113.4/24"], "02:00:00:00:00:04")
         queue.enqueue(ClaimStatus(claim, [ours, theirs], {ours: attached_state}))
         assert await queue.wait_idle(10)
-        # The refused apply was answered inside the adapter by the patch path: the status landed.
+        # The refused apply was answered inside the adapter by the protobuf rewrite: the status landed.
         assert queue.stats.applied == 1, queue.stats
         assert not queue.stats.failures, queue.stats
-        assert sink.patch_writes == 1
-        # The claim is now known to need the patch path: it goes there directly.
+        assert sink.rewrites == 1
+        # The claim is now known to need the rewrite: it goes there directly.
         queue.enqueue(ClaimStatus(claim, [ours, theirs], {ours: Pending()}))
         assert await queue.wait_idle(10)
         assert queue.stats.applied == 2, queue.stats
-        assert sink.patch_writes == 2
+        assert sink.rewrites == 2
 
         queue.enqueue(ClaimStatus(claim, [ours, theirs], {ours: attached_state}))
         assert await queue.wait_idle(10)
@@ -179,54 +167,51 @@ async def test_status_lands_on_a_claim_whose_parameters_are_not_canonical(
         "ips": ["203.0.113.4/24"],
         "hardwareAddress": "02:00:00:00:00:04",
     }
+    assert mine["data"] == {"request": "link", "kind": "macvlan"}
     ready = {c["type"]: c for c in mine["conditions"]}["Ready"]
     assert ready["status"] == "True", mine
-    # The allocation kept its bytes: nothing of ours touched it.
-    assert _stored_parameters(admin_api, namespace, "curl4") == PARAMETERS
+    assert ready["reason"] == "Attached"
+    # The allocation kept its bytes: nothing of ours touched them.
+    assert _parameters_kept(admin_api, claim)
 
 
-async def test_patch_path_keeps_a_concurrent_writer_of_another_driver(
+async def test_rewrite_keeps_a_concurrent_writer_of_another_driver(
     admin_api: kubernetes.client.ApiClient, aio_api: kubernetes.aio.client.ApiClient, namespace: str
 ) -> None:
-    """The JSON patch is guarded by the claim's resourceVersion: another driver writing between our
-    read and our patch makes ours retry on fresh data instead of wiping theirs."""
+    """The rewrite is a PUT conditional on the resourceVersion it read: another driver writing between
+    our read and our PUT makes ours read again instead of wiping its entry."""
     claim = _create_direct_claim(admin_api, namespace, "race", str(uuid.uuid4()))
     ours = _remember_share(admin_api, claim)
     sink = ApiStatusSink(aio_api, driver=DRIVER, node=NODE)
-    path = f"/apis/resource.k8s.io/v1/namespaces/{namespace}/resourceclaims/race/status"
-    original_read = sink._read
-    raced = False
+    original_read = sink._read_protobuf
+    late = {**FOREIGN, "data": {"late": True}}
+    reads = 0
 
-    async def read_then_race(ref: ClaimRef) -> dict[str, Any]:
-        nonlocal raced
-        current = await original_read(ref)
-        if not raced:
-            raced = True
-            foreign = {"driver": OTHER_DRIVER, "pool": "pool-b", "device": "gpu0", "data": {"late": True}}
-            code, body = await asyncio.to_thread(
-                request,
-                admin_api,
-                "PATCH",
-                path,
-                {"status": {"devices": [foreign]}},
-                "application/merge-patch+json",
+    async def read_then_race(ref: ClaimRef, path: str) -> bytes:
+        nonlocal reads
+        reads += 1
+        current = await original_read(ref, path)
+        if reads == 1:  # the other driver writes its entry the same safe way, after our read
+            body = protobuf.with_devices(current, uid=claim.uid, driver=OTHER_DRIVER, entries=[late])
+            assert body is not None
+            response = await asyncio.to_thread(
+                admin_api.rest_client.pool_manager.request,
+                "PUT",
+                f"{admin_api.configuration.host}{path}/status",
+                body=body,
+                headers={"Content-Type": protobuf.CONTENT_TYPE, "Accept": "application/json"},
             )
-            assert code == 200, body
+            assert response.status == 200, response.data[:500]
         return current
 
-    sink._read = read_then_race  # type: ignore[method-assign,assignment]
-    entry = {
-        "driver": DRIVER,
-        "pool": NODE,
-        "device": "veth",
-        "shareID": ours.share_id,
-        "data": {"request": "link"},
-    }
-    await sink._patch(claim, [entry])
-    assert raced
+    sink._read_protobuf = read_then_race  # type: ignore[method-assign,assignment]
+    entry = {"driver": DRIVER, "pool": NODE, "device": "veth", "shareID": ours.share_id, "data": {"n": 1}}
+    await sink._rewrite(claim, [entry])
+    assert reads == 2  # the first PUT met a 409 and the rewrite read again
     devices = {d["driver"]: d for d in status_devices(admin_api, namespace, "race")}
     assert devices[OTHER_DRIVER]["data"] == {"late": True}, devices
-    assert devices[DRIVER]["data"] == {"request": "link"}, devices
+    assert devices[DRIVER]["data"] == {"n": 1}, devices
+    assert _parameters_kept(admin_api, claim)
 
 
 async def test_refused_status_is_counted_evented_and_lands_once_rbac_is_fixed(
@@ -284,7 +269,7 @@ async def test_refused_status_is_counted_evented_and_lands_once_rbac_is_fixed(
             granted = apply_manifest(admin_api, DEPLOY / "rbac.yaml")
             assert await queue.wait_idle(30), queue.stats
             assert queue.stats.applied == 1, queue.stats
-        (entry,) = status_devices(admin_api, namespace, "forbidden")
+        (entry,) = [d for d in status_devices(admin_api, namespace, "forbidden") if d["driver"] == DRIVER]
         assert entry["networkData"]["interfaceName"] == "net4"
     finally:
         await sa.close()

@@ -10,12 +10,10 @@ import pytest
 from draplugin.model import ClaimRef, DeviceRef
 from draplugin.status.types import AttachFailureEvent, ClaimGone, Failed, PodRef, Rejected, Retryable
 from draplugin.status.writer import (
-    AllocationDrift,
+    EncodingDrift,
     apply_body,
     classify,
-    devices_patch,
     event_body,
-    merged_devices,
 )
 
 CLAIM = ClaimRef("ns", "claim", "uid-1")
@@ -97,22 +95,21 @@ def test_a_refusal_naming_status_allocation_is_the_apiservers_reencoding() -> No
     """We never send status.allocation: a 422 about it means the apply must take the patch path."""
     message = 'ResourceClaim.resource.k8s.io "c" is invalid: status.allocation: Invalid value: null: ...'
     outcome = classify(422, status_body(message, 422))
-    assert isinstance(outcome, AllocationDrift)
-    assert outcome.reason == "allocation-drift"
+    assert isinstance(outcome, EncodingDrift)
+    assert outcome.reason == "encoding-drift"
 
 
-def test_devices_patch_is_guarded_by_uid_and_resource_version() -> None:
-    ours = [{"driver": "netclaim.dev", "pool": "p", "device": "d"}]
-    theirs = {"driver": "other.example.com", "pool": "q", "device": "g", "data": {"x": 1}}
-    merged = merged_devices(
-        [theirs, {"driver": "netclaim.dev", "pool": "p", "device": "old"}], ours, "netclaim.dev"
+def test_a_denial_for_another_drivers_entries_is_drift_not_permission() -> None:
+    """Our apply never carries other drivers' entries: the apiserver denying them means it re-encoded
+    theirs; a denial naming our own driver is a permission an admin must grant."""
+    theirs = (
+        'status.devices: Forbidden: changing status.devices requires resource="resourceclaims/driver", '
+        'verb="patch" permission: resourceclaims.resource.k8s.io "other.example.com" is forbidden: ...'
     )
-    assert merged == [theirs, *ours]  # others first and untouched, our stale entry replaced
-    assert devices_patch(CLAIM, "42", merged) == [
-        {"op": "test", "path": "/metadata/uid", "value": "uid-1"},
-        {"op": "test", "path": "/metadata/resourceVersion", "value": "42"},
-        {"op": "add", "path": "/status/devices", "value": merged},
-    ]
+    assert isinstance(classify(422, status_body(theirs, 422), "netclaim.dev"), EncodingDrift)
+    ours = theirs.replace("other.example.com", "netclaim.dev")
+    outcome = classify(422, status_body(ours, 422), "netclaim.dev")
+    assert isinstance(outcome, Retryable) and outcome.forbidden
 
 
 @pytest.mark.parametrize(
