@@ -239,6 +239,8 @@ class _Follower:
         self._backoff = backoff
         self._version: str | None = None
         self._failing: int = 0
+        self._relisted = False
+        """A relist after Gone happened and no event came since."""
 
     async def run(self) -> None:
         while True:
@@ -246,18 +248,24 @@ class _Follower:
                 if self._version is None:
                     self._version = await self._list()
                     self._recovered()
-                await self._watch()
-                self._recovered()
+                if not await self._watch():  # closed at once, not even a bookmark: do not spin
+                    await asyncio.sleep(self._backoff.next_delay())
             except ApiStatusError as error:
-                if not error.gone:
-                    await self._failed(error)
-                    continue
-                self._owner.relists += 1
-                if self._version is None:  # a list itself said Gone: a stale continue token
-                    await self._failed(error)
-                self._version = None
+                await self._refused(error)
             except Exception as error:  # transport, checkpoint or a bug: the same backoff, one log line
                 await self._failed(error)
+
+    async def _refused(self, error: ApiStatusError) -> None:
+        """410 Gone from a watch relists at once; anything else, or Gone again before any event (or
+        from a list: a stale continue token), backs off like any failure."""
+        relist_now = error.gone and self._version is not None and not self._relisted
+        if error.gone:
+            self._owner.relists += 1
+            self._version = None
+        if relist_now:
+            self._relisted = True
+            return
+        await self._failed(error)
 
     async def _list(self) -> str:
         token: str | None = None
@@ -272,13 +280,17 @@ class _Follower:
             if token is None:
                 return str(metadata.get("resourceVersion", ""))
 
-    async def _watch(self) -> None:
+    async def _watch(self) -> int:
+        """Follows one watch until the server ends it; the number of lines it carried."""
         assert self._version is not None
+        lines = 0
         stream = self._api.watch(self._namespace, self._version, self._owner._timeout)
         async with stream as chunks:
             self._recovered()
             async for line in bounded_lines(chunks, self._owner.tuning.max_event_bytes):
+                lines += 1
                 await self._event(line)
+        return lines
 
     async def _event(self, line: bytes | Oversized) -> None:
         if isinstance(line, Oversized):
@@ -295,6 +307,7 @@ class _Follower:
             return
         if kind == "ERROR":
             raise ApiStatusError(int(obj.get("code") or 500), str(obj.get("message", "")))
+        self._relisted = False
         version = (obj.get("metadata") or {}).get("resourceVersion")
         if kind in ("ADDED", "MODIFIED"):
             await self._apply(obj)

@@ -206,6 +206,33 @@ async def test_gone_relists_and_resumes(tmp_path: Path) -> None:
     assert watcher.relists == 1 and watcher.failures == 0
 
 
+async def test_gone_again_before_any_event_backs_off(tmp_path: Path) -> None:
+    api = FakeApi()
+    api.items = {"ns": [claim_json("ns", "c1")]}
+    store = await prepared(tmp_path, ("ns", "c1", ()))
+    watcher = watcher_for(api, store)
+    gone = b'{"kind":"Status","code":410,"reason":"Expired","message":"too old"}'
+    async with running(watcher):
+        await until(lambda: "ns" in api.open_watches, "watch open")
+        api.event("ns", "ERROR", gone)
+        api.event("ns", "ERROR", gone)  # the watch after the relist is refused at once as well
+        await until(lambda: watcher.relists == 2 and len(api.lists) == 3, "relisted twice")
+    assert watcher.failures == 1, "the second Gone in a row went through the backoff"
+
+
+async def test_a_watch_that_ends_at_once_is_not_retried_in_a_spin(tmp_path: Path) -> None:
+    api = FakeApi()
+    api.items = {"ns": [claim_json("ns", "c1")]}
+    api.send("ns", *([None] * 10_000))  # every watch ends before it carried anything
+    store = await prepared(tmp_path, ("ns", "c1", ()))
+    pause = Backoff(initial_s=0.05, cap_s=0.05, rand=lambda: 1.0)
+    watcher = ReservationWatcher(api, store, tuning=Tuning(resync_s=0.01, backoff=lambda: pause))
+    async with running(watcher):
+        await asyncio.sleep(0.3)
+    assert 2 <= len(api.watch_calls) <= 10, len(api.watch_calls)
+    assert watcher.failures == 0
+
+
 async def test_an_outage_logs_one_line_when_it_starts_and_one_when_it_ends(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
