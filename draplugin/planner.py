@@ -35,6 +35,9 @@ from draplugin.model import (
     PublishedDevice,
 )
 
+MAX_REPORTED = 20
+"""Problems a refusal spells out: a config with ten thousand unknown keys must not become a
+megabyte of claim condition, Event and log line; the first ones are what the author fixes first."""
 _HANDLERS = default_registry()
 _SECTION_KINDS = {"macvlan": DeviceKind.MACVLAN, "ipvlan": DeviceKind.IPVLAN, "veth": DeviceKind.VETH}
 
@@ -58,7 +61,10 @@ class PlanError(Exception):
 
     def __init__(self, claim: AllocatedClaim, problems: list[RequestError]) -> None:
         self.problems = tuple(problems)
-        super().__init__("; ".join(_describe(claim, problem) for problem in problems))
+        shown = [_describe(claim, problem) for problem in problems[:MAX_REPORTED]]
+        if len(problems) > MAX_REPORTED:
+            shown.append(f"and {len(problems) - MAX_REPORTED} more problems")
+        super().__init__("; ".join(shown))
 
 
 def _describe(claim: AllocatedClaim, problem: RequestError) -> str:

@@ -113,3 +113,12 @@ def test_whatever_else_a_handler_refuses_fails_at_prepare_too() -> None:
     assert str(caught.value) == (
         "claim ns/c1, request r, device node-a/rdma-bare: rdma needs at least one RDMA character device"
     )
+
+
+def test_a_refusal_spells_out_a_bounded_number_of_problems() -> None:
+    noisy = {f"bogus{i}": i for i in range(500)}
+    config = claim_config(0, params(netdev={"interfaceName": "x" * 10_000, **noisy}))
+    message = _refusal(claim("c1", device("nic", "macvlan-up0"), configs=(config,)))
+    assert message.count("claim ns/c1, request nic, config[0].netdev.") == 20
+    assert message.endswith("; and 481 more problems")
+    assert len(message) < 5_000
