@@ -34,7 +34,6 @@ LINES=("$@")
 
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod
 die() { echo "build-containerd: $*" >&2; exit 1; }
-command -v go >/dev/null || die "no go toolchain on PATH"
 t0=$(date +%s)
 since() { echo "$(( $(date +%s) - $1 ))"; }
 
@@ -100,6 +99,14 @@ build_line() { # LINE
     echo "containerd $line: cached ($(cat "$out/VERSION"))"
     return 0
   fi
+  if ! command -v go >/dev/null; then
+    # Same policy as the test tiers: in CI a missing component is a failure; on a developer machine the
+    # line's tests skip and name what is missing, and the other lines still run.
+    [ "${CI:-}" = true ] && die "no go toolchain on PATH (needed to build containerd $line)"
+    echo "build-containerd: no go toolchain on PATH: containerd $line not built, its runtime tests will skip" >&2
+    SKIPPED+=("$line")
+    return 0
+  fi
   work=$CACHE/containerd/build-$line
   rm -rf "$out.tmp"; mkdir -p "$out.tmp/usr/bin" "$out.tmp/nri"
 
@@ -140,5 +147,10 @@ build_line() { # LINE
   echo "containerd $line: built ($(cat "$out/VERSION"))"
 }
 
+SKIPPED=()
 for line in "${LINES[@]}"; do build_line "$line"; done
-echo "containerd ${LINES[*]}: ready in $(since "$t0")s (cache: $CACHE/containerd)"
+if [ ${#SKIPPED[@]} -gt 0 ]; then
+  echo "containerd ${SKIPPED[*]}: not built (no go toolchain)"
+else
+  echo "containerd ${LINES[*]}: ready in $(since "$t0")s (cache: $CACHE/containerd)"
+fi
