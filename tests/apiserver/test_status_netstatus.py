@@ -168,4 +168,3 @@ async def test_status_rows_from_library_and_cli(
     missing = await asyncio.to_thread(cli, "nope", "-n", namespace, "--kubeconfig", kubeconfig)
     assert missing.returncode == 1
     assert f"pod {namespace}/nope not found" in missing.stderr
-
