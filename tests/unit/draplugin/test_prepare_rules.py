@@ -3,6 +3,7 @@ fails the claim at Prepare, naming the claim, the request and the config field."
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from draplugin_builders import DEVICES, DRIVER, NODE, claim, claim_config, class
 from test_prepare_domain import FakeReader, make
 
 from draplugin.allocation import AllocatedClaim
+from draplugin.config import ConfigError, parse_network_config
 from draplugin.model import DeviceKind, PublishedDevice
 from draplugin.planner import PlanError, plan_claim
 
@@ -122,3 +124,12 @@ def test_a_refusal_spells_out_a_bounded_number_of_problems() -> None:
     assert message.count("claim ns/c1, request nic, config[0].netdev.") == 20
     assert message.endswith("; and 481 more problems")
     assert len(message) < 5_000
+
+
+def test_the_schema_also_asks_for_at_least_one_rdma_device() -> None:
+    schema = json.loads(
+        (Path(__file__).resolve().parents[3] / "deploy/netclaim-config.schema.json").read_text()
+    )
+    assert schema["$defs"]["rdma"]["properties"]["devices"]["minItems"] == 1
+    with pytest.raises(ConfigError, match="at least one device"):
+        parse_network_config(params(rdma={"devices": []}))
