@@ -112,6 +112,7 @@ async def test_status_rows_from_library_and_cli(
             "True",
             "Attached",
             "net1 attached in the pod network namespace",
+            kind="macvlan",
         ),
         InterfaceRow(
             "net-direct",
@@ -138,6 +139,7 @@ async def test_status_rows_from_library_and_cli(
             "True",
             "Attached",
             "net2 attached in the pod network namespace",
+            kind="macvlan",
         ),
     ]
     every_driver = await read_pod_network(aio_api, namespace, "web", driver=None)
@@ -148,23 +150,27 @@ async def test_status_rows_from_library_and_cli(
     kubeconfig = str(control_plane.admin_kubeconfig)
     as_json = await asyncio.to_thread(cli, "web", "-n", namespace, "--kubeconfig", kubeconfig, "-o", "json")
     assert as_json.returncode == 0, as_json.stderr
-    assert json.loads(as_json.stdout) == [r.to_json() for r in rows]
+    assert json.loads(as_json.stdout) == [{"namespace": namespace, "pod": "web", **r.to_json()} for r in rows]
     table = await asyncio.to_thread(cli, "web", "-n", namespace, "--kubeconfig", kubeconfig)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
-    assert lines[0].split() == ["CLAIM", "REQUEST", "DEVICE", "INTERFACE", "IPS", "MAC", "READY", "REASON"]
+    assert lines[0].split() == ["CLAIM", "REQUEST", "DEVICE", "INTERFACE", "IPS", "READY", "REASON"]
     assert lines[1].split() == [
         "net-direct",
         "req0",
         "node-a/dev0",
         "net1",
         "203.0.113.20/24,2001:db8::20/64",
-        "02:00:00:00:00:20",
         "True",
         "Attached",
     ]
-    assert lines[2].split() == ["net-direct", "req1", "node-a/dev1", "-", "-", "-", "False", "ParentMissing"]
+    assert lines[2].split() == ["net-direct", "req1", "node-a/dev1", "-", "-", "False", "ParentMissing"]
     assert lines[3].split()[:3] == ["web-templated-x7k2", "req0", "node-a/vf0"]
+    wide = await asyncio.to_thread(cli, "web", "-n", namespace, "--kubeconfig", kubeconfig, "-o", "wide")
+    assert wide.returncode == 0, wide.stderr
+    wide_lines = wide.stdout.splitlines()
+    assert wide_lines[0].split()[-4:] == ["MAC", "KIND", "HOST", "SHARE-ID"]
+    assert wide_lines[1].split()[-4:] == ["02:00:00:00:00:20", "macvlan", "-", "-"]
     missing = await asyncio.to_thread(cli, "nope", "-n", namespace, "--kubeconfig", kubeconfig)
     assert missing.returncode == 1
     assert f"pod {namespace}/nope not found" in missing.stderr

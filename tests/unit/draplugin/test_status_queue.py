@@ -19,6 +19,8 @@ from draplugin.status.types import (
     Failed,
     Rejected,
     Retryable,
+    StatusRefusedEvent,
+    WarningEvent,
 )
 
 DRIVER = "netclaim.dev"
@@ -54,7 +56,7 @@ class FakeSink:
         self.gone: set[str] = set()
         self.active: dict[str, int] = defaultdict(int)
         self.overlap = False
-        self.events: list[AttachFailureEvent] = []
+        self.events: list[WarningEvent] = []
         self.event_failures = 0
         self.gate: asyncio.Event | None = None  # when set, every apply waits for it first
         self.called = asyncio.Event()
@@ -78,7 +80,7 @@ class FakeSink:
         finally:
             self.active[claim.uid] -= 1
 
-    async def record_event(self, event: AttachFailureEvent) -> None:
+    async def record_event(self, event: WarningEvent) -> None:
         if self.event_failures:
             self.event_failures -= 1
             raise Retryable("events down")
@@ -213,6 +215,31 @@ async def test_gone_claims_are_dropped_and_rejected_ones_not_retried(
     assert sink.calls == 2
     gone_logs = [r for r in caplog.records if "claim0" in r.getMessage() and r.levelname != "DEBUG"]
     assert not gone_logs
+
+
+async def test_refusals_are_counted_by_reason_and_evented_once_per_message() -> None:
+    """A refused status is never silent: counted by reason, one Warning Event per distinct message
+    (not one per retry), and the claim stays stale so the resync sends it again."""
+    sink = FakeSink()
+    sink.failures += [Retryable("no grant", reason="forbidden")] * 3 + [Rejected("bad ip", reason="invalid")]
+    queue = StatusQueue(sink, driver=DRIVER, base_delay=0.001, max_delay=0.002)
+    queue.start()
+    try:
+        first = state(claim(0), 1)
+        queue.enqueue(first)
+        assert await queue.wait_idle(2)
+        assert queue.stats.failures == {"forbidden": 3, "invalid": 1}
+        refusals = [e for e in sink.events if isinstance(e, StatusRefusedEvent)]
+        assert [e.reason for e in refusals] == ["NetworkStatusForbidden", "NetworkStatusRejected"]
+        assert "no grant" in refusals[0].message and "bad ip" in refusals[1].message
+        assert queue.stale(first)  # refused: the resync must send it again
+        queue.enqueue(first)
+        assert await queue.wait_idle(2)
+        assert queue.stats.applied == 1
+        assert not queue.stale(first)  # applied and unchanged: nothing to resend
+        assert queue.stale(state(claim(0), 2))
+    finally:
+        await queue.aclose()
 
 
 async def test_cap_on_tracked_claims() -> None:
