@@ -12,7 +12,6 @@ import pytest
 from draplugin.model import AttachResult, ClaimRef, DeviceKind, DeviceRef
 from draplugin.status.queue import StatusQueue
 from draplugin.status.types import (
-    AttachFailureEvent,
     ClaimGone,
     ClaimStatus,
     Entry,
