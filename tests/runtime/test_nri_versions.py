@@ -317,3 +317,41 @@ async def test_pod_resize_reaches_the_v010_pod_update_events(
         assert "does not support events: POST_UPDATE_POD_SANDBOX, UPDATE_POD_SANDBOX" in log, (
             containerd.log_tail(20)
         )
+
+
+class PodFacts(Plugin):
+    """Records the pod as RunPodSandbox and StopPodSandbox deliver it."""
+
+    def __init__(self) -> None:
+        self.run: list[api.PodSandbox] = []
+        self.stop: list[api.PodSandbox] = []
+
+    async def run_pod_sandbox(self, pod: api.PodSandbox) -> None:
+        self.run.append(pod)
+
+    async def stop_pod_sandbox(self, pod: api.PodSandbox) -> None:
+        self.stop.append(pod)
+
+
+def netns_path(pod: api.PodSandbox) -> str:
+    return next((ns.path for ns in pod.linux.namespaces if ns.type == "network"), "")
+
+
+async def test_pod_data_per_line(containerd: Containerd, cri: CriClient, make_pod: MakePod) -> None:
+    """What the driver may rely on (nriplugin/README.md, "Runtime differences"): pod IPs on
+    RunPodSandbox and the netns path on StopPodSandbox from 2.1 on; 1.7 sends neither."""
+    plugin = PodFacts()
+    async with stub_for(containerd, plugin) as stub:
+        async with asyncio.timeout(10):
+            await stub.wait_synchronized()
+        made = await asyncio.to_thread(make_pod, "facts")
+        ip = (await asyncio.to_thread(cri.pod_sandbox_status, made.sandbox_id)).ip
+        await asyncio.to_thread(cri.remove_pod, made.sandbox_id)
+    (run,) = plugin.run
+    (stop,) = plugin.stop
+    assert netns_path(run) == made.netns_path
+    if containerd.line == "1.7":
+        assert (list(run.ips), netns_path(stop)) == ([], "")
+    else:
+        assert list(run.ips) == [ip], (list(run.ips), ip)
+        assert netns_path(stop) == made.netns_path
