@@ -1,9 +1,10 @@
-"""The prepared plans, by claim UID and by pod UID, kept in memory and mirrored to the checkpoint.
+"""The prepared plans, by claim UID and by pod UID, kept in memory and mirrored to the plans file.
 
 Readers (the NRI hook) call `plans_for_pod` synchronously under a tight time budget, so reads touch
 only memory: every write builds new dictionaries and swaps them in with one assignment, which also
 makes a read from another thread see either the old or the new state, never a half-update. Writes
-persist first and swap after, so memory never holds a plan the checkpoint would not bring back.
+persist first and swap after, so memory never holds a plan the checkpoint would not bring back. The
+file is in the shared state format (`draplugin.state`); every write is in its current version.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class _Snapshot:
 
 
 class PlanStore:
-    """Load with `PlanStore.open`, which raises `CheckpointError` for an unusable checkpoint."""
+    """Load with `PlanStore.open`, which raises `draplugin.state.format.StateError` for an unusable file."""
 
     def __init__(self, checkpoint: Checkpoint, plans: Mapping[str, ClaimPlan]) -> None:
         self._checkpoint = checkpoint

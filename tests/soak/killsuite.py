@@ -55,7 +55,7 @@ from testbed.cri import BusyboxPod, CriClient, CriError, Pod, make_pod
 
 from draplugin.devices.veth import host_end_name
 from draplugin.model import ClaimPlan, ClaimRef, DeviceKind, DevicePlan, DeviceRef, NetdevSpec, Route
-from draplugin.plan_json import plan_to_dict
+from draplugin.state.plans import plan_to_dict
 
 DRIVER = "netclaim.dev"
 SCRIPT = Path(__file__).with_name("nri_driver.py")

@@ -39,8 +39,8 @@ from draplugin.attachments import AttachmentStore
 from draplugin.checkpoint import Checkpoint
 from draplugin.hooks import NetworkHooks
 from draplugin.metrics import Metrics
-from draplugin.plan_json import plan_from_dict
 from draplugin.planstore import PlanStore
+from draplugin.state.plans import plan_from_dict
 from nriplugin import Stub, api
 
 

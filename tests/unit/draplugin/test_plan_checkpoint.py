@@ -1,8 +1,7 @@
-"""The checkpoint file: exact round-trip, atomic replacement, 0600, and clear errors for bad files."""
+"""The plans file: exact round-trip, atomic replacement, 0600, and clear errors for bad files."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from pathlib import Path
@@ -13,7 +12,7 @@ from draplugin_builders import DEVICES, DRIVER, NODE, claim, claim_config, devic
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from draplugin.checkpoint import Checkpoint, CheckpointError, decode, encode
+from draplugin.checkpoint import Checkpoint
 from draplugin.model import (
     CharDevice,
     ClaimPlan,
@@ -25,6 +24,17 @@ from draplugin.model import (
     Route,
 )
 from draplugin.planner import plan_claim
+from draplugin.state import format as state_format
+from draplugin.state.format import StateError
+from draplugin.state.plans import PLANS
+
+
+def encode(plans: list[ClaimPlan]) -> bytes:
+    return state_format.encode(PLANS, plans)
+
+
+def decode(raw: bytes) -> list[ClaimPlan]:
+    return state_format.decode(PLANS, raw)
 
 
 def sample_plans() -> list[ClaimPlan]:
@@ -137,7 +147,7 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch:
 def corrupt_with(tmp_path: Path, content: bytes) -> str:
     path = tmp_path / "plans.json"
     path.write_bytes(content)
-    with pytest.raises(CheckpointError) as caught:
+    with pytest.raises(StateError) as caught:
         Checkpoint(path).load()
     assert caught.value.path == path
     assert str(path) in str(caught.value)
@@ -161,18 +171,33 @@ def test_unknown_version_is_refused(tmp_path: Path) -> None:
 
 
 def test_wrong_shapes_are_reported_not_raised(tmp_path: Path) -> None:
-    for content in (b"[]", b"null", b'{"version": 1}', b"\xff\xfe", b""):
+    for content in (b"[]", b"null", b'{"version": 1}', b'{"version": 2}', b"\xff\xfe", b""):
         corrupt_with(tmp_path, content)
     claims = [{"claim": {"namespace": 1}}]
-    checksummed = encode([])
-    document = orjson.loads(checksummed)
-    document["claims"] = claims
-    document["checksum"] = hashlib.sha256(orjson.dumps(claims, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    assert "corrupt" in corrupt_with(tmp_path, orjson.dumps(document))
+    document = orjson.loads(encode([]))
+    document["payload"] = claims
+    document["checksum"] = state_format.checksum("plans", 2, claims)
+    message = corrupt_with(tmp_path, orjson.dumps(document))
+    assert "corrupt: claims[0]: " in message
+
+
+def test_a_wrong_value_deep_in_a_plan_is_reported_with_its_place(tmp_path: Path) -> None:
+    document = orjson.loads(encode(sample_plans()))
+    document["payload"][1]["devices"][0]["charDevices"][0]["major"] = "231"
+    document["checksum"] = state_format.checksum("plans", 2, document["payload"])
+    message = corrupt_with(tmp_path, orjson.dumps(document))
+    assert "claims[1]: devices[0]: charDevices[0]: expected an integer, got '231'" in message
+
+
+def test_the_same_claim_twice_is_refused(tmp_path: Path) -> None:
+    document = orjson.loads(encode(sample_plans()[:1]))
+    document["payload"] *= 2
+    document["checksum"] = state_format.checksum("plans", 2, document["payload"])
+    assert "a claim UID appears twice" in corrupt_with(tmp_path, orjson.dumps(document))
 
 
 def test_unreadable_checkpoint_is_reported(tmp_path: Path) -> None:
     path = tmp_path / "plans.json"
     path.mkdir()
-    with pytest.raises(CheckpointError, match=f"checkpoint {path}: cannot read"):
+    with pytest.raises(StateError, match=f"plans state file {path}: cannot read"):
         Checkpoint(path).load()

@@ -1,0 +1,153 @@
+"""The plans file's payload: one object per prepared claim, field by field.
+
+Explicit per field (camelCase keys, like the Kubernetes objects the plans come from) rather than
+`dataclasses.asdict`, so renaming a Python field cannot silently change the on-disk format, and every
+value is type-checked on the way back in. Claims are sorted by UID so the same plans always give the
+same bytes.
+
+Version 1 (the plan checkpoint before the shared envelope) held the same claim objects under
+`claims`, with a checksum over that list alone; `PLANS` still reads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+
+from draplugin.model import CharDevice, ClaimPlan, ClaimRef, DeviceKind, DevicePlan, NetdevSpec, Route
+from draplugin.state.fields import (
+    array,
+    device_ref_from_dict,
+    device_ref_to_dict,
+    integer,
+    items,
+    obj,
+    opt_integer,
+    opt_string,
+    string,
+    strings,
+)
+from draplugin.state.format import Codec, CorruptState
+
+
+def plan_to_dict(plan: ClaimPlan) -> dict[str, Any]:
+    claim = plan.claim
+    return {
+        "claim": {"namespace": claim.namespace, "name": claim.name, "uid": claim.uid},
+        "podUIDs": list(plan.pod_uids),
+        "generation": plan.generation,
+        "devices": [_device_to_dict(device) for device in plan.devices],
+    }
+
+
+def _device_to_dict(device: DevicePlan) -> dict[str, Any]:
+    return {
+        "ref": device_ref_to_dict(device.ref),
+        "kind": device.kind.value,
+        "netdev": _netdev_to_dict(device.netdev) if device.netdev else None,
+        "hostName": device.host_name,
+        "charDevices": [
+            {"path": c.path, "major": c.major, "minor": c.minor, "fileMode": c.file_mode}
+            for c in device.char_devices
+        ],
+        "attributes": dict(device.attributes),
+    }
+
+
+def _netdev_to_dict(spec: NetdevSpec) -> dict[str, Any]:
+    return {
+        "interfaceName": spec.interface_name,
+        "mtu": spec.mtu,
+        "hardwareAddress": spec.hardware_address,
+        "addresses": list(spec.addresses),
+        "routes": [
+            {"destination": r.destination, "gateway": r.gateway, "metric": r.metric} for r in spec.routes
+        ],
+        "mode": spec.mode,
+        "hostInterfaceName": spec.host_interface_name,
+    }
+
+
+def plan_from_dict(value: object) -> ClaimPlan:
+    data = obj(value)
+    claim = obj(data["claim"])
+    return ClaimPlan(
+        claim=ClaimRef(
+            namespace=string(claim["namespace"]), name=string(claim["name"]), uid=string(claim["uid"])
+        ),
+        pod_uids=strings(data["podUIDs"]),
+        devices=tuple(items(data["devices"], _device_from_dict, "devices")),
+        generation=integer(data["generation"]),
+    )
+
+
+def _device_from_dict(value: object) -> DevicePlan:
+    data = obj(value)
+    return DevicePlan(
+        ref=device_ref_from_dict(data["ref"]),
+        kind=DeviceKind(data["kind"]),
+        netdev=_netdev_from_dict(data["netdev"]) if data["netdev"] is not None else None,
+        host_name=opt_string(data["hostName"]),
+        char_devices=tuple(items(data["charDevices"], _char_device_from_dict, "charDevices")),
+        attributes={string(k): string(v) for k, v in obj(data["attributes"]).items()},
+    )
+
+
+def _char_device_from_dict(value: object) -> CharDevice:
+    data = obj(value)
+    return CharDevice(
+        string(data["path"]), integer(data["major"]), integer(data["minor"]), integer(data["fileMode"])
+    )
+
+
+def _netdev_from_dict(value: object) -> NetdevSpec:
+    data = obj(value)
+    return NetdevSpec(
+        interface_name=string(data["interfaceName"]),
+        mtu=opt_integer(data["mtu"]),
+        hardware_address=opt_string(data["hardwareAddress"]),
+        addresses=strings(data["addresses"]),
+        routes=tuple(items(data["routes"], _route_from_dict, "routes")),
+        mode=opt_string(data["mode"]),
+        host_interface_name=opt_string(data["hostInterfaceName"]),
+    )
+
+
+def _route_from_dict(value: object) -> Route:
+    data = obj(value)
+    return Route(string(data["destination"]), opt_string(data["gateway"]), opt_integer(data["metric"]))
+
+
+def encode_payload(plans: Iterable[ClaimPlan]) -> list[Any]:
+    return sorted((plan_to_dict(plan) for plan in plans), key=lambda claim: str(claim["claim"]["uid"]))
+
+
+def decode_payload(payload: object) -> list[ClaimPlan]:
+    plans = items(payload, plan_from_dict, "claims")
+    uids = [plan.claim.uid for plan in plans]
+    if len(set(uids)) != len(uids):
+        raise CorruptState("a claim UID appears twice")
+    return plans
+
+
+def _read_version_1(document: Mapping[str, Any]) -> list[ClaimPlan]:
+    """`{"version": 1, "checksum": <sha256 hex of the claims list>, "claims": [...]}`."""
+    if "claims" not in document:
+        raise CorruptState("version 1 without `claims`: not a plans checkpoint")
+    claims = array(document["claims"])
+    expected = hashlib.sha256(orjson.dumps(claims, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    if document.get("checksum") != expected:
+        raise CorruptState("checksum mismatch (truncated or edited by hand?)")
+    return decode_payload(claims)
+
+
+PLANS: Codec[ClaimPlan] = Codec(
+    kind="plans",
+    version=2,
+    encode_payload=encode_payload,
+    decode_payload=decode_payload,
+    legacy={1: _read_version_1},
+)
