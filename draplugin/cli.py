@@ -42,14 +42,14 @@ def _run(args: argparse.Namespace) -> int:
     # grpcio's fork handlers crash pyroute2 (README, Hazards): off before anything imports grpc.
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
     config = from_args(args)
-    # The daemon loads the same configuration once started; loading it first turns a missing or broken
-    # kubeconfig (or a pod without a service account) into one line instead of a traceback from deep
-    # inside start-up. An unreachable apiserver is not checked: the daemon waits and retries for it.
-    asyncio.run(connect(str(config.kubeconfig) if config.kubeconfig else None, search=False))
+    # Loaded here, before start-up, so a missing or broken kubeconfig (or a pod without a service
+    # account) is one line instead of a traceback from deep inside start-up; the daemon uses this same
+    # configuration. An unreachable apiserver is not checked: the daemon waits and retries for it.
+    connection = asyncio.run(connect(str(config.kubeconfig) if config.kubeconfig else None, search=False))
     from draplugin import daemon, logs
 
     logs.setup(config.log_format, config.log_level)
-    return daemon.run(config)
+    return daemon.run(config, connection.configuration)
 
 
 def build_parser(prog: str = "netclaim") -> argparse.ArgumentParser:

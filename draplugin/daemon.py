@@ -17,7 +17,6 @@ import signal
 from collections.abc import Sequence
 
 from kubernetes.aio import client as kclient
-from kubernetes.aio import config as kconfig
 
 from draplugin.attach import Executor
 from draplugin.attachments import AttachmentStore
@@ -29,6 +28,7 @@ from draplugin.discovery.sysfs import SysfsReader
 from draplugin.health import HealthServer
 from draplugin.hooks import NetworkHooks
 from draplugin.kube.claims import KubeClaimReader
+from draplugin.kube.connect import connect
 from draplugin.kube.reservations import ReservationWatcher
 from draplugin.kube.slices_api import SliceApi
 from draplugin.kubelet.server import KubeletServers, SocketPaths
@@ -92,21 +92,19 @@ def _moved_devices(plans: PlanStore) -> list[PublishedDevice]:
     ]
 
 
-async def _api_client(settings: Settings) -> kclient.ApiClient:
-    configuration = kclient.Configuration()
-    if settings.kubeconfig is not None:
-        await kconfig.load_kube_config(
-            config_file=str(settings.kubeconfig), client_configuration=configuration
-        )
-    else:
-        kconfig.load_incluster_config(client_configuration=configuration)
+async def _api_client(settings: Settings, configuration: kclient.Configuration | None) -> kclient.ApiClient:
+    """The one client the daemon uses; `configuration` is what the CLI already loaded (and checked)."""
+    if configuration is None:
+        kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None
+        configuration = (await connect(kubeconfig, search=False)).configuration
     configuration.proxy = None
     return kclient.ApiClient(configuration)
 
 
 class Daemon:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, configuration: kclient.Configuration | None = None) -> None:
         self.settings = settings
+        self._configuration = configuration
         self.metrics = Metrics()
         self.stopping = asyncio.Event()
         self.stub: Stub | None = None
@@ -124,7 +122,7 @@ class Daemon:
         s = self.settings
         plans = PlanStore.open(Checkpoint(s.plans_path))
         attachments = AttachmentStore.open(s.attachments_path)
-        api = await _api_client(s)
+        api = await _api_client(s, self._configuration)
         status = StatusQueue(ApiStatusSink(api, driver=s.driver, node=s.node_name), driver=s.driver)
         self.metrics.watch_status(status)
         reporter = StatusReporter(plans, attachments, status)
@@ -221,9 +219,9 @@ async def _resync(reporter: StatusReporter, every: float) -> None:
             log.info("status resync queued %d claims", queued)
 
 
-def run(settings: Settings) -> int:
+def run(settings: Settings, configuration: kclient.Configuration | None = None) -> int:
     async def main() -> None:
-        daemon = Daemon(settings)
+        daemon = Daemon(settings, configuration)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, daemon.stopping.set)

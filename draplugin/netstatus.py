@@ -7,7 +7,7 @@ on plain JSON; `read_pod_network` is the thin kubernetes.aio reader around it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -136,26 +136,3 @@ async def read_pod_network(
             )
         )
     return pod_rows(pod, claims, driver=driver)
-
-
-def format_table(rows: Sequence[InterfaceRow]) -> str:
-    header = ("CLAIM", "REQUEST", "DEVICE", "INTERFACE", "IPS", "MAC", "READY", "REASON")
-    lines = [header]
-    for r in rows:
-        device = f"{r.pool}/{r.device}" if r.device else "-"
-        lines.append(
-            (
-                r.claim,
-                r.request or "-",
-                device,
-                r.interface or "-",
-                ",".join(r.ips) or "-",
-                r.mac or "-",
-                r.ready,
-                r.reason or "-",
-            )
-        )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines
-    )

@@ -91,6 +91,24 @@ def render_values(tmp_path: Path, values: Mapping[str, Any]) -> list[KubeObject]
     return render(extra=["-f", str(path)])
 
 
+@pytest.mark.parametrize(
+    ("host", "flag", "bound"),
+    [
+        ("127.0.0.1", "--http-address=127.0.0.1:9402", "127.0.0.1:9402"),
+        ("::", "--http-address=[::]:9402", "[::]:9402"),
+        ("fd00::1", "--http-address=[fd00::1]:9402", "[fd00::1]:9402"),
+        ("[::1]", "--http-address=[::1]:9402", "[::1]:9402"),
+    ],
+)
+def test_http_host_becomes_an_address_the_driver_accepts(
+    tmp_path: Path, host: str, flag: str, bound: str
+) -> None:
+    """An IPv6 http.host needs brackets in host:port; the driver refuses a bare one at parse time."""
+    daemonset = only(render_values(tmp_path, {"http": {"host": host, "port": 9402}}), "DaemonSet")
+    assert flag in container(daemonset)["args"]
+    assert driver_settings(daemonset).http_address == bound
+
+
 def test_no_device_filter_flags_by_default() -> None:
     args = container(only(render(), "DaemonSet"))["args"]
     assert not [a for a in args if a.startswith(("--exclude-", "--include-"))]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from draplugin.netstatus import claim_rows, format_table, pod_claim_names, pod_rows
+from draplugin.cli_status import BASE_COLUMNS, PodNetwork, format_columns
+from draplugin.netstatus import claim_rows, pod_claim_names, pod_rows
 
 POD = {
     "spec": {
@@ -56,7 +57,8 @@ def test_unallocated_claim() -> None:
 
 def test_table_aligns_columns() -> None:
     rows = pod_rows(POD, {"claim-a": allocated("d1"), "pod-b-xyz": allocated("long-device-name")})
-    lines = format_table(rows).splitlines()
+    network = PodNetwork("ns", "web", tuple(rows))
+    lines = format_columns(BASE_COLUMNS, [(network, row) for row in rows]).splitlines()
     assert len(lines) == 3
     column = lines[0].index("DEVICE")
     assert lines[1][column:].startswith("p/d1 ")

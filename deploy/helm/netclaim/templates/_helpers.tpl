@@ -71,6 +71,13 @@ that does not parse fails the render rather than vanishing.
 {{- printf "%s%s" (include "netclaim.fullname" .root) (trimPrefix "netclaim" .name) }}
 {{- end }}
 
+{{/* The listen address for --http-address: an IPv6 host goes in brackets, as host:port requires. */}}
+{{- define "netclaim.httpAddress" -}}
+{{- $host := .Values.http.host -}}
+{{- if and (contains ":" $host) (not (hasPrefix "[" $host)) }}{{ $host = printf "[%s]" $host }}{{ end -}}
+{{- printf "%s:%d" $host (int .Values.http.port) -}}
+{{- end }}
+
 {{/* The host a probe connects to: the listen address, or loopback when listening on all addresses. */}}
 {{- define "netclaim.probeHost" -}}
 {{- if has .Values.http.host (list "0.0.0.0" "::" "[::]") }}127.0.0.1{{ else }}{{ .Values.http.host }}{{ end }}
