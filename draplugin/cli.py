@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from draplugin.admission.command import add_webhook_parser
 from draplugin.cli_status import KUBECTL_PLUGIN, add_status_parser
 from draplugin.kube.connect import connect, explain
 from draplugin.settings import add_arguments as add_run_arguments
@@ -77,6 +78,7 @@ def build_parser(prog: str = "netclaim") -> argparse.ArgumentParser:
         )
         add_run_arguments(run)
         run.set_defaults(handler=_run)
+        add_webhook_parser(subparsers, parents=[common], formatter_class=HelpFormatter)
     add_status_parser(subparsers, parents=[common], formatter_class=HelpFormatter)
     return parser
 

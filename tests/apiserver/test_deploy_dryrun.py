@@ -21,6 +21,7 @@ import pytest
 from testbed import namespaces
 from unit.deploy.deploy_support import DEPLOY, KubeObject, load_objects, plain_objects, render
 
+ADMISSION = "/apis/admissionregistration.k8s.io/v1"
 # kind -> (API path prefix, plural, namespaced). A kind missing here fails the test: add it.
 RESOURCES: dict[str, tuple[str, str, bool]] = {
     "Namespace": ("/api/v1", "namespaces", False),
@@ -29,6 +30,8 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "ClusterRoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
     "DaemonSet": ("/apis/apps/v1", "daemonsets", True),
     "DeviceClass": ("/apis/resource.k8s.io/v1", "deviceclasses", False),
+    "ValidatingAdmissionPolicy": (ADMISSION, "validatingadmissionpolicies", False),
+    "ValidatingAdmissionPolicyBinding": (ADMISSION, "validatingadmissionpolicybindings", False),
 }
 
 
@@ -44,6 +47,8 @@ def _placed(objects: Iterable[KubeObject], namespace: str, suffix: str) -> list[
             obj["metadata"]["namespace"] = namespace
         else:
             obj["metadata"]["name"] += suffix
+        if obj["kind"] == "ValidatingAdmissionPolicyBinding":
+            obj["spec"]["policyName"] += suffix
         if obj["kind"] == "ClusterRoleBinding":
             obj["roleRef"]["name"] += suffix
             for subject in obj["subjects"]:

@@ -89,7 +89,14 @@ def test_chart_renames_rbac_consistently() -> None:
 
 
 def test_chart_optional_parts_can_be_left_out() -> None:
-    objects = render({"rbac.create": "false", "deviceClasses.create": "false", "rdma.enabled": "false"})
+    objects = render(
+        {
+            "rbac.create": "false",
+            "deviceClasses.create": "false",
+            "rdma.enabled": "false",
+            "admission.policy.enabled": "false",
+        }
+    )
     kinds = {o["kind"] for o in objects}
     assert kinds == {"ServiceAccount", "DaemonSet"}
     ds = only(objects, "DaemonSet")

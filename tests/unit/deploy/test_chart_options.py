@@ -52,7 +52,7 @@ def test_chart_files_are_byte_equal_copies_of_deploy() -> None:
     """files/ holds copies (a symlink makes helm warn on every command and breaks `helm pull`ed charts);
     this keeps each copy equal to the manifest it renders, so editing one without the other fails here."""
     copies = sorted((CHART / "files").iterdir())
-    assert [p.name for p in copies] == ["deviceclasses.yaml", "rbac.yaml"]
+    assert [p.name for p in copies] == ["admission-policy.yaml", "deviceclasses.yaml", "rbac.yaml"]
     for copy in copies:
         assert not copy.is_symlink(), f"{copy} is a symlink again"
         assert copy.read_bytes() == (DEPLOY / copy.name).read_bytes(), (

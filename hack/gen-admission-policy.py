@@ -1,0 +1,340 @@
+"""Writes deploy/admission-policy.yaml (and its chart copy) from the validator's own limits.
+
+The ValidatingAdmissionPolicy restates in CEL what draplugin/config checks; generating it from the same
+constants (MTU range, list limits, modes, kinds, the pod's own interface names) keeps the two from
+drifting, and tests/unit/deploy/test_admission_policy.py fails when the committed file is stale.
+usage: .venv/bin/python hack/gen-admission-policy.py [--check]
+"""
+
+# ruff: noqa: E501  (CEL expressions stay on one line each, as in the file they become)
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from draplugin.config import fields
+from draplugin.config import parse as parser
+from draplugin.config.types import API_VERSION, IPVLAN_MODES, KIND, MACVLAN_MODES
+from draplugin.devices.rules import POD_OWN_INTERFACES
+from draplugin.model import DRIVER_NAME, DeviceKind
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = (
+    ROOT / "deploy" / "admission-policy.yaml",
+    ROOT / "deploy/helm/netclaim/files/admission-policy.yaml",
+)
+MAX_CONFIGS = 32  # resource.k8s.io v1: at most 32 config entries in a claim or a class
+MAXB = fields.MAX_INTERFACE_NAME_BYTES
+
+N = "variables.netdev[i]"
+P = "variables.params[i]"
+VER = API_VERSION
+
+
+def s(x: str) -> str:
+    """A CEL double-quoted string literal (JSON escaping is valid CEL)."""
+    return json.dumps(x, ensure_ascii=False)
+
+
+def check(scope, cond, suffix):
+    """scope: a variables.* list of indices; cond(i) must hold; suffix: CEL string expr after 'config[i]'."""
+    return {
+        "expression": f"variables.{scope}.all(i, {cond})",
+        "messageExpression": f"variables.{scope}.filter(i, !({cond})).map(i, variables.prefix + '[' + string(i) + ']' + {suffix})[0]",
+        "reason": "Invalid",
+    }
+
+
+def name_checks(path, get, present):
+    """interfaceName-like rules (fields.interface_name): string, 1-15 bytes, not . or .., no / : space ctrl."""
+    v = get
+    pre = f"!({present}) || "
+    return [
+        check("objects", pre + f"type({v}) == string", s(f".{path}: must be a string")),
+        check(
+            "objects", pre + f"type({v}) != string || size(bytes({v})) > 0", s(f".{path}: must not be empty")
+        ),
+        check(
+            "objects",
+            pre + f"type({v}) != string || size(bytes({v})) <= {MAXB}",
+            s(f".{path}: must be ≤ {MAXB} bytes, got ") + f" + string(size(bytes({v})))",
+        ),
+        check(
+            "objects",
+            pre + f"type({v}) != string || !({v} in ['.', '..'])",
+            s(f".{path}: must not be '") + f' + {v} + "\'"',
+        ),
+        check(
+            "objects",
+            pre + f"type({v}) != string || !{v}.matches('[/:[:space:][:cntrl:]]')",
+            s(f".{path}: must not contain '/', ':', whitespace or control characters"),
+        ),
+    ]
+
+
+def enum(path, v, present, choices):
+    lst = "[" + ", ".join(f"'{c}'" for c in choices) + "]"
+    return check(
+        "objects",
+        f"!({present}) || (type({v}) == string && {v} in {lst})",
+        s(f".{path}: must be one of {', '.join(choices)}; got ")
+        + f" + (type({v}) == string ? \"'\" + {v} + \"'\" : 'a non-string')",
+    )
+
+
+def unknown(path, m, known):
+    lst = "[" + ", ".join(f"'{k}'" for k in known) + "]"
+    dot = f".{path}." if path else "."
+    return check(
+        "objects",
+        f"{m}.all(k, k in {lst})",
+        f"'{dot}' + {m}.filter(k, !(k in {lst}))[0] + " + s(f": unknown field (known: {', '.join(known)})"),
+    )
+
+
+def maxlist(path, v, present, limit):
+    return [
+        check("objects", f"!({present}) || type({v}) == list", s(f".{path}: must be an array")),
+        check(
+            "objects",
+            f"!({present}) || type({v}) != list || size({v}) <= {limit}",
+            s(f".{path}: must have at most {limit} entries, got ") + f" + string(size({v}))",
+        ),
+    ]
+
+
+def section(path, v, present):
+    return check("objects", f"!({present}) || type({v}) == map", s(f".{path}: must be an object"))
+
+
+HEAD = """\
+# Admission check of netclaim configs, in the apiserver, with no webhook to run: a
+# ValidatingAdmissionPolicy (CEL) over the `opaque` configs whose driver is netclaim.dev in
+# ResourceClaims, ResourceClaimTemplates (config[i] = spec.devices.config[i]) and DeviceClasses
+# (classConfig[i] = spec.config[i]). Other drivers' configs are never looked at.
+#
+# It checks what CEL can check cheaply: apiVersion/kind, unknown fields, interface names (bytes, '.',
+# forbidden characters, the pod's own eth0 and lo), MTU range, MAC shape, list sizes, mode and kind
+# enums. Each message starts with the field path NodePrepareResources gives for the same mistake
+# (`config[0].netdev.mtu: must be ≥ 68`). Addresses, routes and everything that needs the allocated
+# device are left to the optional webhook (`netclaim webhook`, the very parser Prepare runs) and to
+# Prepare itself. Only creates and spec changes are judged, so metadata updates (finalizers) of
+# objects admitted before the policy existed are never blocked.
+#
+# Generated by hack/gen-admission-policy.py from draplugin/config's own limits (do not edit by hand);
+# tests/unit/deploy/test_admission_policy.py checks it is current and agrees with the parser,
+# tests/apiserver/test_admission.py runs it on kube-apiserver.
+"""
+
+validations = [
+    check("netclaim", "type(variables.configs[i].opaque.parameters) == map", s(": must be an object")),
+    check(
+        "objects",
+        f"has({P}.apiVersion) && {P}.apiVersion == '{VER}'",
+        f"(has({P}.apiVersion) ? "
+        + s(f".apiVersion: must be '{VER}'")
+        + " : "
+        + s(f".apiVersion: required; must be '{VER}'")
+        + ")",
+    ),
+    check(
+        "objects",
+        f"has({P}.kind) && {P}.kind == '{KIND}'",
+        f"(has({P}.kind) ? "
+        + s(f".kind: must be '{KIND}'")
+        + " : "
+        + s(f".kind: required; must be '{KIND}'")
+        + ")",
+    ),
+    unknown("", P, ["apiVersion", "kind", "netdev", "rdma"]),
+    section("netdev", f"{P}.netdev", f"has({P}.netdev)"),
+    section("rdma", f"{P}.rdma", f"has({P}.rdma)"),
+    unknown(
+        "netdev",
+        N,
+        [
+            "kind",
+            "interfaceName",
+            "mtu",
+            "hardwareAddress",
+            "addresses",
+            "routes",
+            "macvlan",
+            "ipvlan",
+            "veth",
+        ],
+    ),
+    enum("netdev.kind", f"{N}.kind", f"has({N}.kind)", [k.value for k in DeviceKind]),
+    *name_checks("netdev.interfaceName", f"{N}.interfaceName", f"has({N}.interfaceName)"),
+    *[
+        check(
+            "objects",
+            f"!has({N}.interfaceName) || type({N}.interfaceName) != string || {N}.interfaceName != '{own}'",
+            s(f".netdev.interfaceName: {own!r} is {what}; choose another name"),
+        )
+        for own, what in POD_OWN_INTERFACES.items()
+    ],
+    check("objects", f"!has({N}.mtu) || type({N}.mtu) == int", s(".netdev.mtu: must be an integer")),
+    check(
+        "objects",
+        f"!has({N}.mtu) || type({N}.mtu) != int || {N}.mtu >= {fields.MIN_MTU}",
+        s(f".netdev.mtu: must be ≥ {fields.MIN_MTU}"),
+    ),
+    check(
+        "objects",
+        f"!has({N}.mtu) || type({N}.mtu) != int || {N}.mtu <= {fields.MAX_MTU}",
+        s(f".netdev.mtu: must be ≤ {fields.MAX_MTU}"),
+    ),
+    check(
+        "objects",
+        f"!has({N}.hardwareAddress) || (type({N}.hardwareAddress) == string && {N}.hardwareAddress.matches('^[0-9a-fA-F]{{2}}(:[0-9a-fA-F]{{2}}){{5}}$'))",
+        s(".netdev.hardwareAddress: must be a MAC address like 02:00:00:00:00:01"),
+    ),
+    check(
+        "objects",
+        f"!has({N}.hardwareAddress) || type({N}.hardwareAddress) != string || !{N}.hardwareAddress.matches('^.[13579bdfBDF]')",
+        s(".netdev.hardwareAddress: must be a unicast address (the lowest bit of the first octet must be 0)"),
+    ),
+    check(
+        "objects",
+        f"!has({N}.hardwareAddress) || type({N}.hardwareAddress) != string || {N}.hardwareAddress != '00:00:00:00:00:00'",
+        s(".netdev.hardwareAddress: must not be all zeros"),
+    ),
+    *maxlist("netdev.addresses", f"{N}.addresses", f"has({N}.addresses)", parser.MAX_ADDRESSES),
+    *maxlist("netdev.routes", f"{N}.routes", f"has({N}.routes)", parser.MAX_ROUTES),
+    section("netdev.macvlan", f"{N}.macvlan", f"has({N}.macvlan)"),
+    enum(
+        "netdev.macvlan.mode",
+        f"{N}.macvlan.mode",
+        f"has({N}.macvlan) && type({N}.macvlan) == map && has({N}.macvlan.mode)",
+        MACVLAN_MODES,
+    ),
+    section("netdev.ipvlan", f"{N}.ipvlan", f"has({N}.ipvlan)"),
+    enum(
+        "netdev.ipvlan.mode",
+        f"{N}.ipvlan.mode",
+        f"has({N}.ipvlan) && type({N}.ipvlan) == map && has({N}.ipvlan.mode)",
+        IPVLAN_MODES,
+    ),
+    section("netdev.veth", f"{N}.veth", f"has({N}.veth)"),
+    *name_checks(
+        "netdev.veth.hostInterfaceName",
+        f"{N}.veth.hostInterfaceName",
+        f"has({N}.veth) && type({N}.veth) == map && has({N}.veth.hostInterfaceName)",
+    ),
+    check(
+        "objects",
+        f"!has({P}.rdma) || type({P}.rdma) != map || !has({P}.rdma.devices) || {P}.rdma.devices != []",
+        s(".rdma.devices: must name at least one device (leave it out for all of them)"),
+    ),
+    *maxlist(
+        "rdma.devices",
+        f"{P}.rdma.devices",
+        f"has({P}.rdma) && type({P}.rdma) == map && has({P}.rdma.devices)",
+        parser.MAX_RDMA_DEVICES,
+    ),
+]
+
+variables = [
+    {
+        "name": "configs",
+        "expression": "object.kind == 'DeviceClass' ? (has(object.spec.config) ? object.spec.config : []) : "
+        "object.kind == 'ResourceClaimTemplate' ? (has(object.spec.spec.devices) && has(object.spec.spec.devices.config) ? object.spec.spec.devices.config : []) : "
+        "(has(object.spec.devices) && has(object.spec.devices.config) ? object.spec.devices.config : [])",
+    },
+    {"name": "prefix", "expression": "object.kind == 'DeviceClass' ? 'classConfig' : 'config'"},
+    {
+        "name": "netclaim",
+        "expression": "["
+        + ", ".join(str(k) for k in range(MAX_CONFIGS))
+        + "].filter(i, i < size(variables.configs) && "
+        f"has(variables.configs[i].opaque) && variables.configs[i].opaque.driver == '{DRIVER_NAME}')",
+    },
+    {
+        "name": "objects",
+        "expression": "variables.netclaim.filter(i, type(variables.configs[i].opaque.parameters) == map)",
+    },
+    {
+        "name": "params",
+        "expression": "["
+        + ", ".join(str(k) for k in range(MAX_CONFIGS))
+        + "].filter(i, i < size(variables.configs)).map(i, i in variables.objects ? variables.configs[i].opaque.parameters : {})",
+    },
+    {
+        "name": "netdev",
+        "expression": "variables.params.map(p, has(p.netdev) && type(p.netdev) == map ? p.netdev : {})",
+    },
+]
+
+policy = {
+    "apiVersion": "admissionregistration.k8s.io/v1",
+    "kind": "ValidatingAdmissionPolicy",
+    "metadata": {"name": "netclaim-config"},
+    "spec": {
+        "failurePolicy": "Fail",
+        "matchConstraints": {
+            "matchPolicy": "Equivalent",
+            "resourceRules": [
+                {
+                    "apiGroups": ["resource.k8s.io"],
+                    "apiVersions": ["v1"],
+                    "operations": ["CREATE", "UPDATE"],
+                    "resources": ["resourceclaims", "resourceclaimtemplates", "deviceclasses"],
+                }
+            ],
+        },
+        "matchConditions": [
+            {
+                "name": "created-or-spec-changed",
+                "expression": "request.operation == 'CREATE' || oldObject == null || object.spec != oldObject.spec",
+            }
+        ],
+        "variables": variables,
+        "validations": validations,
+    },
+}
+binding = {
+    "apiVersion": "admissionregistration.k8s.io/v1",
+    "kind": "ValidatingAdmissionPolicyBinding",
+    "metadata": {"name": "netclaim-config"},
+    "spec": {"policyName": "netclaim-config", "validationActions": ["Deny"]},
+}
+
+
+class Dumper(yaml.SafeDumper):
+    """Long CEL expressions double-quoted on one line: readable, and diffs stay per expression."""
+
+
+def _string(dumper: yaml.SafeDumper, data: str) -> Any:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style='"' if len(data) > 60 else None)
+
+
+Dumper.add_representer(str, _string)
+
+
+def render() -> str:
+    def dump(obj: object) -> str:
+        return yaml.dump(obj, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=4096)
+
+    return HEAD + dump(policy) + "---\n" + dump(binding)
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if "--check" in argv:
+        stale = [str(t) for t in TARGETS if not t.exists() or t.read_text() != text]
+        for name in stale:
+            print(f"stale: {name} (run hack/gen-admission-policy.py)", file=sys.stderr)
+        return 1 if stale else 0
+    for target in TARGETS:
+        target.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
