@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Start/stop test bed components detached: hack/testbed.sh up|down|status [runtime|apiserver|node] [--containerd 1.7|2.1]
+# Start/stop test bed components detached: hack/testbed.sh up|down|status [runtime|apiserver|node] [--containerd LINE]
+# `up node` brings up a whole node (control plane, containerd with NRI, kubelet, the ncex-up0 uplink) with no
+# driver, for measuring by hand; it prints the sockets and kubelet dirs to pass to `netclaim run`.
 # (a thin wrapper; see tests/testbed/__main__.py)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

@@ -116,11 +116,31 @@ def apiserver_status(root: Path, args: argparse.Namespace) -> None:
     print(f"apiserver: {'recorded in ' + str(state.parent) if state.exists() else 'not up'}")
 
 
-def not_yet(root: Path, args: argparse.Namespace) -> None:
-    if args.action == "status":
-        print(f"{args.component}: not available from this CLI yet")
-        return
-    raise SystemExit(f"{args.component}: not available from this CLI yet")
+# --- node: control plane + containerd + kubelet, no driver (tests/testbed/demo.py --node-only) ----------
+# For measuring by hand on a running node: start `netclaim run` yourself with the printed sockets and
+# kubelet dirs (or run a bench against it). The macvlan parent `ncex-up0` is created as the demo does.
+
+
+def node_up(root: Path, args: argparse.Namespace) -> None:
+    from testbed import demo
+
+    if demo.cmd_up(root / "node", args.containerd or "1.7", timeout=600.0, node_only=True) != 0:
+        raise SystemExit("node: did not come up (see the message above)")
+
+
+def node_down(root: Path, args: argparse.Namespace) -> None:
+    from testbed import demo
+
+    if (root / "node").exists():
+        demo.cmd_down(root / "node")
+    _rmdir_if_empty(root)
+
+
+def node_status(root: Path, args: argparse.Namespace) -> None:
+    from testbed import demo
+
+    info = root / "node" / demo.INFO
+    print(f"node: {info.read_text() if info.exists() else 'not up'}")
 
 
 @dataclass(frozen=True)
@@ -133,7 +153,7 @@ class Component:
 COMPONENTS: dict[str, Component] = {
     "runtime": Component(runtime_up, runtime_down, runtime_status),
     "apiserver": Component(apiserver_up, apiserver_down, apiserver_status),
-    "node": Component(not_yet, not_yet, not_yet),
+    "node": Component(node_up, node_down, node_status),
 }
 
 
@@ -147,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("action", choices=["up", "down", "status"])
     ap.add_argument("component", nargs="?", choices=sorted(COMPONENTS))
     ap.add_argument(
-        "--containerd", choices=ctd_mod.ALL_LINES, help="containerd line (runtime; default: 2.1 for up)"
+        "--containerd",
+        choices=ctd_mod.ALL_LINES,
+        help="containerd line (default for up: 2.1 for runtime, 1.7 for node)",
     )
     args = ap.parse_args(argv)
     if args.action != "status" and args.component is None:

@@ -71,9 +71,12 @@ def _apply(api: k.ApiClient, path: Path, namespace: str | None = None) -> None:
 
 
 class Demo:
-    def __init__(self, root: Path, line: str) -> None:
+    """`node_only`: the node and the uplink, no driver and no example (`hack/testbed.sh up node`)."""
+
+    def __init__(self, root: Path, line: str, node_only: bool = False) -> None:
         self.root = root
         self.line = line
+        self.node_only = node_only
         self.node = LocalNode(root / "node", line)
         self.driver: driver_mod.Driver | None = None
         self.peer = root / "uplink-peer"
@@ -83,6 +86,8 @@ class Demo:
         self._uplink()
         self.node.start()
         assert self.node.plane is not None and self.node.containerd is not None
+        if self.node_only:
+            return self._info(t0)
         with self.node.api_client() as api:
             for name in ("deviceclasses.yaml", "rbac.yaml", "rbac-host-process.yaml"):
                 _apply(api, ROOT / "deploy" / name)
@@ -99,18 +104,30 @@ class Demo:
             self._wait_slices(api)
             _apply(api, ROOT / "examples" / EXAMPLE / "manifest.yaml", NAMESPACE)
             self._wait_running(core)
-        return {
+        return self._info(t0)
+
+    def _info(self, t0: float) -> dict[str, Any]:
+        assert self.node.plane is not None and self.node.containerd is not None
+        info: dict[str, Any] = {
             "containerd": self.line,
             "kubeconfig": str(self.node.plane.admin_kubeconfig),
             "cri_socket": str(self.node.containerd.cri_socket),
-            "namespace": NAMESPACE,
-            "pod": POD,
-            "driver_log": str(self.driver.log),
-            "driver_http": f"127.0.0.1:{self.driver.port}",
+            "nri_socket": str(self.node.containerd.nri_socket),
+            "kubelet_registry_dir": str(self.node.kubelet.plugins_registry) if self.node.kubelet else "",
+            "kubelet_plugins_dir": str(self.node.kubelet.plugins_dir) if self.node.kubelet else "",
+            "uplink": UPLINK,
             "kubelet_log": str(self.node.kubelet.log) if self.node.kubelet else "",
             "node_timings": self.node.timings,
             "seconds": round(time.monotonic() - t0, 1),
         }
+        if self.driver is not None:
+            info |= {
+                "namespace": NAMESPACE,
+                "pod": POD,
+                "driver_log": str(self.driver.log),
+                "driver_http": f"127.0.0.1:{self.driver.port}",
+            }
+        return info
 
     def _uplink(self) -> None:
         exists = subprocess.run(["ip", "link", "show", UPLINK], check=False, capture_output=True)
@@ -158,12 +175,12 @@ class Demo:
         return left
 
 
-def serve(root: Path, line: str) -> int:
+def serve(root: Path, line: str, node_only: bool = False) -> int:
     """The supervisor: bring the demo up, publish info.json, wait for SIGTERM, tear down."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    demo = Demo(root, line)
+    demo = Demo(root, line, node_only)
     code = 0
     try:
         info = demo.up()
@@ -190,20 +207,27 @@ def _supervisor(root: Path) -> proc.Daemon | None:
     return proc.Daemon.from_json(json.loads(path.read_text()))
 
 
-def cmd_up(root: Path, line: str, timeout: float) -> int:
+def cmd_up(root: Path, line: str, timeout: float, node_only: bool = False) -> int:
     running = _supervisor(root)
     if running is not None and proc.running(running) and (root / INFO).exists():
-        print(f"the demo is already up (state in {root}); `make demo-down` stops it")
-        return show(root)
+        print(f"already up (state in {root})")
+        return 0 if node_only else show(root)
     if running is not None and proc.running(running):
         raise SystemExit(f"a demo supervisor (pid {running.pid}) is starting or stopping; see {running.log}")
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    env = {**os.environ, "GRPC_ENABLE_FORK_SUPPORT": "0", "PYTHONPATH": str(ROOT / "tests")}
+    env = {
+        **os.environ,
+        "GRPC_ENABLE_FORK_SUPPORT": "0",
+        "PYTHONPATH": str(ROOT / "tests"),
+        "NETCLAIM_DEMO_STATE": str(root),  # the supervisor works in the state dir it was started for
+    }
     argv = [sys.executable, "-m", "testbed.demo", "serve", "--containerd", line]
+    argv += ["--node-only"] if node_only else []
     daemon = proc.spawn("netclaim-demo", argv, root / "supervisor.log", env=env)
     (root / SUPERVISOR).write_text(json.dumps(daemon.to_json()) + "\n")
-    print(f"starting a local node (containerd {line}), the driver and examples/{EXAMPLE} ...", flush=True)
+    what = "" if node_only else f", the driver and examples/{EXAMPLE}"
+    print(f"starting a local node (containerd {line}){what} ...", flush=True)
 
     def settled() -> bool:
         return (root / INFO).exists() or (root / FAILED).exists()
@@ -218,6 +242,9 @@ def cmd_up(root: Path, line: str, timeout: float) -> int:
         print(f"demo failed: {(root / FAILED).read_text()}{proc.log_tail(daemon.log)}", file=sys.stderr)
         cmd_down(root)
         return 1
+    if node_only:
+        print(json.dumps(json.loads((root / INFO).read_text()), indent=2))
+        return 0
     return show(root)
 
 
@@ -290,11 +317,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("action", choices=["up", "down", "show", "exec", "serve"])
     ap.add_argument("--containerd", choices=LINES, default=os.environ.get("NETCLAIM_DEMO_CONTAINERD", "1.7"))
     ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--node-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("cmd", nargs="*", help="exec: the command to run in the pod")
     args = ap.parse_args(argv)
     root = state_dir()
     if args.action == "serve":
-        return serve(root, args.containerd)
+        return serve(root, args.containerd, args.node_only)
     if args.action == "up":
         return cmd_up(root, args.containerd, args.timeout)
     if args.action == "down":
