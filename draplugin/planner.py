@@ -7,8 +7,10 @@ after a restart) produces the same plan.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from collections.abc import Iterable
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,10 +23,12 @@ from draplugin.config import (
     merge_configs,
     parse_network_config,
 )
+from draplugin.config.ipam import check_ipam
 from draplugin.devices import modes
 from draplugin.devices.base import PlanInvalid
 from draplugin.devices.registry import default_registry
 from draplugin.devices.rules import netdev_problems
+from draplugin.ipam.pool import Pool, build_pool
 from draplugin.model import (
     CharDevice,
     ClaimPlan,
@@ -33,6 +37,7 @@ from draplugin.model import (
     DeviceRef,
     NetdevSpec,
     PublishedDevice,
+    Route,
 )
 
 MAX_REPORTED = 20
@@ -77,20 +82,50 @@ def _describe(claim: AllocatedClaim, problem: RequestError) -> str:
 
 def plan_claim(claim: AllocatedClaim, driver: str, node: str, lookup: DeviceLookup) -> ClaimPlan:
     """Raises `PlanError` if the claim is not allocated here or any of its configs is unusable."""
+    return plan_claim_with_pools(claim, driver, node, lookup)[0]
+
+
+def plan_claim_with_pools(
+    claim: AllocatedClaim, driver: str, node: str, lookup: DeviceLookup
+) -> tuple[ClaimPlan, dict[DeviceRef, Pool]]:
+    """The plan, and the pool of each device whose config has `netdev.ipam`: Prepare allocates from
+    those and puts the addresses into the plan (`assign_addresses`), so the hook only applies them."""
     _check_allocation(claim, node)
     problems: list[RequestError] = []
     plans: list[DevicePlan] = []
+    pools: dict[DeviceRef, Pool] = {}
     for ref in claim.devices_of(driver):
         try:
-            plans.append(_plan_device(claim, driver, ref, lookup))
+            plan, pool = _plan_device(claim, driver, ref, lookup)
         except ConfigError as invalid:
             problems.extend(RequestError(ref.request, error) for error in invalid.errors)
+            continue
+        plans.append(plan)
+        if pool is not None:
+            pools[ref] = pool
     problems.extend(_duplicate_names(plans))
     if not problems:
         problems.extend(_handler_refusals(plans))
     if problems:
         raise PlanError(claim, problems)
-    return ClaimPlan(claim=claim.ref, pod_uids=claim.pod_uids, devices=tuple(plans))
+    return ClaimPlan(claim=claim.ref, pod_uids=claim.pod_uids, devices=tuple(plans)), pools
+
+
+POOL_ATTRIBUTE = "ipamPool"
+"""The plan attribute (and status `data` key) naming the pool a device's addresses came from."""
+
+
+def assign_addresses(plan: ClaimPlan, allocated: Mapping[DeviceRef, Sequence[str]]) -> ClaimPlan:
+    """`plan` with each device's allocated `addr/prefix` strings after its static addresses."""
+    devices = []
+    for device in plan.devices:
+        extra = tuple(allocated.get(device.ref, ()))
+        if extra and device.netdev is not None:
+            netdev = dataclasses.replace(device.netdev, addresses=device.netdev.addresses + extra)
+            devices.append(dataclasses.replace(device, netdev=netdev))
+        else:
+            devices.append(device)
+    return dataclasses.replace(plan, devices=tuple(devices))
 
 
 def _handler_refusals(plans: list[DevicePlan]) -> list[RequestError]:
@@ -118,21 +153,56 @@ def _check_allocation(claim: AllocatedClaim, node: str) -> None:
         raise PlanError(claim, [RequestError(None, FieldError("status.allocation.nodeSelector", message))])
 
 
-def _plan_device(claim: AllocatedClaim, driver: str, ref: DeviceRef, lookup: DeviceLookup) -> DevicePlan:
+def _plan_device(
+    claim: AllocatedClaim, driver: str, ref: DeviceRef, lookup: DeviceLookup
+) -> tuple[DevicePlan, Pool | None]:
     published = lookup.get(ref.device)
     if published is None:
         path = f"device {ref.pool}/{ref.device}"
         raise ConfigError([FieldError(path, "not published by this node's driver")])
     config = _layered_config(claim.configs_for(driver, ref.request), published)
     netdev = _netdev_spec(config, published, _suffix(claim, ref)) if published.kind.has_netdev else None
-    return DevicePlan(
+    attributes = {key: _attribute(value) for key, value in published.attributes.items()}
+    pool = _pool(config.netdev) if netdev is not None and config.netdev is not None else None
+    if pool is not None and netdev is not None and config.netdev is not None:
+        netdev = dataclasses.replace(netdev, routes=netdev.routes + _pool_routes(config.netdev))
+        attributes[POOL_ATTRIBUTE] = pool.name
+    plan = DevicePlan(
         ref=ref,
         kind=published.kind,
         netdev=netdev,
         host_name=published.host_name,
         char_devices=_char_devices(config, published),
-        attributes={key: _attribute(value) for key, value in published.attributes.items()},
+        attributes=attributes,
     )
+    return plan, pool
+
+
+def _pool(netdev: NetdevConfig) -> Pool | None:
+    """The merged `netdev.ipam` as a pool, or ConfigError naming what makes it unusable."""
+    ipam = netdev.ipam
+    if ipam is None:
+        return None
+    errors = check_ipam(netdev)
+    if errors:
+        raise ConfigError(errors)
+    assert ipam.pool is not None and ipam.subnets is not None  # check_ipam requires both
+    return build_pool(ipam.pool, ipam.subnets, ipam.exclude or (), ipam.gateways or ())
+
+
+def _pool_routes(netdev: NetdevConfig) -> tuple[Route, ...]:
+    """`ipam.routes`, each without a gateway given its family's pool gateway (as CNI host-local
+    does), appended to `netdev.routes`."""
+    ipam = netdev.ipam
+    if ipam is None:
+        return ()
+    gateways = {ipaddress.ip_address(g).version: g for g in ipam.gateways or ()}
+    routes = []
+    for route in ipam.routes or ():
+        version = ipaddress.ip_network(route.destination).version
+        gateway = route.gateway or gateways.get(version)
+        routes.append(dataclasses.replace(route, gateway=gateway))
+    return tuple(routes)
 
 
 def _layered_config(entries: Iterable[OpaqueConfig], device: PublishedDevice) -> NetworkConfig:

@@ -6,6 +6,7 @@ from draplugin.config.parse import parse_network_config
 from draplugin.config.types import (
     API_VERSION,
     KIND,
+    IpamConfig,
     IpvlanConfig,
     MacvlanConfig,
     NetdevConfig,
@@ -19,6 +20,7 @@ __all__ = [
     "KIND",
     "ConfigError",
     "FieldError",
+    "IpamConfig",
     "IpvlanConfig",
     "MacvlanConfig",
     "NetdevConfig",

@@ -19,6 +19,7 @@ MAX_MTU = 65535
 MAX_METRIC = 2**32 - 1
 _MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 _PREFIX = re.compile(r"[0-9]{1,3}")
+_POOL_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _CHAR_DEVICE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
 
@@ -161,3 +162,26 @@ def char_device_name(value: object) -> str:
     if not _CHAR_DEVICE.fullmatch(text) or text in (".", ".."):
         raise Invalid("must be a device base name like uverbs0 or rdma_cm (letters, digits, '_', '.', '-')")
     return text
+
+
+def pool_name(value: object) -> str:
+    """A DNS label: the name goes into a label value of every IPAddress object of the pool."""
+    text = string(value)
+    if not _POOL_NAME.fullmatch(text):
+        raise Invalid(f"must be a DNS label (a-z, 0-9, '-', at most 63 characters), got {quote(text)}")
+    return text
+
+
+def address_range(value: object) -> str:
+    """A CIDR (`203.0.113.0/28`) or an inclusive range (`203.0.113.10-203.0.113.20`) of one family,
+    canonical form."""
+    text = string(value)
+    if "-" in text:
+        first_text, _, last_text = text.partition("-")
+        first, last = ip_address(first_text), ip_address(last_text)
+        if first.version != last.version:
+            raise Invalid(f"both ends must be of one family, got {quote(text)}")
+        if int(last) < int(first):
+            raise Invalid(f"the range ends before it starts: {quote(text)}")
+        return f"{first}-{last}"
+    return network(text)

@@ -17,6 +17,7 @@ from draplugin.config.errors import ConfigError, FieldError
 from draplugin.config.types import (
     API_VERSION,
     KIND,
+    IpamConfig,
     IpvlanConfig,
     MacvlanConfig,
     NetdevConfig,
@@ -30,6 +31,8 @@ from draplugin.model import DeviceKind, Route
 MAX_ADDRESSES = 16  # status.devices networkData.ips holds at most 16
 MAX_ROUTES = 32
 MAX_RDMA_DEVICES = 16
+MAX_SUBNETS = 8
+MAX_EXCLUDES = 64
 
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 T = TypeVar("T")
@@ -106,7 +109,7 @@ def _section(
 
 def _netdev(raw: object, path: str, errors: Errors) -> NetdevConfig | None:
     known = ("kind", "interfaceName", "mtu", "hardwareAddress", "addresses", "routes", "macvlan", "ipvlan")
-    obj = _object(raw, path, (*known, "veth"), errors)
+    obj = _object(raw, path, (*known, "veth", "ipam"), errors)
     if obj is None:
         return None
     return NetdevConfig(
@@ -119,6 +122,7 @@ def _netdev(raw: object, path: str, errors: Errors) -> NetdevConfig | None:
         macvlan=_section(obj, "macvlan", path, _macvlan, errors),
         ipvlan=_section(obj, "ipvlan", path, _ipvlan, errors),
         veth=_section(obj, "veth", path, _veth, errors),
+        ipam=_section(obj, "ipam", path, _ipam, errors),
     )
 
 
@@ -215,6 +219,40 @@ def _veth(raw: object, path: str, errors: Errors) -> VethConfig | None:
     if obj is None:
         return None
     return VethConfig(_value(obj, "hostInterfaceName", path, fields.interface_name, errors))
+
+
+def _ipam(raw: object, path: str, errors: Errors) -> IpamConfig | None:
+    """Each field on its own; how they fit together (gateway inside a subnet, a pool left with no
+    address) is checked once class and claim configs are merged (`config.ipam.check_ipam`)."""
+    obj = _object(raw, path, ("pool", "subnets", "exclude", "gateways", "routes"), errors)
+    if obj is None:
+        return None
+    return IpamConfig(
+        pool=_value(obj, "pool", path, fields.pool_name, errors),
+        subnets=_section(obj, "subnets", path, _subnets, errors),
+        exclude=_section(obj, "exclude", path, _exclude, errors),
+        gateways=_section(obj, "gateways", path, _gateways, errors),
+        routes=_section(obj, "routes", path, _routes, errors),
+    )
+
+
+def _subnets(raw: object, path: str, errors: Errors) -> tuple[str, ...] | None:
+    if raw == []:
+        errors.append(FieldError(path, "must name at least one subnet"))
+        return None
+    return _unique_items(raw, path, MAX_SUBNETS, fields.network, errors)
+
+
+def _exclude(raw: object, path: str, errors: Errors) -> tuple[str, ...] | None:
+    return _unique_items(raw, path, MAX_EXCLUDES, fields.address_range, errors)
+
+
+def _gateways(raw: object, path: str, errors: Errors) -> tuple[str, ...] | None:
+    gateways = _unique_items(raw, path, 2, lambda value: str(fields.ip_address(value)), errors)
+    if gateways is not None and len({_family(g) for g in gateways}) < len(gateways):
+        errors.append(FieldError(path, "at most one gateway per family"))
+        return None
+    return gateways
 
 
 def _rdma(raw: object, path: str, errors: Errors) -> RdmaConfig | None:

@@ -35,6 +35,24 @@ class VethConfig:
 
 
 @dataclass(frozen=True)
+class IpamConfig:
+    """`netdev.ipam`: a pool the driver allocates addresses from, one per family, at Prepare.
+
+    Usually set in the DeviceClass's config so claims never repeat it; a claim may override single
+    fields (lists are replaced whole, like everywhere else). `pool` and `subnets` are required once
+    class and claim configs are merged."""
+
+    pool: str | None = None
+    subnets: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] | None = None
+    """CIDRs or `first-last` ranges never handed out (static addresses, routers, DHCP ranges)."""
+    gateways: tuple[str, ...] | None = None
+    """At most one per family, inside a subnet; never handed out, and the gateway of every
+    `routes` entry of its family that names none."""
+    routes: tuple[Route, ...] | None = None
+
+
+@dataclass(frozen=True)
 class NetdevConfig:
     kind: DeviceKind | None = None
     interface_name: str | None = None
@@ -45,6 +63,7 @@ class NetdevConfig:
     macvlan: MacvlanConfig | None = None
     ipvlan: IpvlanConfig | None = None
     veth: VethConfig | None = None
+    ipam: IpamConfig | None = None
 
 
 @dataclass(frozen=True)

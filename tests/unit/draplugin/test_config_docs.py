@@ -62,6 +62,7 @@ SECTIONS: dict[str, tuple[dict[str, Any], Callable[[str], dict[str, Any]]]] = {
     "netdev.ipvlan": (DEFS["netdev"]["properties"]["ipvlan"], lambda f: base(netdev={"ipvlan": {f: None}})),
     "netdev.veth": (DEFS["netdev"]["properties"]["veth"], lambda f: base(netdev={"veth": {f: None}})),
     "netdev.routes[0]": (DEFS["route"], lambda f: base(netdev={"routes": [{f: None}]})),
+    "netdev.ipam": (DEFS["ipam"], lambda f: base(netdev={"ipam": {f: None}})),
     "rdma": (DEFS["rdma"], lambda f: base(rdma={f: None})),
 }
 
@@ -90,5 +91,9 @@ def test_schema_enums_and_limits_match_the_validator() -> None:
     assert netdev["addresses"]["maxItems"] == parser.MAX_ADDRESSES
     assert netdev["routes"]["maxItems"] == parser.MAX_ROUTES
     assert DEFS["rdma"]["properties"]["devices"]["maxItems"] == parser.MAX_RDMA_DEVICES
+    ipam = DEFS["ipam"]["properties"]
+    assert ipam["subnets"]["maxItems"] == parser.MAX_SUBNETS
+    assert ipam["exclude"]["maxItems"] == parser.MAX_EXCLUDES
+    assert ipam["routes"]["maxItems"] == parser.MAX_ROUTES
     assert DEFS["interfaceName"]["maxLength"] == rules.IFNAMSIZ - 1
     assert DEFS["route"]["properties"]["metric"]["maximum"] == rules.MAX_METRIC
