@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from draplugin.allocation import AllocatedClaim
+from draplugin.ipam.allocator import Allocator, PoolExhausted
 from draplugin.model import ClaimPlan, ClaimRef, DeviceRef
-from draplugin.planner import DeviceLookup, PlanError, plan_claim
+from draplugin.planner import DeviceLookup, PlanError, assign_addresses, plan_claim_with_pools
 from draplugin.planstore import PlanStore
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class Preparer:
         lookup: DeviceLookup,
         store: PlanStore,
         cleanup: CleanupHook = no_cleanup,
+        allocator: Allocator | None = None,
     ) -> None:
         self.driver = driver
         self.node = node
@@ -67,9 +69,17 @@ class Preparer:
         self._lookup = lookup
         self._store = store
         self._cleanup = cleanup
+        self._allocator = allocator
 
     async def prepare(self, claims: Sequence[ClaimRef]) -> dict[str, PrepareResult]:
         """Results keyed by claim UID, one per requested claim."""
+        if self._allocator is None:
+            return await self._prepare(claims)
+        with self._allocator.preparing(ref.uid for ref in claims):
+            return await self._prepare(claims)
+
+    async def _prepare(self, claims: Sequence[ClaimRef]) -> dict[str, PrepareResult]:
+        fresh = [ref for ref in claims if self._store.get(ref.uid) is None]
         outcomes: list[ClaimPlan | _Failed] = list(await asyncio.gather(*(self._plan(ref) for ref in claims)))
         for uses in (_moved_host_devices, _pod_interface_names):
             outcomes = _refuse_clashes(outcomes, self._store.all(), uses)
@@ -79,6 +89,7 @@ class Preparer:
         except OSError as error:
             log.exception("checkpoint write failed")
             outcomes = [_Failed(f"claim {ref}: cannot checkpoint the plan: {error}") for ref in claims]
+        await self._release_failed(fresh, dict(zip(claims, outcomes, strict=True)))
         return {ref.uid: _result(outcome) for ref, outcome in zip(claims, outcomes, strict=True)}
 
     async def _plan(self, ref: ClaimRef) -> ClaimPlan | _Failed:
@@ -96,13 +107,41 @@ class Preparer:
             # Reuse, don't recompute: a host device already moved into a pod is no longer published.
             return dataclasses.replace(prepared, pod_uids=claim.pod_uids)
         try:
-            return plan_claim(claim, self.driver, self.node, self._lookup)
+            plan, pools = plan_claim_with_pools(claim, self.driver, self.node, self._lookup)
         except PlanError as error:
             log.info("claim %s rejected: %s", ref, error)
             return _Failed(str(error))
         except Exception as error:  # a bug must not take the other claims of the batch down with it
             log.exception("planning claim %s failed", ref)
             return _Failed(f"claim {ref}: internal error while planning: {error!r}")
+        if not pools:
+            return plan
+        if self._allocator is None:
+            return _Failed(
+                f"claim {ref}: netdev.ipam: this driver runs without address pools (no API access)"
+            )
+        try:
+            return assign_addresses(plan, await self._allocator.allocate(claim.ref, pools))
+        except PoolExhausted as error:
+            log.info("claim %s rejected: %s", ref, error)
+            return _Failed(f"claim {ref}: netdev.ipam: {error}")
+        except Exception as error:
+            log.warning("allocating addresses for claim %s failed: %s", ref, error)
+            return _Failed(f"claim {ref}: netdev.ipam: cannot allocate addresses: {error}")
+
+    async def _release_failed(
+        self, fresh: Sequence[ClaimRef], outcomes: dict[ClaimRef, ClaimPlan | _Failed]
+    ) -> None:
+        """Addresses of claims that failed after allocation (a clash, a checkpoint write) go back now;
+        kubelet's retry allocates again."""
+        if self._allocator is None:
+            return
+        for ref in fresh:
+            if isinstance(outcomes[ref], _Failed):
+                try:
+                    await self._allocator.release(ref.uid)
+                except Exception as error:  # the GC collects them: no plan holds them
+                    log.warning("releasing addresses of failed claim %s: %s", ref, error)
 
     async def unprepare(self, claims: Sequence[ClaimRef]) -> dict[str, str | None]:
         """Error message (or None) per claim UID; an unknown claim is already unprepared."""
@@ -121,13 +160,18 @@ class Preparer:
 
     async def _clean(self, ref: ClaimRef) -> str | None:
         plan = self._store.get(ref.uid)
-        if plan is None:
-            return None
-        try:
-            await self._cleanup(plan)
-        except Exception as error:
-            log.warning("cleanup for claim %s failed: %s", ref, error)
-            return f"claim {ref}: cleanup failed: {error}"
+        if plan is not None:
+            try:
+                await self._cleanup(plan)
+            except Exception as error:
+                log.warning("cleanup for claim %s failed: %s", ref, error)
+                return f"claim {ref}: cleanup failed: {error}"
+        if self._allocator is not None:
+            try:
+                await self._allocator.release(ref.uid)
+            except Exception as error:  # kubelet retries; the plan stays until the addresses are gone
+                log.warning("releasing addresses of claim %s failed: %s", ref, error)
+                return f"claim {ref}: cannot release its pool addresses: {error}"
         return None
 
 
