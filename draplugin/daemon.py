@@ -27,6 +27,9 @@ from draplugin.discovery.netlink import link_events
 from draplugin.discovery.sysfs import SysfsReader
 from draplugin.health import HealthServer
 from draplugin.hooks import NetworkHooks
+from draplugin.ipam.allocator import Allocator
+from draplugin.ipam.api import IPAddressApi
+from draplugin.ipam.gc import collect_forever
 from draplugin.kube.claims import KubeClaimReader
 from draplugin.kube.connect import connect
 from draplugin.kube.reservations import ReservationWatcher
@@ -141,15 +144,18 @@ class Daemon:
             allocated=attachments.in_use_host_names,
             dev_root=s.dev_root,
         )
+        allocator = Allocator(IPAddressApi(api, manager=s.driver), node=s.node_name)
+        claim_reader = KubeClaimReader(kclient.ResourceV1Api(api))
         preparer = ReportingPreparer(
             metrics=self.metrics,
             status=reporter,
             driver=s.driver,
             node=s.node_name,
-            reader=KubeClaimReader(kclient.ResourceV1Api(api)),
+            reader=claim_reader,
             lookup=inventory,
             store=plans,
             cleanup=hooks.sandboxes.cleanup_for_unprepare,
+            allocator=allocator,
         )
         health = HealthServer(s.http_address, self.metrics.registry, self.readiness)
         self.stub = Stub(
@@ -176,6 +182,10 @@ class Daemon:
             tasks.append(asyncio.create_task(ReservationWatcher(api, plans).run(), name="reservations"))
             tasks.append(asyncio.create_task(self._gauges(status, publisher, inventory), name="gauges"))
             tasks.append(asyncio.create_task(_resync(reporter, s.resync_seconds), name="status-resync"))
+            prepared = lambda uid: plans.get(uid) is not None  # noqa: E731
+            tasks.append(
+                asyncio.create_task(collect_forever(allocator, claim_reader, prepared), name="ipam-gc")
+            )
             log.info("netclaim %s running on node %s", s.driver, s.node_name)
             await self._wait(tasks)
         finally:

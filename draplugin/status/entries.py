@@ -184,6 +184,8 @@ def _data(ref: DeviceRef, state: DeviceState, plan: DevicePlan | None) -> Entry:
             data["hostInterface"] = plan.host_name
         if plan.netdev is not None and plan.netdev.host_interface_name:
             data["hostInterface"] = plan.netdev.host_interface_name
+        if "ipamPool" in plan.attributes:  # the pool its addresses came from (planner.POOL_ATTRIBUTE)
+            data["ipamPool"] = plan.attributes["ipamPool"]
         if plan.char_devices:
             # What an RDMA application opens: the ib device (for ibv_open_device) and its nodes.
             if "rdmaDevice" in plan.attributes:
