@@ -173,8 +173,8 @@ def pool_name(value: object) -> str:
 
 
 def address_range(value: object) -> str:
-    """A CIDR (`203.0.113.0/28`) or an inclusive range (`203.0.113.10-203.0.113.20`) of one family,
-    canonical form."""
+    """A CIDR (`203.0.113.0/28`), an inclusive range (`203.0.113.10-203.0.113.20`) of one family, or
+    one address (stored as a /32 or /128), canonical form."""
     text = string(value)
     if "-" in text:
         first_text, _, last_text = text.partition("-")
@@ -184,4 +184,7 @@ def address_range(value: object) -> str:
         if int(last) < int(first):
             raise Invalid(f"the range ends before it starts: {quote(text)}")
         return f"{first}-{last}"
+    if "/" not in text:
+        single = ip_address(text)
+        return f"{single}/{single.max_prefixlen}"
     return network(text)
