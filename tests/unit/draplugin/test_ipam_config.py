@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from draplugin_builders import DEVICES, DRIVER, NODE, claim, claim_config, class_config, device, params
 
 from draplugin.config import ConfigError, parse_network_config
@@ -135,3 +137,19 @@ def test_static_address_the_pool_could_hand_out_is_refused_unless_excluded() -> 
 def test_no_ipam_no_pool() -> None:
     result, pools = plan(params(netdev={"addresses": ["203.0.113.5/24"]}))
     assert pools == {} and "ipamPool" not in result.devices[0].attributes
+
+
+def test_the_macvlan_pool_example_plans_as_its_readme_says() -> None:
+    manifest = Path(__file__).resolve().parents[3] / "examples" / "macvlan-pool" / "manifest.yaml"
+    docs = list(yaml.safe_load_all(manifest.read_text()))
+    klass = next(d for d in docs if d["kind"] == "DeviceClass")["spec"]["config"][0]["opaque"]["parameters"]
+    template = next(d for d in docs if d["kind"] == "ResourceClaimTemplate")
+    own = template["spec"]["spec"]["devices"]["config"][0]["opaque"]["parameters"]
+    entries = (class_config(0, klass, "nic"), claim_config(0, own, "nic"))
+    ref = device("nic", "macvlan-up0")
+    result, pools = plan_claim_with_pools(claim("c1", ref, configs=entries), DRIVER, NODE, DEVICES)
+    pool = pools[ref]
+    assert [str(next(iter(f.candidates()))) for f in pool.families] == ["203.0.113.10", "2001:db8::a"]
+    netdev = result.devices[0].netdev
+    assert netdev is not None and netdev.interface_name == "pool0"
+    assert netdev.routes == (Route("198.51.100.0/24", "203.0.113.1"), Route("2001:db8:1::/64", "2001:db8::1"))
