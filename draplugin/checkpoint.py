@@ -17,6 +17,8 @@ from draplugin.state.plans import PLANS
 
 
 class Checkpoint:
+    """The plans file as `PlanStore` uses it; tests replace `save` to simulate a failing disk."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._file = StateFile(path, PLANS)

@@ -89,7 +89,7 @@ def decode(codec: Codec[T], raw: bytes) -> list[T]:
         raise CorruptState(f"not a JSON object but {type(document).__name__}")
     version = document.get("version")
     try:
-        if isinstance(version, int) and version in codec.legacy:
+        if type(version) is int and version in codec.legacy:  # not bool: True == 1
             return codec.legacy[version](document)
         _check_envelope(codec, document)
         return codec.decode_payload(document["payload"])

@@ -201,3 +201,9 @@ def test_unreadable_checkpoint_is_reported(tmp_path: Path) -> None:
     path.mkdir()
     with pytest.raises(StateError, match=f"plans state file {path}: cannot read"):
         Checkpoint(path).load()
+
+
+def test_a_boolean_version_is_not_version_1(tmp_path: Path) -> None:
+    document = orjson.loads((Path(__file__).with_name("fixtures") / "plans-v1.json").read_bytes())
+    document["version"] = True
+    assert "unsupported version True" in corrupt_with(tmp_path, orjson.dumps(document))
