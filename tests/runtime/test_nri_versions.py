@@ -355,3 +355,44 @@ async def test_pod_data_per_line(containerd: Containerd, cri: CriClient, make_po
     else:
         assert list(run.ips) == [ip], (list(run.ips), ip)
         assert netns_path(stop) == made.netns_path
+
+
+class Required(Plugin):
+    """A plugin pods can require: it takes part in CreateContainer, so the runtime lists it among the
+    plugins consulted, which is what the default validator checks."""
+
+    async def create_container(
+        self, pod: api.PodSandbox, container: api.Container
+    ) -> api.ContainerAdjustment | None:
+        return None
+
+
+async def test_required_plugin_annotation_guards_where_the_runtime_has_it(
+    containerd: Containerd, cri: CriClient
+) -> None:
+    """A pod annotated `required-plugins.noderesource.dev: ["nctreq"]`: on 2.2/2.4 (NRI v0.10+ default
+    validator, enabled by the test bed) its containers cannot be created while plugin nctreq is away,
+    and can once it is connected; on 1.7/2.1 nothing checks it and the container runs without the
+    plugin, the gap a driver there has to close itself (late attach)."""
+    guarded = containerd.line in ("2.2", "2.4")
+    annotations = {"required-plugins.noderesource.dev": '["nctreq"]'}
+    pod = await asyncio.to_thread(cri.run_pod_sandbox, "needs-plugin", annotations=annotations)
+    if guarded:
+        with pytest.raises(CriError) as err:
+            await asyncio.to_thread(cri.run_busybox, pod)
+        assert 'required plugin "nctreq"' in err.value.details, err.value.details
+    else:
+        await asyncio.to_thread(cri.run_busybox, pod)
+    await asyncio.to_thread(cri.remove_pod, pod.id)
+    await asyncio.to_thread(containerd.wait_nri, 10.0)
+    stub = Stub(Required(), "nctreq", "10", socket_path=str(containerd.nri_socket))
+    task = asyncio.create_task(stub.run())
+    try:
+        async with asyncio.timeout(10):
+            await stub.wait_synchronized()
+        pod = await asyncio.to_thread(cri.run_pod_sandbox, "has-plugin", annotations=annotations)
+        await asyncio.to_thread(cri.run_busybox, pod)
+        assert stub.received["CREATE_CONTAINER"] == 1
+    finally:
+        await stub.stop()
+        await asyncio.wait_for(task, 10)

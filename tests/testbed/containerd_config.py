@@ -20,6 +20,8 @@ RUNC = "/usr/sbin/runc"
 POD_SUBNET = "198.51.100.0/24"
 NRI_REGISTRATION_TIMEOUT = "5s"
 NRI_REQUEST_TIMEOUT = "2s"
+# Lines whose NRI (v0.10+) has the built-in default validator.
+VALIDATOR_LINES = ("2.2", "2.4")
 # containerd's own version.ConfigVersion per line, where it is newer than 3 (2.1 and 2.2 are at 3).
 CONFIG_VERSION = {"2.4": 4}
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -112,6 +114,11 @@ def containerd_config(line: str, layout: Layout, sandbox_image: str, runc: str =
             "plugin_request_timeout": NRI_REQUEST_TIMEOUT,
         },
     }
+    if line in VALIDATOR_LINES:
+        # NRI v0.10+'s built-in validator, with nothing required node-wide: a pod annotated
+        # `required-plugins.noderesource.dev` cannot start containers without the plugins it names
+        # (the upstream guard against "the plugin timed out, the pod ran without it").
+        plugins["io.containerd.nri.v1.nri"]["default_validator"] = {"enable": True}
     runtime = _runtime_part(layout, runc)
     if line == "1.7":
         version = 2
