@@ -171,6 +171,7 @@ class Daemon:
         )
         inventory.seed(_moved_devices(plans))
         await inventory.refresh()  # the planner needs the inventory before the first prepare
+        await _load_addresses(allocator)
         tasks: list[asyncio.Task[None]] = []
         try:
             attachments.start()
@@ -217,6 +218,15 @@ class Daemon:
             if publisher.last is not None:
                 self.metrics.devices_published.set(len(inventory.devices))
             await asyncio.sleep(1.0)
+
+
+async def _load_addresses(allocator: Allocator) -> None:
+    """The allocator's view before the first Prepare, so a claim kubelet prepares again after a restart
+    gets back the addresses it already holds. Without the API the first creates fill the view."""
+    try:
+        await asyncio.wait_for(allocator.refresh(), timeout=10.0)
+    except Exception as error:  # start anyway; the GC task retries the list
+        log.warning("cannot list IPAddresses at start: %s", error)
 
 
 async def _resync(reporter: StatusReporter, every: float) -> None:

@@ -105,23 +105,26 @@ class Allocator:
                 address = _address(holder.name)
                 if address is not None and family.contains(address):
                     return address
-        for address in family.candidates():
-            name = str(address)  # canonical: what the apiserver demands of an IPAddress name
-            if name in self._held or name in self._pending:
-                continue
-            self._pending.add(name)
-            try:
-                holder = await self._store.create(
-                    Holder(name, claim.namespace, claim.name, claim.uid, key, pool.name, self._node, "")
-                )
-            except AlreadyExists:
-                self._held[name] = Holder(name, "", "", "", "", pool.name, "", "")
-                continue
-            finally:
-                self._pending.discard(name)
-            self._held[name] = holder
-            created.append(holder)
-            return address
+        for attempt in range(2):
+            if attempt:  # the view may hold addresses other nodes have released since: look again
+                await self.refresh()
+            for address in family.candidates():
+                name = str(address)  # canonical: what the apiserver demands of an IPAddress name
+                if name in self._held or name in self._pending:
+                    continue
+                self._pending.add(name)
+                try:
+                    holder = await self._store.create(
+                        Holder(name, claim.namespace, claim.name, claim.uid, key, pool.name, self._node, "")
+                    )
+                except AlreadyExists:
+                    self._held[name] = Holder(name, "", "", "", "", pool.name, "", "")
+                    continue
+                finally:
+                    self._pending.discard(name)
+                self._held[name] = holder
+                created.append(holder)
+                return address
         raise PoolExhausted(f"{pool.describe()} has no free IPv{family.version} address")
 
     async def release(self, claim_uid: str) -> None:

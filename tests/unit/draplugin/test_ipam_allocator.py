@@ -96,3 +96,14 @@ async def test_collect_keeps_prepared_and_in_flight_deletes_orphans() -> None:
     assert collected == 2  # uid-2 (mine, no plan) and uid-7 (claim gone)
     assert {h.claim_uid for h in store.objects.values()} == {"uid-0", "uid-1", "uid-8"}
     assert await allocator.collect(claim_uid, lambda uid: uid == "uid-0") == 1  # uid-1 no longer in flight
+
+
+async def test_a_stale_view_is_refreshed_before_calling_the_pool_exhausted() -> None:
+    store = FakeStore()
+    a, b = Allocator(store, node="a"), Allocator(store, node="b")
+    for n in range(6):
+        await b.allocate(claim(n), {REF: POOL})
+    with pytest.raises(PoolExhausted):
+        await a.allocate(claim(10), {REF: POOL})  # a's view now knows all six as taken
+    await b.release("uid-3")
+    assert await a.allocate(claim(11), {REF: POOL}) == {REF: ["203.0.113.4/29"]}
