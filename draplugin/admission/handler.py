@@ -69,7 +69,8 @@ def _kind(request: Mapping[str, Any]) -> str | None:
 
 def _name(request: Mapping[str, Any], obj: Mapping[str, Any]) -> str:
     """`ResourceClaim team-a/nic`; generateName objects have no name yet at admission."""
-    meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
+    found = obj.get("metadata")
+    meta: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     name = request.get("name") or meta.get("name") or meta.get("generateName") or "(unnamed)"
     namespace = request.get("namespace") or meta.get("namespace")
     return f"{_kind(request)} {namespace}/{name}" if namespace else f"{_kind(request)} {name}"
