@@ -16,7 +16,6 @@ from draplugin.admission.handler import BadReview, review_response
 from draplugin.planner import PlanError, plan_claim
 
 
-
 def review(obj: dict[str, Any], operation: str = "CREATE", old: dict[str, Any] | None = None) -> bytes:
     kind = obj["kind"]
     return orjson.dumps(
