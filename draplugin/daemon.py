@@ -21,6 +21,8 @@ from kubernetes.aio import client as kclient
 from draplugin.attach import Executor
 from draplugin.attachments import AttachmentStore
 from draplugin.checkpoint import Checkpoint
+from draplugin.devicehealth import links as device_links
+from draplugin.devicehealth.board import HealthBoard
 from draplugin.discovery.filters import FilterPolicy
 from draplugin.discovery.inventory import Inventory
 from draplugin.discovery.netlink import link_events
@@ -161,7 +163,10 @@ class Daemon:
         self.stub = Stub(
             hooks, s.nri_plugin_name, s.nri_plugin_index, socket_path=str(s.nri_socket), watchdog_share=0.25
         )
-        self.kubelet = KubeletServers(SocketPaths(s.driver, s.registry_dir, s.plugins_dir), preparer)
+        device_health = HealthBoard()
+        self.kubelet = KubeletServers(
+            SocketPaths(s.driver, s.registry_dir, s.plugins_dir), preparer, health=device_health
+        )
         publisher = Publisher(
             SliceApi(api, s.driver, s.node_name, lookup_owner=True),
             inventory.refresh,
@@ -183,6 +188,8 @@ class Daemon:
             tasks.append(asyncio.create_task(ReservationWatcher(api, plans).run(), name="reservations"))
             tasks.append(asyncio.create_task(self._gauges(status, publisher, inventory), name="gauges"))
             tasks.append(asyncio.create_task(_resync(reporter, s.resync_seconds), name="status-resync"))
+            health_task = device_links.watch(device_health, attachments.all, pool=s.node_name)
+            tasks.append(asyncio.create_task(health_task, name="device-health"))
             prepared = lambda uid: plans.get(uid) is not None  # noqa: E731
             tasks.append(
                 asyncio.create_task(collect_forever(allocator, claim_reader, prepared), name="ipam-gc")

@@ -10,6 +10,7 @@ import asyncio
 import logging
 from typing import Any
 
+from draplugin.kubelet.health_service import SUPPORTED_VERSIONS as HEALTH_VERSIONS
 from draplugin.pb.pluginregistration.v1 import api_pb2 as pb
 from draplugin.pb.pluginregistration.v1 import api_pb2_grpc as pb_grpc
 
@@ -17,13 +18,18 @@ log = logging.getLogger(__name__)
 
 PLUGIN_TYPE = "DRAPlugin"
 # 1.34+ kubelets take the first entry they support; 1.32/1.33 need v1beta1 (protocols.md §3.3).
-SUPPORTED_VERSIONS = ("v1.DRAPlugin", "v1beta1.DRAPlugin")
+# The health service entries come after them: kubelets pick the DRA service from the DRAPlugin entries
+# and, separately, the newest DRAResourceHealth they know (1.37: v1, then v1alpha1).
+SUPPORTED_VERSIONS = ("v1.DRAPlugin", "v1beta1.DRAPlugin", *HEALTH_VERSIONS)
 
 
 class RegistrationService(pb_grpc.RegistrationServicer):
-    def __init__(self, driver: str, endpoint: str) -> None:
+    def __init__(self, driver: str, endpoint: str, health: bool = True) -> None:
+        versions = (
+            SUPPORTED_VERSIONS if health else tuple(v for v in SUPPORTED_VERSIONS if v not in HEALTH_VERSIONS)
+        )
         self._info = pb.PluginInfo(
-            type=PLUGIN_TYPE, name=driver, endpoint=endpoint, supported_versions=SUPPORTED_VERSIONS
+            type=PLUGIN_TYPE, name=driver, endpoint=endpoint, supported_versions=versions
         )
         self.registered = asyncio.Event()
         self.last_error = ""

@@ -15,11 +15,15 @@ from pathlib import Path
 
 import grpc
 
+from draplugin.devicehealth.board import HealthBoard
 from draplugin.kubelet.dra_service import DRAServiceV1, DRAServiceV1beta1
+from draplugin.kubelet.health_service import HealthServiceV1, HealthServiceV1alpha1
 from draplugin.kubelet.registration import RegistrationService
 from draplugin.model import DRIVER_NAME
 from draplugin.pb.dra.v1 import api_pb2_grpc as v1_grpc
 from draplugin.pb.dra.v1beta1 import api_pb2_grpc as v1beta1_grpc
+from draplugin.pb.drahealth.v1 import api_pb2_grpc as health_v1_grpc
+from draplugin.pb.drahealth.v1alpha1 import api_pb2_grpc as health_v1alpha1_grpc
 from draplugin.pb.pluginregistration.v1 import api_pb2_grpc as registration_grpc
 from draplugin.prepare import Preparer
 
@@ -47,12 +51,18 @@ class SocketPaths:
 
 
 class KubeletServers:
-    def __init__(self, paths: SocketPaths, preparer: Preparer) -> None:
+    def __init__(self, paths: SocketPaths, preparer: Preparer, health: HealthBoard | None = None) -> None:
+        """With a `health` board the DRA socket also serves DRAResourceHealth (advertised only then)."""
         self.paths = paths
-        self.registration = RegistrationService(paths.driver, str(paths.dra))
+        self.registration = RegistrationService(paths.driver, str(paths.dra), health=health is not None)
         self._dra = grpc.aio.server()
         v1_grpc.add_DRAPluginServicer_to_server(DRAServiceV1(preparer), self._dra)
         v1beta1_grpc.add_DRAPluginServicer_to_server(DRAServiceV1beta1(preparer), self._dra)
+        if health is not None:
+            health_v1_grpc.add_DRAResourceHealthServicer_to_server(HealthServiceV1(health), self._dra)
+            health_v1alpha1_grpc.add_DRAResourceHealthServicer_to_server(
+                HealthServiceV1alpha1(health), self._dra
+            )
         self._reg = grpc.aio.server()
         registration_grpc.add_RegistrationServicer_to_server(self.registration, self._reg)
         self._bound: set[Path] = set()
