@@ -3,7 +3,7 @@
 usage: python ipam_worker.py KUBECONFIG STATE_DIR NODE NAMESPACE NAME=UID...
 
 Prepares every claim concurrently (one NodePrepareResources per claim, as kubelet does for 50 pods).
-Each IPAddress create is followed by a 50 ms pause before the allocator goes on, standing in for a
+Each IPAddress create is followed by a 500 ms pause before the allocator goes on, standing in for a
 slow apiserver, so that a SIGKILL lands between "object created" and "plan checkpointed".
 """
 
@@ -30,7 +30,7 @@ DEVICES = {"macvlan-up0": PublishedDevice("macvlan-up0", DeviceKind.MACVLAN, "up
 class SlowApi(IPAddressApi):
     async def create(self, holder: Holder) -> Holder:
         made = await super().create(holder)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
         return made
 
 
