@@ -260,7 +260,8 @@ def main() -> None:
     images = [(args.name, config)]
     if args.variant:
         labels = {**config.labels, **dict(args.variant_label)}
-        images.append((args.variant, ImageConfig(config.entrypoint, config.cmd, config.env, labels, config.user)))
+        variant = ImageConfig(config.entrypoint, config.cmd, config.env, labels, config.user)
+        images.append((args.variant, variant))
     raw = rootfs_layer(args.rootfs) if args.rootfs else layer(args.file, args.link)
     report = write_archive(args.out, raw, images, compresslevel=args.compresslevel)
     if args.report:
