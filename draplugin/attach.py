@@ -63,14 +63,16 @@ class Executor:
     def close(self) -> None:
         self._host.close()
 
-    async def attach(self, pod_uid: str, netns_path: str, claims: Sequence[ClaimPlan]) -> list[AttachResult]:
+    async def attach(
+        self, pod_uid: str, netns_path: str, claims: Sequence[ClaimPlan], sandbox_id: str = ""
+    ) -> list[AttachResult]:
         self._validate(claims)
         if not any(claim.devices for claim in claims):
             return []
         host = await self._host.open()
         try:
             async with entered(netns_path) as pod:
-                return await self._attach_all(host, pod, pod_uid, claims)
+                return await self._attach_all(host, pod, pod_uid, claims, sandbox_id)
         except NetnsGone as gone:
             raise AttachError(claims[0].claim, None, "open pod netns", gone) from gone
 
@@ -83,13 +85,15 @@ class Executor:
                     raise AttachError(claim.claim, plan.ref, "validate", error) from error
 
     async def _attach_all(
-        self, host: Netns, pod: Netns, pod_uid: str, claims: Sequence[ClaimPlan]
+        self, host: Netns, pod: Netns, pod_uid: str, claims: Sequence[ClaimPlan], sandbox_id: str
     ) -> list[AttachResult]:
         placed: list[_Placed] = []
         results: list[AttachResult] = []
         try:
             for claim in claims:
-                ctx = AttachContext(host=host, pod=pod, pod_uid=pod_uid, claim=claim.claim)
+                ctx = AttachContext(
+                    host=host, pod=pod, pod_uid=pod_uid, claim=claim.claim, sandbox_id=sandbox_id
+                )
                 for plan in claim.devices:
                     results.append(await self._attach_one(ctx, plan, placed))
         except BaseException:
@@ -104,6 +108,14 @@ class Executor:
         try:
             placement = await handler.attach(ctx, plan)
             placed.append(_Placed(handler, ctx, placement, plan.ref))
+            seen_by_handler = placement.reported
+            if seen_by_handler is not None:
+                name, mac, ips = (
+                    seen_by_handler.interface_name,
+                    seen_by_handler.hardware_address,
+                    seen_by_handler.ips,
+                )
+                return AttachResult(plan.ref, plan.kind, name, mac, ips, pod.path, dict(placement.restore))
             if placement.pod_name is None or plan.netdev is None:
                 return AttachResult(plan.ref, plan.kind, None, None, (), pod.path, dict(placement.restore))
             step = "configure interface"

@@ -29,6 +29,8 @@ class DeviceKind(StrEnum):
     DUMMY = "dummy"
     RDMA = "rdma"
     ROCE = "roce"
+    CNI = "cni"
+    """A CNI chain from the claim's config, run in the pod netns by the hook (draplugin/cni)."""
 
     @property
     def is_virtual(self) -> bool:
@@ -99,6 +101,27 @@ class CharDevice:
 
 
 @dataclass(frozen=True)
+class CniSpec:
+    """The CNI network a `cni` device runs, resolved at Prepare (a NetworkAttachmentDefinition is read
+    then) and validated there; the hook only executes it.
+
+    `network` is the network configuration list as canonical JSON text: text rather than a nested
+    dict so plans stay plain, comparable values and the checkpoint carries the bytes the plugins get.
+    """
+
+    network: str
+    """`{"cniVersion", "name", "plugins": [...]}`; empty while a NetworkAttachmentDefinition is unread."""
+    interface_name: str
+    """CNI_IFNAME."""
+    network_attachment: str | None = None
+    """`namespace/name` of the NetworkAttachmentDefinition the network came from, if any."""
+    args: tuple[tuple[str, str], ...] = ()
+    """CNI_ARGS pairs."""
+    capabilities: str = "{}"
+    """runtimeConfig values (`ips`, `mac`) as canonical JSON text, handed to plugins that declare them."""
+
+
+@dataclass(frozen=True)
 class DevicePlan:
     """Everything the NRI hook needs to attach one device, computed ahead of time.
 
@@ -113,6 +136,8 @@ class DevicePlan:
     char_devices: tuple[CharDevice, ...] = ()
     attributes: dict[str, str] = field(default_factory=dict)
     """Published device facts copied into status `data` (pci address, parent, vf index...)."""
+    cni: CniSpec | None = None
+    """Only for the `cni` kind: the chain to run."""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from draplugin.allocation import AllocatedClaim, OpaqueConfig
+from draplugin.cni import plan as cni_plan
 from draplugin.config import (
     ConfigError,
     FieldError,
@@ -162,6 +163,10 @@ def _plan_device(
         raise ConfigError([FieldError(path, "not published by this node's driver")])
     config = _layered_config(claim.configs_for(driver, ref.request), published)
     netdev = _netdev_spec(config, published, _suffix(claim, ref)) if published.kind.has_netdev else None
+    cni = None
+    if published.kind is DeviceKind.CNI:
+        cni = cni_plan.cni_spec(config.cni, default_interface_name(_suffix(claim, ref)))
+        netdev = cni_plan.netdev_of(cni)
     attributes = {key: _attribute(value) for key, value in published.attributes.items()}
     pool = _pool(config.netdev) if netdev is not None and config.netdev is not None else None
     if pool is not None and netdev is not None and config.netdev is not None:
@@ -174,6 +179,7 @@ def _plan_device(
         host_name=published.host_name,
         char_devices=_char_devices(config, published),
         attributes=attributes,
+        cni=cni,
     )
     return plan, pool
 
@@ -227,6 +233,7 @@ def _misfits(config: NetworkConfig, device: PublishedDevice) -> list[FieldError]
     in the RunPodSandbox hook (the same rules, run here so the claim fails now, with its path)."""
     kind, errors = device.kind, []
     netdev, rdma = config.netdev, config.rdma
+    errors.extend(cni_plan.misfits(config.cni, netdev is not None, kind, device.name))
     if netdev is not None and not kind.has_netdev:
         errors.append(FieldError("netdev", f"device {device.name} is {kind}, which has no network interface"))
     if netdev is not None and netdev.kind is not None and netdev.kind is not kind:

@@ -218,7 +218,7 @@ class SandboxService:
         if record is not None and record.netns_path == path and _covers(record, plans):
             return
         try:
-            results = await self.executor.attach(pod.uid, path, plans)
+            results = await self.executor.attach(pod.uid, path, plans, sandbox.id)
         except AttachError as error:
             self._failed(pod, plans, Failed("AttachFailed", str(error)), error.device)
             log.error(

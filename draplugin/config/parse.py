@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
+from draplugin.cni.section import parse_cni_section
 from draplugin.config import fields
 from draplugin.config.errors import ConfigError, FieldError
 from draplugin.config.types import (
@@ -52,7 +53,7 @@ def join(path: str, key: str | int) -> str:
 def parse_network_config(raw: object) -> NetworkConfig:
     """Raises `ConfigError` and nothing else, whatever `raw` holds."""
     errors: Errors = []
-    obj = _object(raw, "", ("apiVersion", "kind", "netdev", "rdma"), errors)
+    obj = _object(raw, "", ("apiVersion", "kind", "netdev", "rdma", "cni"), errors)
     if obj is None:
         raise ConfigError(errors)
     _require_constant(obj, "apiVersion", API_VERSION, errors)
@@ -60,6 +61,7 @@ def parse_network_config(raw: object) -> NetworkConfig:
     config = NetworkConfig(
         netdev=_section(obj, "netdev", "", _netdev, errors),
         rdma=_section(obj, "rdma", "", _rdma, errors),
+        cni=_section(obj, "cni", "", parse_cni_section, errors),
     )
     if errors:
         raise ConfigError(errors)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from draplugin.cni.section import CniConfig
 from draplugin.devices import modes
 from draplugin.model import DRIVER_NAME, DeviceKind, Route
 
@@ -76,3 +77,5 @@ class RdmaConfig:
 class NetworkConfig:
     netdev: NetdevConfig | None = None
     rdma: RdmaConfig | None = None
+    cni: CniConfig | None = None
+    """A CNI network run in the pod (draplugin/cni), only for `cni` devices."""

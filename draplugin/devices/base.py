@@ -37,6 +37,8 @@ class AttachContext:
     pod: Netns | None
     pod_uid: str = ""
     claim: ClaimRef | None = None
+    sandbox_id: str = ""
+    """The runtime's sandbox ID: CNI's CNI_CONTAINERID."""
     parents: dict[str, int] = field(default_factory=dict, compare=False)
     """Parent ifindex by name, looked up once per claim: each lookup is a kernel round trip in the
     RunPodSandbox hook, and several macvlans of one pod usually share their parent."""
@@ -55,6 +57,16 @@ class Placement:
     restore: dict[str, Any] = field(default_factory=dict)
     created: bool = True
     """False when an earlier attempt had already placed it: a retry recognised, not repeated."""
+    reported: Reported | None = None
+    """What the pod got, as the handler itself knows it (CNI: from the plugins' result). The executor
+    then leaves the interface alone: whoever configured it (the CNI plugins) owns its settings."""
+
+
+@dataclass(frozen=True)
+class Reported:
+    interface_name: str
+    hardware_address: str | None
+    ips: tuple[str, ...]
 
 
 class DeviceHandler(Protocol):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from draplugin.devices.base import DeviceHandler, PlanInvalid
+from draplugin.devices.cni import CniHandler
 from draplugin.devices.dummy import DummyHandler
 from draplugin.devices.host_device import HostDeviceHandler
 from draplugin.devices.ipvlan import IpvlanHandler
@@ -34,9 +35,11 @@ class Registry:
         return frozenset(self._by_kind)
 
 
-def default_registry() -> Registry:
+def default_registry(cni: CniHandler | None = None) -> Registry:
+    """`cni` carries the daemon's CNI bin dirs and cache dir; the default serves validation."""
     return Registry(
         [
+            cni or CniHandler(),
             HostDeviceHandler(),
             SriovVfHandler(),
             MacvlanHandler(),

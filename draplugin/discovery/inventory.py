@@ -31,6 +31,7 @@ from draplugin.model import AttributeValue, DeviceKind, PublishedDevice
 SLOTS = "slots"
 VETH_DEVICE = "veth"
 DUMMY_DEVICE = "dummy"
+CNI_DEVICE = "cni"
 ROCE_PREFIX = "roce-"
 RDMA_PREFIX = "rdma-"
 
@@ -88,6 +89,9 @@ def build_devices(
                 shared.append((f"{kind.value}-{naming.to_label(parent.name)}"[:63], kind, parent))
     if DeviceKind.VETH in policy.virtual_kinds:
         shared.append((VETH_DEVICE, DeviceKind.VETH, None))
+    if DeviceKind.CNI in policy.virtual_kinds:
+        # The CNI chain in the claim decides what the pod gets; the device only schedules it.
+        shared.append((CNI_DEVICE, DeviceKind.CNI, None))
     if DeviceKind.DUMMY in policy.virtual_kinds:
         # A pod-local link with no host side: only offered when the operator asks (kernel support varies).
         shared.append((DUMMY_DEVICE, DeviceKind.DUMMY, None))

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from draplugin.cni.codec import cni_from_dict, cni_to_dict
 from draplugin.model import CharDevice, ClaimPlan, ClaimRef, DeviceKind, DevicePlan, NetdevSpec, Route
 from draplugin.state.fields import (
     array,
@@ -54,6 +55,7 @@ def _device_to_dict(device: DevicePlan) -> dict[str, Any]:
             for c in device.char_devices
         ],
         "attributes": dict(device.attributes),
+        **({"cni": cni_to_dict(device.cni)} if device.cni is not None else {}),
     }
 
 
@@ -93,6 +95,7 @@ def _device_from_dict(value: object) -> DevicePlan:
         host_name=opt_string(data["hostName"]),
         char_devices=tuple(items(data["charDevices"], _char_device_from_dict, "charDevices")),
         attributes={string(k): string(v) for k, v in obj(data["attributes"]).items()},
+        cni=cni_from_dict(data["cni"]) if "cni" in data else None,
     )
 
 

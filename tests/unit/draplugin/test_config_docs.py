@@ -77,7 +77,7 @@ def test_schema_and_validator_know_the_same_fields(section: str) -> None:
 
 
 def test_schema_top_level() -> None:
-    assert set(SCHEMA["properties"]) == {"apiVersion", "kind", "netdev", "rdma"}
+    assert set(SCHEMA["properties"]) == {"apiVersion", "kind", "netdev", "rdma", "cni"}
     assert set(SCHEMA["required"]) == {"apiVersion", "kind"}
     assert unknown_fields(base(bogus=1)) == ["bogus"]
 
