@@ -21,8 +21,12 @@ from kubernetes.aio import client as kclient
 from draplugin.attach import Executor
 from draplugin.attachments import AttachmentStore
 from draplugin.checkpoint import Checkpoint
+from draplugin.cni.nad import KubeNadReader
+from draplugin.cni.prepare import CniFinisher
 from draplugin.devicehealth import links as device_links
 from draplugin.devicehealth.board import HealthBoard
+from draplugin.devices.cni import CniHandler
+from draplugin.devices.registry import default_registry
 from draplugin.discovery.filters import FilterPolicy
 from draplugin.discovery.inventory import Inventory
 from draplugin.discovery.netlink import link_events
@@ -38,7 +42,7 @@ from draplugin.kube.reservations import ReservationWatcher
 from draplugin.kube.slices_api import SliceApi
 from draplugin.kubelet.server import KubeletServers, SocketPaths
 from draplugin.metrics import Metrics
-from draplugin.model import ClaimRef, PublishedDevice
+from draplugin.model import ClaimRef, DeviceKind, PublishedDevice
 from draplugin.planstore import PlanStore
 from draplugin.prepare import Preparer, PrepareResult
 from draplugin.publisher import Publisher
@@ -97,6 +101,12 @@ def _moved_devices(plans: PlanStore) -> list[PublishedDevice]:
     ]
 
 
+def _stacking_parents(inventory: Inventory) -> set[str]:
+    """Interfaces a CNI macvlan/ipvlan/vlan may name as `master`: the parents this node publishes."""
+    kinds = (DeviceKind.MACVLAN, DeviceKind.IPVLAN)
+    return {d.host_name for d in inventory.devices if d.kind in kinds and d.host_name is not None}
+
+
 async def _api_client(settings: Settings, configuration: kclient.Configuration | None) -> kclient.ApiClient:
     """The one client the daemon uses; `configuration` is what the CLI already loaded (and checked)."""
     if configuration is None:
@@ -131,7 +141,7 @@ class Daemon:
         status = StatusQueue(ApiStatusSink(api, driver=s.driver, node=s.node_name), driver=s.driver)
         self.metrics.watch_status(status)
         reporter = StatusReporter(plans, attachments, status)
-        executor = Executor()
+        executor = Executor(registry=default_registry(CniHandler(s.cni_bin_dirs, s.state_dir / "cni")))
         hooks = NetworkHooks(plans, executor, attachments, self.metrics, reporter)
         policy = FilterPolicy(
             virtual_kinds=s.virtual_kinds,
@@ -158,6 +168,7 @@ class Daemon:
             store=plans,
             cleanup=hooks.sandboxes.cleanup_for_unprepare,
             allocator=allocator,
+            finish=CniFinisher(s.cni_bin_dirs, lambda: _stacking_parents(inventory), KubeNadReader(api)),
         )
         health = HealthServer(s.http_address, self.metrics.registry, self.readiness)
         self.stub = Stub(

@@ -30,6 +30,10 @@ class ClaimReader(Protocol):
     async def read(self, namespace: str, name: str) -> AllocatedClaim | None: ...
 
 
+PlanFinisher = Callable[[ClaimPlan], Awaitable[ClaimPlan]]
+"""Node-dependent checks after the pure planner (CNI: read NetworkAttachmentDefinitions, find the
+plugin executables); raises ValueError naming request and field."""
+
 CleanupHook = Callable[[ClaimPlan], Awaitable[None]]
 """Undoes whatever attach left behind for a claim whose sandbox vanished; injected by the attach side."""
 
@@ -62,6 +66,7 @@ class Preparer:
         store: PlanStore,
         cleanup: CleanupHook = no_cleanup,
         allocator: Allocator | None = None,
+        finish: PlanFinisher | None = None,
     ) -> None:
         self.driver = driver
         self.node = node
@@ -70,6 +75,7 @@ class Preparer:
         self._store = store
         self._cleanup = cleanup
         self._allocator = allocator
+        self._finish = finish
 
     async def prepare(self, claims: Sequence[ClaimRef]) -> dict[str, PrepareResult]:
         """Results keyed by claim UID, one per requested claim."""
@@ -114,6 +120,12 @@ class Preparer:
         except Exception as error:  # a bug must not take the other claims of the batch down with it
             log.exception("planning claim %s failed", ref)
             return _Failed(f"claim {ref}: internal error while planning: {error!r}")
+        if self._finish is not None:
+            try:
+                plan = await self._finish(plan)
+            except ValueError as error:
+                log.info("claim %s rejected: %s", ref, error)
+                return _Failed(f"claim {ref}, {error}")
         if not pools:
             return plan
         if self._allocator is None:

@@ -41,6 +41,8 @@ class Settings:
     resync_seconds: float = 60.0
     log_format: str = "json"
     log_level: str = "INFO"
+    cni_bin_dirs: tuple[str, ...] = ("/opt/cni/bin", "/usr/lib/cni")
+    """Where `cni` devices find their plugin executables (also CNI_PATH)."""
     device_filter: DeviceFilter | None = None
     """The operator's include/exclude rules for published devices (see `add_device_filter_arguments`)."""
 
@@ -65,6 +67,13 @@ def _kinds(value: str) -> frozenset[DeviceKind]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"unknown device kind {name!r}") from None
     return frozenset(kinds)
+
+
+def _bin_dirs(value: str) -> tuple[str, ...]:
+    dirs = tuple(d for d in value.split(":") if d)
+    if not dirs or any(not d.startswith("/") for d in dirs):
+        raise argparse.ArgumentTypeError("must be absolute directories separated by ':'")
+    return dirs
 
 
 # Kubernetes' IsDNS1123Subdomain: what a Node name must be (kubelet lowercases the hostname for it).
@@ -197,6 +206,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma list of virtual kinds to offer; leave out those the kernel lacks",
     )
     parser.add_argument(
+        "--cni-bin-dir",
+        type=_bin_dirs,
+        default=":".join(d.cni_bin_dirs),
+        help="colon list of directories holding CNI plugin executables for cni devices",
+    )
+    parser.add_argument(
         "--offer", type=_names, default="", help="comma list of veth ends to offer as host devices (labs)"
     )
     parser.add_argument(
@@ -241,6 +256,7 @@ def from_args(args: argparse.Namespace) -> Settings:
         parents=args.parents,
         virtual_kinds=args.virtual_kinds,
         offer=args.offer,
+        cni_bin_dirs=args.cni_bin_dir,
         http_address=args.http_address,
         resync_seconds=args.resync_seconds,
         log_format=args.log_format,

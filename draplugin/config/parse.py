@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from draplugin.cni.section import parse_cni_section
 from draplugin.config import fields
 from draplugin.config.errors import ConfigError, FieldError
 from draplugin.config.types import (
@@ -28,6 +27,9 @@ from draplugin.config.types import (
 )
 from draplugin.devices import modes
 from draplugin.model import DeviceKind, Route
+
+if TYPE_CHECKING:
+    from draplugin.cni.section import CniConfig
 
 MAX_ADDRESSES = 16  # status.devices networkData.ips holds at most 16
 MAX_ROUTES = 32
@@ -61,11 +63,18 @@ def parse_network_config(raw: object) -> NetworkConfig:
     config = NetworkConfig(
         netdev=_section(obj, "netdev", "", _netdev, errors),
         rdma=_section(obj, "rdma", "", _rdma, errors),
-        cni=_section(obj, "cni", "", parse_cni_section, errors),
+        cni=_section(obj, "cni", "", _cni, errors),
     )
     if errors:
         raise ConfigError(errors)
     return config
+
+
+def _cni(raw: object, path: str, errors: Errors) -> CniConfig | None:
+    """Imported on use: draplugin.cni builds on this package's fields and errors."""
+    from draplugin.cni.section import parse_cni_section
+
+    return parse_cni_section(raw, path, errors)
 
 
 def _object(raw: object, path: str, known: tuple[str, ...], errors: Errors) -> Mapping[str, object] | None:

@@ -7,10 +7,13 @@ claim sets the field. Values are already validated and canonical (lower-case MAC
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from draplugin.cni.section import CniConfig
 from draplugin.devices import modes
 from draplugin.model import DRIVER_NAME, DeviceKind, Route
+
+if TYPE_CHECKING:  # draplugin.cni builds on this package; the annotation alone needs no import
+    from draplugin.cni.section import CniConfig
 
 API_VERSION = f"{DRIVER_NAME}/v1alpha1"
 """The config's API group is the driver's name."""

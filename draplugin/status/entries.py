@@ -177,6 +177,8 @@ def _data(ref: DeviceRef, state: DeviceState, plan: DevicePlan | None) -> Entry:
         kind = plan.kind if plan else None
     if kind is not None:
         data["kind"] = kind.value
+    if isinstance(state, AttachResult) and "cniResult" in state.restore:
+        data["cniResult"] = state.restore["cniResult"]  # the CNI plugins' own result, as they gave it
     if plan is not None:
         if kind in (DeviceKind.MACVLAN, DeviceKind.IPVLAN) and plan.host_name:
             data["parent"] = plan.host_name
