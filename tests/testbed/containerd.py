@@ -69,6 +69,11 @@ def images_dir() -> Path:
     return cache_root() / "images"
 
 
+# The driver image: optional, built on demand by hack/build-image.sh (one archive, two tags), imported
+# only by the tests that run it (it is ~95 MiB; the pause/busybox images go into every instance).
+NETCLAIM_IMAGE_ARCHIVE = "netclaim.tar"
+
+
 def installed_versions() -> dict[str, str]:
     """What `make deps-runtime` put in the cache: containerd per line and the upstream proto packages."""
     found: dict[str, str] = {}
@@ -282,6 +287,20 @@ class Containerd:
                         raise RuntimeError(f"image {image} not visible through CRI 10s after import")
                     time.sleep(0.05)
         self._images_imported = True
+
+    def import_archive(self, tar: Path, images: tuple[str, ...], timeout: float = 120.0) -> float:
+        """Import an optional OCI archive (e.g. the netclaim image) and wait until CRI lists `images`;
+        returns the seconds it took."""
+        t0 = time.monotonic()
+        ctr = [str(self.bin_dir / "ctr"), "-a", str(self.cri_socket), "-n", "k8s.io"]
+        subprocess.run([*ctr, "images", "import", str(tar)], check=True, capture_output=True, timeout=timeout)
+        with self.client() as cri:
+            for image in images:
+                while not cri.image_present(image):
+                    if time.monotonic() - t0 > timeout:
+                        raise RuntimeError(f"image {image} not visible through CRI {timeout}s after import")
+                    time.sleep(0.05)
+        return time.monotonic() - t0
 
     def wait_nri(self, timeout: float = 5.0) -> float:
         """Wait until the NRI socket accepts a connection; returns seconds waited.
