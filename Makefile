@@ -6,7 +6,7 @@ export NETCLAIM_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/netclaim
 TIERS := unit netns runtime apiserver node
 
 .PHONY: test test-unit test-netns test-runtime test-apiserver test-node lint proto proto-check venv \
-        deps-host deps-tools deps-runtime deps-apiserver deps-node bench soak demo demo-down kind-demo clean
+        deps-host deps-tools deps-runtime deps-apiserver deps-node image bench soak demo demo-down kind-demo clean
 
 venv: $(VENV_STAMP)
 $(VENV_STAMP): pyproject.toml
@@ -34,6 +34,10 @@ deps-apiserver: deps-host
 	hack/build-k8s.sh kube-apiserver
 deps-node: deps-runtime deps-apiserver
 	hack/build-k8s.sh
+# The driver image as an OCI archive, without Docker (hack/build-image.sh; skipped when its inputs are
+# unchanged). tests/runtime/test_image.py builds it on demand; the node tier's deps-node will need it.
+image: deps-host venv
+	hack/build-image.sh
 # Test-side tools of the unit tier (helm for the chart checks).
 deps-tools:
 	hack/install-helm.sh
