@@ -153,7 +153,7 @@ class Chain:
         }
 
 
-CLEANUP_SECONDS = 0.5
+CLEANUP_SECONDS = 0.4
 
 
 def plugin_config(

@@ -28,9 +28,10 @@ from draplugin.model import CniSpec, DeviceKind, DevicePlan
 
 DEFAULT_BIN_DIRS = ("/opt/cni/bin", "/usr/lib/cni")
 DEFAULT_CACHE_DIR = Path("/var/lib/netclaim/cni")
-BUDGET_SECONDS = 1.5
-"""One ADD chain (or DEL chain) in the hook: containerd gives the whole RunPodSandbox call 2 s, and the
-native devices of the same pod, the NRI round trip and a busy node need the rest."""
+BUDGET_SECONDS = 1.2
+"""One ADD chain (or DEL chain) in the hook: containerd gives the whole RunPodSandbox call 2 s; a failed
+ADD's clean-up DEL (`chain.CLEANUP_SECONDS`, 0.4 s), the native devices of the same pod and the NRI
+round trip need the rest."""
 
 
 class CniHandler:

@@ -1,0 +1,269 @@
+"""CNI in the claim (issue 16) on real containerd with Debian's real CNI plugins (/usr/lib/cni).
+
+The proof of concept's own example, adapted only in its parent (a veth whose peer sits in a namespace
+the test creates, never eth0) and its subnet (203.0.113.0/24): macvlan in bridge mode with host-local
+IPAM, `net1`. The hooks run in this test's event loop as the daemon wires them, with the cni handler
+pointed at a private bin dir (links to the real plugins plus tiny failing and hanging test plugins)
+and a private cache dir; plans go straight into the PlanStore as NodePrepareResources would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import stat
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from testbed import orphans
+from testbed.containerd import Containerd
+from testbed.cri import CriClient, CriError, make_pod
+from testbed.standin import stand_in_nic
+
+from draplugin.attach import Executor
+from draplugin.attachments import AttachmentStore
+from draplugin.checkpoint import Checkpoint
+from draplugin.devices.cni import CniHandler
+from draplugin.devices.registry import default_registry
+from draplugin.hooks import NetworkHooks
+from draplugin.metrics import Metrics
+from draplugin.model import ClaimPlan, ClaimRef, CniSpec, DeviceKind, DevicePlan, DeviceRef, NetdevSpec
+from draplugin.planstore import PlanStore
+from draplugin.status.entries import build_entries
+from nriplugin import Stub
+
+DRIVER = "netclaim.dev"
+REAL_PLUGINS = Path("/usr/lib/cni")
+HOST_LOCAL_DIR = Path("/var/lib/cni/networks")
+
+
+@pytest.fixture
+def bin_dir(tmp_path: Path) -> Path:
+    """Real macvlan and host-local, and two test plugins: one fails ADD, one hangs on ADD."""
+    if not (REAL_PLUGINS / "macvlan").exists():
+        pytest.skip("containernetworking-plugins missing (hack/install-host-deps.sh installs it)")
+    directory = tmp_path / "bin"
+    directory.mkdir()
+    for name in ("macvlan", "host-local"):
+        (directory / name).symlink_to(REAL_PLUGINS / name)
+    scripts = {
+        "ncfail": '[ "$CNI_COMMAND" = ADD ] || exit 0\n'
+        'echo \'{"cniVersion":"1.0.0","code":999,"msg":"refused by test","details":"on purpose"}\'\nexit 1\n',
+        "nchang": '[ "$CNI_COMMAND" = ADD ] || exit 0\nexec sleep 60\n',
+    }
+    for name, body in scripts.items():
+        (directory / name).write_text("#!/bin/sh\n" + body)
+        (directory / name).chmod(stat.S_IRWXU)
+    return directory
+
+
+@pytest.fixture
+def uplink(tmp_path: Path) -> Iterator[str]:
+    with stand_in_nic(tmp_path, "ncup") as name:
+        yield name
+
+
+@pytest.fixture
+def network_name() -> Iterator[str]:
+    name = f"nccni{secrets.token_hex(3)}"
+    yield name
+    shutil.rmtree(HOST_LOCAL_DIR / name, ignore_errors=True)  # host-local's lock and last-reserved files
+
+
+def network(name: str, parent: str, *extra: str) -> dict[str, Any]:
+    macvlan = {
+        "type": "macvlan",
+        "master": parent,
+        "mode": "bridge",
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "203.0.113.0/24"}]]},
+    }
+    return {"cniVersion": "1.0.0", "name": name, "plugins": [macvlan, *({"type": t} for t in extra)]}
+
+
+def cni_claim(pod_uid: str, conflist: dict[str, Any]) -> ClaimPlan:
+    spec = CniSpec(json.dumps(conflist, sort_keys=True), "net1")
+    device = DevicePlan(
+        ref=DeviceRef(request="cni", driver=DRIVER, pool="node", device="cni"),
+        kind=DeviceKind.CNI,
+        netdev=NetdevSpec(interface_name="net1"),
+        cni=spec,
+    )
+    name = f"cni-{secrets.token_hex(2)}"
+    return ClaimPlan(ClaimRef("default", name, str(uuid.uuid4())), (pod_uid,), (device,))
+
+
+def allocations(name: str) -> set[str]:
+    """host-local's files naming allocated addresses (it also keeps `lock` and `last_reserved_ip.0`)."""
+    directory = HOST_LOCAL_DIR / name
+    return {p.name for p in directory.iterdir() if p.name.startswith("203.")} if directory.exists() else set()
+
+
+def host_link_names() -> set[str]:
+    """Host links the driver or the plugins could have left; without the test bed's own bridges
+    (`nctb*`, made by a first pod, they outlive pods) and pod veths (`veth*`, which another runtime
+    instance on this machine may be creating at the same time): neither macvlan nor host-local names
+    a link so."""
+    return {n for n in os.listdir("/sys/class/net") if not n.startswith(("nctb", "veth"))}
+
+
+@dataclass
+class Driver:
+    state: Path
+    nri_socket: Path
+    bin_dir: Path
+    hooks: NetworkHooks | None = None
+    task: asyncio.Task[None] | None = None
+    stub: Stub | None = None
+    executor: Executor | None = None
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.state / "cni"
+
+    async def start(self) -> None:
+        plans = PlanStore.open(Checkpoint(self.state / "plans.json"))
+        attachments = AttachmentStore.open(self.state / "attachments.json")
+        attachments.start()
+        handler = CniHandler((str(self.bin_dir),), self.cache_dir)
+        self.executor = Executor(registry=default_registry(handler))
+        self.hooks = NetworkHooks(plans, self.executor, attachments, Metrics())
+        self.stub = Stub(self.hooks, "netclaim", "10", socket_path=str(self.nri_socket))
+        self.task = asyncio.get_running_loop().create_task(self.stub.run())
+        await asyncio.wait_for(self.stub.wait_synchronized(), 10)
+
+    async def put_plans(self, *plans: ClaimPlan) -> None:
+        assert self.hooks is not None
+        await self.hooks.sandboxes.plans.put(plans)
+
+    async def stop(self) -> None:
+        if self.stub is not None:
+            await self.stub.stop()
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        if self.hooks is not None:
+            await self.hooks.aclose()
+            await self.hooks.attachments.aclose()
+        if self.executor is not None:
+            self.executor.close()
+
+
+@pytest.fixture
+async def driver(containerd: Containerd, tmp_path: Path, bin_dir: Path) -> AsyncIterator[Driver]:
+    await asyncio.to_thread(containerd.wait_nri)
+    drv = Driver(tmp_path / "state", containerd.nri_socket, bin_dir)
+    await drv.start()
+    try:
+        yield drv
+    finally:
+        await drv.stop()
+
+
+def exec_in(cri: CriClient, container_id: str, *argv: str) -> str:
+    result = cri.exec_sync(container_id, list(argv))
+    assert result.exit_code == 0, result.stderr
+    return str(result.stdout)
+
+
+async def test_macvlan_host_local_add_status_and_del(
+    driver: Driver, cri: CriClient, uplink: str, network_name: str
+) -> None:
+    pod_uid = str(uuid.uuid4())
+    claim = cni_claim(pod_uid, network(network_name, uplink))
+    await driver.put_plans(claim)
+    before = host_link_names()
+
+    pod = await asyncio.to_thread(make_pod, cri, "cni1", uid=pod_uid)
+
+    addr = await asyncio.to_thread(exec_in, cri, pod.container_id, "ip", "-o", "-4", "addr", "show", "net1")
+    assert " 203.0.113." in addr, addr
+    assert driver.hooks is not None
+    record = driver.hooks.attachments.get(pod.sandbox_id)
+    assert record is not None
+    (result,) = record.results
+    assert result.interface_name == "net1" and result.kind is DeviceKind.CNI
+    (ip,) = result.ips
+    assert ip.startswith("203.0.113.") and ip.endswith("/24") and f" {ip} " in addr
+    link = await asyncio.to_thread(exec_in, cri, pod.container_id, "ip", "-o", "link", "show", "net1")
+    assert f"link/ether {result.hardware_address} " in link, link
+    assert allocations(network_name) == {ip.split("/")[0]}
+    assert len(list(driver.cache_dir.glob("*.json"))) == 1
+
+    (entry,) = build_entries(
+        claim.claim,
+        [claim.devices[0].ref],
+        {claim.devices[0].ref: result},
+        driver=DRIVER,
+        now=datetime.now(UTC),
+        plans={claim.devices[0].ref: claim.devices[0]},
+    )
+    assert entry["networkData"] == {
+        "interfaceName": "net1",
+        "ips": [ip],
+        "hardwareAddress": result.hardware_address,
+    }
+    cni_result = entry["data"]["cniResult"]
+    assert cni_result["cniVersion"] == "1.0.0"
+    assert [i["address"] for i in cni_result["ips"]] == [ip]
+
+    await asyncio.to_thread(cri.remove_pod, pod.sandbox_id)
+    assert allocations(network_name) == set(), "host-local's allocation survived DEL"
+    assert list(driver.cache_dir.glob("*.json")) == []
+    assert host_link_names() == before
+
+
+async def test_failing_plugin_fails_the_sandbox_naming_claim_and_plugin(
+    driver: Driver, cri: CriClient, uplink: str, network_name: str, containerd: Containerd
+) -> None:
+    pod_uid = str(uuid.uuid4())
+    claim = cni_claim(pod_uid, network(network_name, uplink, "ncfail"))
+    await driver.put_plans(claim)
+    before = host_link_names()
+    try:
+        with pytest.raises(CriError) as failure:
+            await asyncio.to_thread(make_pod, cri, "cnifail", uid=pod_uid)
+    finally:
+        await asyncio.to_thread(orphans.reap, containerd)
+    message = failure.value.details
+    assert f"claim {claim.claim}" in message, message
+    assert "CNI plugin ncfail ADD failed: code 999: refused by test (on purpose)" in message, message
+    assert allocations(network_name) == set(), "the address host-local gave before the failure leaked"
+    assert list(driver.cache_dir.glob("*.json")) == []
+    assert host_link_names() == before
+
+
+async def test_hanging_plugin_is_killed_and_the_connection_survives(
+    driver: Driver, cri: CriClient, uplink: str, network_name: str, containerd: Containerd
+) -> None:
+    hung_uid, good_uid = str(uuid.uuid4()), str(uuid.uuid4())
+    hung = cni_claim(hung_uid, network(network_name, uplink, "nchang"))
+    good = cni_claim(good_uid, network(network_name, uplink))
+    await driver.put_plans(hung, good)
+    before = host_link_names()
+    try:
+        with pytest.raises(CriError) as failure:
+            await asyncio.to_thread(make_pod, cri, "cnihang", uid=hung_uid)
+    finally:
+        await asyncio.to_thread(orphans.reap, containerd)
+    message = failure.value.details
+    assert f"claim {hung.claim}" in message, message
+    assert "CNI plugin nchang ADD failed: killed after" in message and "(timeout)" in message, message
+    assert allocations(network_name) == set()
+    assert host_link_names() == before
+    # The plugin answered in time: containerd kept it, and the next pod is served on the same connection.
+    assert driver.task is not None and not driver.task.done()
+    pod = await asyncio.to_thread(make_pod, cri, "cniafter", uid=good_uid)
+    addr = await asyncio.to_thread(exec_in, cri, pod.container_id, "ip", "-o", "-4", "addr", "show", "net1")
+    assert " 203.0.113." in addr, addr
+    await asyncio.to_thread(cri.remove_pod, pod.sandbox_id)
+    assert allocations(network_name) == set()
