@@ -358,12 +358,17 @@ async def test_driver_sigkilled_during_50_allocations_leaves_no_orphan_after_res
         ns,
         *(f"{r.name}={r.uid}" for r in refs),
     ]
-    process = await asyncio.create_subprocess_exec(sys.executable, str(worker), *args)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(worker), *args, stderr=asyncio.subprocess.PIPE
+    )
     try:
         for _ in range(3000):  # 60 s
             if len(objects_of(admin_api, ns)) >= 10:
                 break
-            assert process.returncode is None, "the worker ended before it was killed"
+            if process.returncode is not None:
+                assert process.stderr is not None
+                tail = (await process.stderr.read())[-2000:].decode(errors="replace")
+                raise AssertionError(f"the worker ended ({process.returncode}) before it was killed: {tail}")
             await asyncio.sleep(0.02)
         else:
             raise AssertionError("the worker created fewer than 10 objects within 60 s")
