@@ -16,6 +16,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from draplugin.admission.handler import BadReview, review_response
 
@@ -57,6 +58,7 @@ class WebhookServer:
         self._stamp = files.stamp()
         self._server: asyncio.Server | None = None
         self._reloader: asyncio.Task[None] | None = None
+        self._connections: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, self.host, self.port, ssl=self._context)
@@ -71,6 +73,10 @@ class WebhookServer:
                 await self._reloader
         if self._server is not None:
             self._server.close()
+            # Keep-alive connections outlive the listener (3.11's wait_closed does not wait for them).
+            for task in list(self._connections):
+                task.cancel()
+            await asyncio.gather(*self._connections, return_exceptions=True)
             await self._server.wait_closed()
 
     def reload_if_changed(self) -> bool:
@@ -93,6 +99,9 @@ class WebhookServer:
             self.reload_if_changed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
         try:
             while await self._one_request(reader, writer):
                 pass
@@ -100,8 +109,9 @@ class WebhookServer:
             pass
         finally:
             writer.close()
-            with contextlib.suppress(ConnectionError, ssl.SSLError):
+            with contextlib.suppress(ConnectionError, ssl.SSLError, asyncio.CancelledError):
                 await writer.wait_closed()
+            self._connections.discard(task)
 
     async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Answers one request; False when the connection is to be closed."""

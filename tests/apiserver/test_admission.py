@@ -1,0 +1,240 @@
+"""Admission on kube-apiserver v1.37.2: the ValidatingAdmissionPolicy of deploy/admission-policy.yaml
+and `netclaim webhook` (served from this process over loopback HTTPS, with a CA of the test PKI)
+refuse bad netclaim configs at create time with the field path Prepare gives; good configs and other
+drivers' claims pass; with the webhook down and failurePolicy Ignore, claims are still admitted.
+
+Each test scopes its policy binding or webhook to its own namespace (DeviceClasses, cluster-scoped, are
+judged by the policy while it exists) and deletes it at the end, so other tests never meet it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import copy
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes.client
+import pytest
+import yaml
+from testbed import namespaces
+from testbed.apiserver import ControlPlane
+from unit.draplugin.admission_cases import BAD, GOOD, Case, claim_object, class_object, template_object
+
+from draplugin.admission.server import TlsFiles, WebhookServer
+
+pytestmark = pytest.mark.apiserver
+ADMISSION = "/apis/admissionregistration.k8s.io/v1"
+RESOURCE = "/apis/resource.k8s.io/v1"
+POLICY_FILE = Path(__file__).resolve().parents[2] / "deploy" / "admission-policy.yaml"
+
+
+def create(api: kubernetes.client.ApiClient, namespace: str | None, obj: dict[str, Any]) -> tuple[int, str]:
+    plural = {
+        "ResourceClaim": "resourceclaims",
+        "ResourceClaimTemplate": "resourceclaimtemplates",
+        "DeviceClass": "deviceclasses",
+    }[obj["kind"]]
+    where = f"{RESOURCE}/namespaces/{namespace}" if namespace else RESOURCE
+    obj = copy.deepcopy(obj)
+    obj["metadata"]["name"] = f"{obj['metadata']['name']}-{uuid.uuid4().hex[:6]}"
+    status, body = namespaces.request(api, "POST", f"{where}/{plural}?dryRun=All", obj)
+    return status, str(body.get("message", ""))
+
+
+# The apiserver's own validation refuses these before admission runs (still at create time).
+BUILTIN = {"not-an-object": "must be a valid JSON object"}
+ADMITTED_BAD = [c for c in BAD if c.id not in BUILTIN]
+
+
+def expected_path(case: Case, prefix: str) -> str:
+    return f"{prefix}.{case.path}: " if case.path else f"{prefix}: "
+
+
+def wait_until_refused(api: kubernetes.client.ApiClient, namespace: str, within: float = 30.0) -> None:
+    """Policies and webhook configurations reach the admission chain a moment after they are created."""
+    deadline = time.monotonic() + within
+    while create(api, namespace, claim_object(BAD[0].parameters))[0] == 201:
+        assert time.monotonic() < deadline, "admission never took effect"
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def policy(admin_api: kubernetes.client.ApiClient, namespace: str) -> Iterator[str]:
+    suffix = uuid.uuid4().hex[:6]
+    policy_obj, binding = [d for d in yaml.safe_load_all(POLICY_FILE.read_text()) if d]
+    policy_obj["metadata"]["name"] += suffix
+    binding["metadata"]["name"] += suffix
+    binding["spec"]["policyName"] = policy_obj["metadata"]["name"]
+    binding["spec"]["matchResources"] = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+    }
+    made = []
+    try:
+        for plural, obj in (
+            ("validatingadmissionpolicies", policy_obj),
+            ("validatingadmissionpolicybindings", binding),
+        ):
+            status, body = namespaces.request(admin_api, "POST", f"{ADMISSION}/{plural}", obj)
+            assert status == 201, body
+            made.append(f"{ADMISSION}/{plural}/{obj['metadata']['name']}")
+        wait_until_refused(admin_api, namespace)
+        yield policy_obj["metadata"]["name"]
+    finally:
+        for path in reversed(made):
+            namespaces.request(admin_api, "DELETE", path)
+
+
+def test_what_the_apiserver_refuses_itself(admin_api: kubernetes.client.ApiClient, namespace: str) -> None:
+    for case in BAD:
+        if case.id in BUILTIN:
+            status, message = create(admin_api, namespace, claim_object(case.parameters))
+            assert status == 422 and "spec.devices.config[1].opaque.parameters" in message, message
+            assert BUILTIN[case.id] in message
+
+
+@pytest.mark.parametrize("case", [c for c in ADMITTED_BAD if c.policy], ids=lambda c: c.id)
+def test_policy_refuses_bad_configs_with_prepares_path(
+    admin_api: kubernetes.client.ApiClient, namespace: str, policy: str, case: Case
+) -> None:
+    for obj, prefix in (
+        (claim_object(case.parameters), "config[1]"),
+        (template_object(case.parameters), "config[1]"),
+    ):
+        status, message = create(admin_api, namespace, obj)
+        assert status == 422, (status, message)
+        assert f"ValidatingAdmissionPolicy '{policy}'" in message
+        assert f"denied request: {expected_path(case, prefix)}" in message, message
+    status, message = create(admin_api, None, class_object(case.parameters))
+    assert status == 422 and f"denied request: {expected_path(case, 'classConfig[0]')}" in message, message
+
+
+def test_policy_admits_good_configs_and_other_drivers(
+    admin_api: kubernetes.client.ApiClient, namespace: str, policy: str
+) -> None:
+    for case in GOOD:
+        for obj in (claim_object(case.parameters), template_object(case.parameters)):
+            assert create(admin_api, namespace, obj) == (201, ""), case.id
+        assert create(admin_api, None, class_object(case.parameters)) == (201, ""), case.id
+    for case in ADMITTED_BAD:
+        assert (
+            create(admin_api, namespace, claim_object(case.parameters, driver="other.example.com"))[0] == 201
+        )
+
+
+class ThreadedWebhook:
+    """`netclaim webhook`'s server on its own loop and thread: the apiserver calls it while the test
+    thread blocks in a synchronous API request."""
+
+    def __init__(self, files: TlsFiles) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.server = WebhookServer("127.0.0.1", 0, files)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@contextlib.contextmanager
+def webhook_configuration(
+    api: kubernetes.client.ApiClient, plane: ControlPlane, namespace: str, port: int, failure: str
+) -> Iterator[None]:
+    name = f"netclaim-test-{uuid.uuid4().hex[:6]}"
+    body = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [
+            {
+                "name": "config.netclaim.dev",
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "timeoutSeconds": 5,
+                "failurePolicy": failure,
+                "clientConfig": {
+                    "url": f"https://127.0.0.1:{port}/validate",
+                    "caBundle": base64.b64encode(plane.ca_cert.read_bytes()).decode(),
+                },
+                "rules": [
+                    {
+                        "apiGroups": ["resource.k8s.io"],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["resourceclaims", "resourceclaimtemplates"],
+                    }
+                ],
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+            }
+        ],
+    }
+    status, created = namespaces.request(api, "POST", f"{ADMISSION}/validatingwebhookconfigurations", body)
+    assert status == 201, created
+    try:
+        yield
+    finally:
+        namespaces.request(api, "DELETE", f"{ADMISSION}/validatingwebhookconfigurations/{name}")
+
+
+@pytest.fixture
+def webhook(control_plane: ControlPlane) -> Iterator[ThreadedWebhook]:
+    pair = control_plane.pki.serving("netclaim-webhook", ["localhost"], ["127.0.0.1"])
+    server = ThreadedWebhook(TlsFiles(pair.cert, pair.key))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_webhook_refuses_every_bad_config_with_prepares_path(
+    admin_api: kubernetes.client.ApiClient,
+    control_plane: ControlPlane,
+    namespace: str,
+    webhook: ThreadedWebhook,
+) -> None:
+    with webhook_configuration(admin_api, control_plane, namespace, webhook.server.port, "Fail"):
+        wait_until_refused(admin_api, namespace)
+        for case in ADMITTED_BAD:
+            for obj in (claim_object(case.parameters), template_object(case.parameters)):
+                status, message = create(admin_api, namespace, obj)
+                assert status == 422, (case.id, status, message)
+                assert 'admission webhook "config.netclaim.dev" denied the request' in message
+                assert f"config[1]: {expected_path(case, 'config[1]')}" not in message
+                assert f": {expected_path(case, 'config[1]')}" in message, (case.id, message)
+        for case in GOOD:
+            assert create(admin_api, namespace, claim_object(case.parameters)) == (201, ""), case.id
+        for case in ADMITTED_BAD:
+            assert (
+                create(admin_api, namespace, claim_object(case.parameters, driver="other.example.com"))[0]
+                == 201
+            )
+
+
+def test_webhook_down_with_failure_policy_ignore_admits_claims(
+    admin_api: kubernetes.client.ApiClient,
+    control_plane: ControlPlane,
+    namespace: str,
+    webhook: ThreadedWebhook,
+) -> None:
+    port = webhook.server.port
+    with webhook_configuration(admin_api, control_plane, namespace, port, "Ignore"):
+        wait_until_refused(admin_api, namespace)  # it is really consulted while up
+        webhook.stop()
+        started = time.monotonic()
+        assert create(admin_api, namespace, claim_object(GOOD[1].parameters)) == (201, "")
+        assert (
+            create(admin_api, namespace, claim_object(BAD[0].parameters))[0] == 201
+        )  # Prepare will refuse it
+        assert time.monotonic() - started < 10
