@@ -267,3 +267,48 @@ async def test_hanging_plugin_is_killed_and_the_connection_survives(
     assert " 203.0.113." in addr, addr
     await asyncio.to_thread(cri.remove_pod, pod.sandbox_id)
     assert allocations(network_name) == set()
+
+
+@pytest.mark.parametrize("record", ["kept", "lost"])
+async def test_del_runs_after_a_driver_restart(
+    driver: Driver, cri: CriClient, uplink: str, network_name: str, record: str
+) -> None:
+    """Restarted between ADD and DEL: the attachment record brings DEL back; when the record was lost
+    (killed before its background write), the on-disk CNI cache makes the late attach recognise the
+    earlier ADD instead of adding again, and DEL still runs at teardown."""
+    pod_uid = str(uuid.uuid4())
+    await driver.put_plans(cni_claim(pod_uid, network(network_name, uplink)))
+    pod = await asyncio.to_thread(make_pod, cri, f"cnirestart{record}", uid=pod_uid)
+    (address,) = allocations(network_name)
+    await driver.stop()
+    if record == "lost":
+        (driver.state / "attachments.json").unlink()
+    await driver.start()
+    assert driver.hooks is not None
+    await asyncio.wait_for(driver.hooks.reconciled.wait(), 5)
+    assert allocations(network_name) == {address}  # no second ADD
+    addr = await asyncio.to_thread(exec_in, cri, pod.container_id, "ip", "-o", "-4", "addr", "show", "net1")
+    assert f" {address}/24 " in addr, addr
+    assert driver.hooks.attachments.get(pod.sandbox_id) is not None
+    await asyncio.to_thread(cri.remove_pod, pod.sandbox_id)
+    assert allocations(network_name) == set(), "DEL did not run after the restart"
+    assert list(driver.cache_dir.glob("*.json")) == []
+
+
+async def test_del_runs_for_a_sandbox_that_vanished_while_the_driver_was_away(
+    driver: Driver, cri: CriClient, uplink: str, network_name: str
+) -> None:
+    """StopPodSandbox and RemovePodSandbox missed: the reconcile after the restart runs DEL without a
+    netns (host-local still releases its address), through the executor's clean-up path."""
+    pod_uid = str(uuid.uuid4())
+    await driver.put_plans(cni_claim(pod_uid, network(network_name, uplink)))
+    pod = await asyncio.to_thread(make_pod, cri, "cnivanish", uid=pod_uid)
+    assert len(allocations(network_name)) == 1
+    await driver.stop()
+    await asyncio.to_thread(cri.remove_pod, pod.sandbox_id)
+    assert len(allocations(network_name)) == 1  # nobody ran DEL yet
+    await driver.start()
+    assert driver.hooks is not None
+    await asyncio.wait_for(driver.hooks.reconciled.wait(), 5)
+    assert allocations(network_name) == set(), "DEL did not run for the vanished sandbox"
+    assert list(driver.cache_dir.glob("*.json")) == []
