@@ -188,3 +188,20 @@ def test_a_missing_network_attachment_definition_names_the_field(bin_dir: Path) 
     assert refusal(spec, bin_dir) == (
         "request r, cni.networkAttachmentDefinition: NetworkAttachmentDefinition ns/absent not found"
     )
+
+
+def test_the_example_passes_prepare_on_a_node_with_its_parent() -> None:
+    """examples/cni-macvlan is what users copy: it must pass exactly the checks Prepare runs."""
+    import yaml
+
+    path = Path(__file__).parents[3] / "examples" / "cni-macvlan" / "manifest.yaml"
+    template = next(d for d in yaml.safe_load_all(path.read_text()) if d["kind"] == "ResourceClaimTemplate")
+    parameters = template["spec"]["spec"]["devices"]["config"][0]["opaque"]["parameters"]
+    cni = parse_network_config(parameters).cni
+    assert cni is not None and cni.source is not None and cni.interface_name == "net1"
+    if not Path("/usr/lib/cni/macvlan").exists():
+        pytest.skip("containernetworking-plugins not installed (hack/install-host-deps.sh)")
+    finisher = CniFinisher(("/opt/cni/bin", "/usr/lib/cni"), lambda: {"ncex-up0"})
+    spec = CniSpec(cni.source[1], "net1")
+    done = asyncio.run(finisher(plan_of(spec)))
+    assert done.devices[0].cni is not None
