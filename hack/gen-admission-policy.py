@@ -151,9 +151,10 @@ validations = [
         + s(f".kind: required; must be '{KIND}'")
         + ")",
     ),
-    unknown("", P, ["apiVersion", "kind", "netdev", "rdma"]),
+    unknown("", P, ["apiVersion", "kind", "netdev", "rdma", "cni"]),
     section("netdev", f"{P}.netdev", f"has({P}.netdev)"),
     section("rdma", f"{P}.rdma", f"has({P}.rdma)"),
+    section("cni", f"{P}.cni", f"has({P}.cni)"),  # its contents are Prepare's (CNI shape, binaries, NADs)
     unknown(
         "netdev",
         N,
