@@ -328,12 +328,12 @@ def render() -> str:
 def main(argv: list[str]) -> int:
     text = render()
     if "--check" in argv:
-        stale = [str(t) for t in TARGETS if not t.exists() or t.read_text() != text]
+        stale = [str(t) for t in TARGETS if not t.exists() or t.read_text(encoding="utf-8") != text]
         for name in stale:
             print(f"stale: {name} (run hack/gen-admission-policy.py)", file=sys.stderr)
         return 1 if stale else 0
     for target in TARGETS:
-        target.write_text(text)
+        target.write_text(text, encoding="utf-8")
     return 0
 
 
