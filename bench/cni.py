@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 
 from bench.attach_floor import WARMUP, sandbox
-from bench.common import Bed, claim_plan, load_average, macvlan_device, ms
+from bench.common import DRIVER, Bed, claim_plan, load_average, macvlan_device, ms
 from draplugin.attach import Executor
 from draplugin.attachments import AttachmentStore
 from draplugin.checkpoint import Checkpoint
@@ -51,7 +51,7 @@ def cni_device(parent: str, network: str) -> DevicePlan:
             }
         ],
     }
-    ref = DeviceRef("cni", "netclaim.dev", "bench", "cni")
+    ref = DeviceRef("cni", DRIVER, "bench", "cni")
     spec = CniSpec(json.dumps(conflist, sort_keys=True), "net1")
     return DevicePlan(ref, DeviceKind.CNI, NetdevSpec(interface_name="net1"), cni=spec)
 
