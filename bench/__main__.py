@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--full", action="store_true", help="slow parts too: 1,000 pod cycles, containerd 1.7"
     )
-    parser.add_argument("--only", default="attach,apiserver,ipam,runtime", help="sections to run")
+    parser.add_argument("--only", default="attach,apiserver,webhook,ipam,runtime", help="sections to run")
     parser.add_argument("--lines", default=None, help="containerd lines (default 2.1; --full: 2.1,1.7)")
     parser.add_argument("--runs", type=int, default=None, help="attach samples per method (default 200)")
     parser.add_argument(
@@ -111,10 +111,11 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
         print(f"bench: {name} done in {time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
 
-    from bench import apiserver, attach_floor, ipam, runtime
+    from bench import apiserver, attach_floor, ipam, runtime, webhook
 
     section("attach", lambda: attach_floor.run(runs, runs // 2))
     section("apiserver", lambda: apiserver.measure(claims=200, status_claims=200, vfs=1000))
+    section("webhook", lambda: webhook.measure(requests=2000))
     section("ipam", lambda: ipam.measure(pairs=200))
     for line in lines:
         section(
