@@ -3,10 +3,10 @@ SHELL := /bin/bash
 PY ?= $(CURDIR)/.venv/bin/python
 VENV_STAMP := .venv/.netclaim-installed
 export NETCLAIM_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/netclaim
-TIERS := unit netns runtime apiserver node
+TIERS := unit netns kernel runtime apiserver node
 
-.PHONY: test test-unit test-netns test-runtime test-apiserver test-node lint proto proto-check venv \
-        deps-host deps-tools deps-runtime deps-apiserver deps-node image bench soak demo demo-down kind-demo clean
+.PHONY: test test-unit test-netns test-kernel test-runtime test-apiserver test-node lint proto proto-check venv \
+        deps-host deps-tools deps-kernel deps-runtime deps-apiserver deps-node bench soak demo demo-down kind-demo clean
 
 venv: $(VENV_STAMP)
 $(VENV_STAMP): pyproject.toml
@@ -34,6 +34,9 @@ deps-apiserver: deps-host
 	hack/build-k8s.sh kube-apiserver
 deps-node: deps-runtime deps-apiserver
 	hack/build-k8s.sh
+# The kernel tier's QEMU, Debian kernel + modules and initramfs (hack/install-kernel.sh).
+deps-kernel:
+	hack/install-kernel.sh
 # The driver image as an OCI archive, without Docker (hack/build-image.sh; skipped when its inputs are
 # unchanged). tests/runtime/test_image.py builds it on demand; the node tier's deps-node will need it.
 image: deps-host venv
@@ -46,6 +49,9 @@ test-unit: venv deps-tools
 	hack/run-tier.sh unit
 test-netns: venv
 	hack/run-tier.sh netns
+# The netns tier inside a QEMU guest on a Debian kernel: test-results/kernel.xml.
+test-kernel: venv deps-kernel
+	hack/run-kernel-tier.sh
 test-runtime: venv deps-runtime
 	hack/run-tier.sh runtime
 test-apiserver: venv deps-apiserver

@@ -4,7 +4,7 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-TIERS=(unit netns runtime apiserver node)
+TIERS=(unit netns kernel runtime apiserver node)
 declare -A RESULT
 failed=0
 log() { printf '\n=== %s\n' "$*"; }
@@ -20,7 +20,7 @@ step proto-check make -s proto-check
 step lint make -s lint
 for t in "${TIERS[@]}"; do
   case $t in
-    unit) deps=deps-tools ;; runtime) deps=deps-runtime ;; apiserver) deps=deps-apiserver ;; node) deps=deps-node ;; *) deps="" ;;
+    unit) deps=deps-tools ;; kernel) deps=deps-kernel ;; runtime) deps=deps-runtime ;; apiserver) deps=deps-apiserver ;; node) deps=deps-node ;; *) deps="" ;;
   esac
   if [ -n "$deps" ]; then
     step "setup-$t" make -s "$deps"
@@ -29,7 +29,7 @@ for t in "${TIERS[@]}"; do
       RESULT[$t]="FAILED (components could not be set up)"; failed=1; continue
     fi
   fi
-  step "$t" hack/run-tier.sh "$t"
+  if [ "$t" = kernel ]; then step "$t" hack/run-kernel-tier.sh; else step "$t" hack/run-tier.sh "$t"; fi
 done
 
 log "summary"
