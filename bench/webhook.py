@@ -24,8 +24,10 @@ from testbed.pki import PKI
 
 from bench.common import ms
 from draplugin.admission.server import PATH, TlsFiles, WebhookServer
+from draplugin.config import API_VERSION, KIND
+from draplugin.model import DRIVER_NAME
 
-CONFIG = {"apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig"}
+CONFIG = {"apiVersion": API_VERSION, "kind": KIND}
 GOOD = {**CONFIG, "netdev": {"interfaceName": "data0", "mtu": 9000, "addresses": ["203.0.113.5/24"]}}
 BAD = {**CONFIG, "netdev": {"interfaceName": "a-name-longer-than-15-bytes", "mtu": 10}}
 
@@ -35,7 +37,7 @@ def review(parameters: object, uid: int) -> bytes:
         "apiVersion": "resource.k8s.io/v1",
         "kind": "ResourceClaim",
         "metadata": {"name": f"c{uid}", "namespace": "bench"},
-        "spec": {"devices": {"config": [{"opaque": {"driver": "netclaim.dev", "parameters": parameters}}]}},
+        "spec": {"devices": {"config": [{"opaque": {"driver": DRIVER_NAME, "parameters": parameters}}]}},
     }
     request = {
         "uid": f"uid-{uid}",
