@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Build kube-apiserver, kube-controller-manager, kube-scheduler and kubelet from the Go module proxy
-# at one pinned release, and cache the binaries outside the repository, keyed by version.
+# Build kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kubectl from the Go module
+# proxy at one pinned release, and cache the binaries outside the repository, keyed by version. kubectl is
+# what the demo's closing text and the README tell people to use (and `kubectl netclaim` runs through it).
 #
 # Why a module build: Kubernetes publishes no binaries we may fetch here, and `go install ...@vX` is refused
 # because k8s.io/kubernetes carries replace directives. We make a throw-away main module that requires
 # k8s.io/kubernetes and maps every staging module to its published v0.<minor>.<patch>; the list of
 # staging modules is read from the release's own go.mod, so it is right for any release.
 #
-# usage: hack/build-k8s.sh [component ...]     (default: all four)
+# usage: hack/build-k8s.sh [component ...]     (default: all five)
 # env:   K8S_VERSION (default: hack/versions.env), NETCLAIM_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/netclaim)
 set -euo pipefail
 
@@ -19,7 +20,7 @@ CACHE=${NETCLAIM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/netclaim}
 OUT=$CACHE/kubernetes/$K8S_VERSION
 WORK=$CACHE/kubernetes/build-$K8S_VERSION
 COMPONENTS=("$@")
-[ ${#COMPONENTS[@]} -gt 0 ] || COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet)
+[ ${#COMPONENTS[@]} -gt 0 ] || COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
 
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod
 
@@ -61,6 +62,7 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler/app"
 	_ "k8s.io/kubernetes/cmd/kubelet/app"
+	_ "k8s.io/kubectl/pkg/cmd"
 )
 G
   echo "[$(( $(date +%s) - t0 ))s] go.mod written ($(grep -c '=>' go.mod) staging replaces)"

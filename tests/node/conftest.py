@@ -39,7 +39,13 @@ def _require_node(line: str) -> None:
         prereq.missing("root (kubelet, containerd, cgroups)", "run the node tier as root")
     try:
         etcd.binary()
-        for component in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet"):
+        for component in (
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kubelet",
+            "kubectl",
+        ):
             k8s_binary(component)
         check_installed(line)
     except (FileNotFoundError, RuntimeMissing) as error:
@@ -87,7 +93,11 @@ def example_links(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     NIC for host-device passthrough), both veths whose peers sit in scratch namespaces of ours, so no
     pre-existing interface is ever used and nothing leaves the machine."""
     work = tmp_path_factory.mktemp("links")
-    with stand_in(work, e2e.UPLINK, e2e.HOST_NIC_MTU), stand_in(work, e2e.HOST_NIC, e2e.HOST_NIC_MTU):
+    with (
+        stand_in(work, e2e.UPLINK, e2e.HOST_NIC_MTU),
+        stand_in(work, e2e.HOST_NIC, e2e.HOST_NIC_MTU),
+        stand_in(work, e2e.KEPT_OUT_NIC, e2e.HOST_NIC_MTU),
+    ):
         yield
 
 
@@ -95,12 +105,14 @@ def example_links(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 def driver(
     local_node: LocalNode, example_links: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Driver]:
-    """netclaim as the examples need it: macvlan parent UPLINK and HOST_NIC offered as a host NIC."""
+    """netclaim as the examples need it: macvlan parent UPLINK and HOST_NIC offered as a host NIC; and
+    KEPT_OUT_NIC offered too but excluded by the operator's device filter (`--exclude-interfaces`)."""
     with e2e.running_driver(
         local_node,
         tmp_path_factory.mktemp("driver"),  # outlives the node's work dir: the log stays for a post-mortem
         {f"macvlan-{e2e.UPLINK}", "veth", e2e.HOST_NIC},
         parents=[e2e.UPLINK],
-        offer=[e2e.HOST_NIC],
+        offer=[e2e.HOST_NIC, e2e.KEPT_OUT_NIC],
+        extra_args=["--exclude-interfaces=ncex-mgmt*"],
     ) as instance:
         yield instance

@@ -38,6 +38,9 @@ FIELD_MANAGER = "netclaim-e2e"
 UPLINK = "ncex-up0"
 HOST_NIC = "ncex-nic0"
 HOST_NIC_MTU = 1500
+# A NIC the operator keeps out (a management or storage NIC): offered like HOST_NIC, then excluded by the
+# device filter, so it must never appear in a ResourceSlice.
+KEPT_OUT_NIC = "ncex-mgmt0"
 
 Doc = dict[str, Any]
 
@@ -246,6 +249,9 @@ def example_link_names() -> set[str]:
     names: set[str] = set()
     for path in EXAMPLES.glob("*/manifest.yaml"):
         for template in of_kind(load_docs(path), "ResourceClaimTemplate"):
+            configs = template["spec"]["spec"]["devices"].get("config") or []
+            if not any("netdev" in c.get("opaque", {}).get("parameters", {}) for c in configs):
+                continue  # a CNI or pool example: its names come from the CNI config or the class
             netdev = netdev_config(template)
             names.add(netdev.get("interfaceName", ""))
             names.add(netdev.get("veth", {}).get("hostInterfaceName", ""))
@@ -267,7 +273,7 @@ def host_links() -> dict[str, int]:
         ["ip", "-d", "-j", "link", "show"], check=True, capture_output=True, text=True
     ).stdout
     links = json.loads(out)
-    ours = {UPLINK, HOST_NIC} | example_link_names()
+    ours = {UPLINK, HOST_NIC, KEPT_OUT_NIC} | example_link_names()
     uplink = next((link["ifindex"] for link in links if link["ifname"] == UPLINK), None)
 
     def could_leak(link: dict[str, Any]) -> bool:

@@ -4,11 +4,15 @@ manifest, and deleting the pod must leave the node's links as they were."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import time
 from typing import Any
 
 import e2e
 import kubernetes.client as k
+from testbed.apiserver import k8s_binary
 from testbed.driver import Driver
 from testbed.node import LocalNode
 
@@ -167,3 +171,50 @@ def test_host_process_identity_needs_the_arbitrary_node_grant(
             e2e.apply(api, [binding])
         e2e.wait_claim_ready(api, node_namespace, claim, timeout=90.0)
         _delete_and_wait(local_node, api, node_namespace, "macvlan-static")
+
+
+def test_a_nic_the_operator_excludes_is_never_published(local_node: LocalNode, driver: Driver) -> None:
+    """`--exclude-interfaces` (the chart's `deviceFilter.exclude.interfaces`) keeps an offered NIC out of
+    the ResourceSlices while the NIC next to it, offered the same way, is published."""
+    with local_node.api_client() as api:
+        slices = k.ResourceV1Api(api).list_resource_slice().items
+    published = {
+        d.name
+        for s in slices
+        if s.spec.driver == e2e.DRIVER and s.spec.node_name == local_node.node_name
+        for d in s.spec.devices or []
+    }
+    assert e2e.HOST_NIC in published, published
+    assert not [name for name in published if e2e.KEPT_OUT_NIC in name], published
+    assert e2e.KEPT_OUT_NIC in e2e.host_links(), "the NIC exists: the filter kept it out, not its absence"
+
+
+def test_kubectl_netclaim_status(local_node: LocalNode, driver: Driver, node_namespace: str) -> None:
+    """`kubectl netclaim status` as an operator runs it: kubectl finds the plugin on PATH and the plugin
+    uses kubectl's kubeconfig; the rows match what the pod has."""
+    assert local_node.plane is not None
+    docs = e2e.example("macvlan-static")
+    netdev = e2e.netdev_config(e2e.of_kind(docs, "ResourceClaimTemplate")[0])
+    with local_node.api_client() as api:
+        e2e.apply(api, docs, node_namespace)
+        pod, _ = _pod_and_claims(api, node_namespace, docs)
+        link = e2e.assert_configured(local_node, pod, netdev)
+        env = {
+            **os.environ,
+            "PATH": f"{e2e.ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+            "KUBECONFIG": str(local_node.plane.admin_kubeconfig),
+        }
+        kubectl = str(k8s_binary("kubectl"))
+        argv = [kubectl, "netclaim", "status", "macvlan-static", "-n", node_namespace, "-o", "json"]
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        (row,) = json.loads(done.stdout)
+        assert row["interface"] == netdev["interfaceName"], row
+        assert set(row["ips"]) == set(netdev["addresses"]), row
+        assert row["mac"].lower() == link.mac, row
+        assert row["ready"] == "True", row
+        plugins = subprocess.run(
+            [kubectl, "plugin", "list"], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert "kubectl-netclaim" in plugins.stdout, plugins.stdout + plugins.stderr
+        _delete_and_wait(local_node, api, node_namespace, pod.metadata.name)

@@ -266,6 +266,13 @@ def _exec(info: dict[str, Any], cmd: list[str]) -> tuple[int, str]:
         return result.exit_code, result.stdout + result.stderr
 
 
+def _tool_path() -> str:
+    """Where the demo's commands live: the test bed's kubectl and the venv's netclaim/kubectl-netclaim."""
+    from testbed.apiserver import k8s_binary
+
+    return os.pathsep.join([str(k8s_binary("kubectl").parent), str(ROOT / ".venv" / "bin")])
+
+
 def show(root: Path) -> int:
     info = json.loads((root / INFO).read_text())
     ns, pod, kubeconfig = info["namespace"], info["pod"], info["kubeconfig"]
@@ -279,9 +286,10 @@ def show(root: Path) -> int:
         f"""
 The demo is up (containerd {info["containerd"]}; started in {info["seconds"]} s) and stays up.
   export KUBECONFIG={kubeconfig}
+  export PATH={_tool_path()}:$PATH   # kubectl (built with the node) and kubectl-netclaim
   kubectl get pods,resourceclaims -n {ns}          # the pod and its two claims
   kubectl get resourceslices -o wide               # what the driver published
-  .venv/bin/netclaim status {pod} -n {ns}
+  kubectl netclaim status {pod} -n {ns}
   hack/demo.sh exec -- ip route                    # any command inside the pod
   driver log:  {info["driver_log"]}   (metrics: http://{info["driver_http"]}/metrics)
 Stop and clean everything (node, driver, uplink, state): make demo-down"""

@@ -67,6 +67,8 @@ class Driver:
     """`--sysfs-root` (a fixture tree, see sysfs_fixture); None = the daemon's default /sys."""
     dev_root: Path | None = None
     """`--dev-root` (RDMA nodes under <root>/infiniband); None = the daemon's default /dev."""
+    extra_args: Sequence[str] = ()
+    """More `netclaim run` flags, appended as given (e.g. a device filter)."""
     port: int = 0
     daemon: proc.Daemon | None = None
     starts: list[float] = field(default_factory=list)
@@ -102,7 +104,7 @@ class Driver:
             argv.append(f"--sysfs-root={self.sysfs_root}")
         if self.dev_root is not None:
             argv.append(f"--dev-root={self.dev_root}")
-        return argv
+        return argv + list(self.extra_args)
 
     def _get(self, path: str) -> tuple[int, str]:
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -214,6 +216,7 @@ def for_node(
     virtual_kinds: Sequence[str] | None = None,
     sysfs_root: Path | None = None,
     dev_root: Path | None = None,
+    extra_args: Sequence[str] = (),
 ) -> Driver:
     """A Driver wired to `node`'s kubelet dirs and containerd NRI socket (not started); the optional
     arguments left out keep the daemon's defaults (`virtual_kinds`: the Driver's own default)."""
@@ -229,6 +232,7 @@ def for_node(
         offer=tuple(offer),
         sysfs_root=sysfs_root,
         dev_root=dev_root,
+        extra_args=tuple(extra_args),
     )
     if virtual_kinds is not None:
         driver.virtual_kinds = tuple(virtual_kinds)
