@@ -125,7 +125,9 @@ def _network(state: DeviceState) -> Entry | None:
     ips: list[str] = []
     for result in results:
         ips.extend(ip for ip in result.ips if ip not in ips)
-    network: Entry = {"interfaceName": sorted(names)[0], "ips": ips[:MAX_IPS]}
+    # One pod's addresses go as they are (more than the API takes is reported by the sanitizer as an
+    # invalid entry); the union over several pods is cut to the limit, each pod's own list is in `data`.
+    network: Entry = {"interfaceName": sorted(names)[0], "ips": ips if len(results) == 1 else ips[:MAX_IPS]}
     macs = {r.hardware_address for r in results}
     if len(results) == 1 and None not in macs:
         network["hardwareAddress"] = results[0].hardware_address
