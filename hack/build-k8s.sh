@@ -30,6 +30,13 @@ if [ ${#missing[@]} -eq 0 ]; then
   echo "kubernetes $K8S_VERSION: cached in $OUT"
   exit 0
 fi
+# A cold build needs a Go toolchain new enough for this release (Debian bookworm's golang is far older):
+# say so at once instead of failing minutes later inside the build.
+if ! command -v go >/dev/null 2>&1; then
+  echo "hack/build-k8s.sh: building Kubernetes $K8S_VERSION needs a Go toolchain (the go.mod of the release names the minimum; Debian's" \
+       "packages are too old, install an upstream Go release) on PATH; none was found" >&2
+  exit 1
+fi
 
 t0=$(date +%s)
 mkdir -p "$WORK" "$OUT"
