@@ -14,6 +14,7 @@ reports what it had to remove, and `destroy()` raises if anything was left.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import time
 from pathlib import Path
@@ -30,9 +31,23 @@ from testbed.localnode import ControllerManager, Scheduler
 def pod_cgroups() -> list[str]:
     """Pod-level cgroups under /kubepods in the memory hierarchy (the kubelet removes them itself)."""
     top = CGROUP_ROOT / "memory" / KUBEPODS
-    if not top.is_dir():
-        return []
-    return sorted(str(p) for p in top.rglob("pod*") if p.is_dir())
+    found: list[str] = []
+    # Pod cgroups sit at kubepods/pod<uid> (Guaranteed) or kubepods/<qos>/pod<uid>; the kubelet removes
+    # them while we look, so a directory that vanishes between listing and reading is simply gone.
+    for parent in (top, top / "besteffort", top / "burstable"):
+        try:
+            entries = list(os.scandir(parent))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        found.extend(e.path for e in entries if e.name.startswith("pod") and _is_dir(e))
+    return sorted(found)
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except FileNotFoundError:
+        return False
 
 
 class LocalNode:
