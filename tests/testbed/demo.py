@@ -77,7 +77,7 @@ class Demo:
         self.root = root
         self.line = line
         self.node_only = node_only
-        self.node = LocalNode(root / "node", line)
+        self.node = LocalNode(root / "node", line, lock_wait=0)
         self.driver: driver_mod.Driver | None = None
         self.peer = root / "uplink-peer"
 

@@ -14,6 +14,7 @@ reports what it had to remove, and `destroy()` raises if anything was left.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import time
@@ -26,6 +27,47 @@ from testbed.apiserver import ControlPlane, k8s_binary
 from testbed.containerd import Containerd
 from testbed.kubelet import CGROUP_ROOT, KUBEPODS, NODE_NAME, Kubelet, kubelet_config
 from testbed.localnode import ControllerManager, Scheduler
+
+NODE_LOCK = Path("/run/netclaim-testbed-node.lock")
+"""One local node per machine: the kubelet binds fixed ports (10250/10248) and owns /kubepods."""
+NODE_LOCK_WAIT_ENV = "NETCLAIM_NODE_LOCK_WAIT"
+"""Seconds `LocalNode.start()` waits for another local node (a test run, `make demo`) to go away."""
+
+
+class NodeBusy(RuntimeError):
+    """Another local node holds this machine's kubelet ports and /kubepods."""
+
+
+def _take_node_lock(purpose: str, wait: float | None) -> int:
+    """Hold the machine's local-node lock, waiting for the holder (named in the file) to finish.
+
+    Why a lock and not "find free ports": the kubelet's ports and cgroup root are fixed by what the
+    examples and the driver's flags assume, so two nodes on one machine would fight over them; a second
+    one waits (test runs) or fails with the holder's name instead of breaking the first."""
+    fd = os.open(NODE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    if wait is None:
+        wait = float(os.environ.get(NODE_LOCK_WAIT_ENV, "1800"))
+    deadline = time.monotonic() + wait
+    announced = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "unknown"
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise NodeBusy(
+                    f"a local node is already up on this machine ({holder}); stop it first "
+                    f"(make demo-down) or raise {NODE_LOCK_WAIT_ENV}"
+                ) from None
+            if not announced:
+                print(f"waiting for the local node held by {holder}", flush=True)
+                announced = True
+            time.sleep(1.0)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()}: {purpose}\n".encode(), 0)
+    return fd
 
 
 def pod_cgroups() -> list[str]:
@@ -51,8 +93,11 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
 
 
 class LocalNode:
-    def __init__(self, workdir: Path, containerd_line: str) -> None:
+    def __init__(self, workdir: Path, containerd_line: str, lock_wait: float | None = None) -> None:
+        """`lock_wait`: seconds to wait for another local node to go (None: $NETCLAIM_NODE_LOCK_WAIT or
+        30 minutes, for test runs queued behind each other; 0 for an interactive demo)."""
         self.workdir = workdir
+        self._lock_wait = lock_wait
         self.line = containerd_line
         self.plane: ControlPlane | None = None
         self.controller_manager: ControllerManager | None = None
@@ -60,6 +105,7 @@ class LocalNode:
         self.containerd: Containerd | None = None
         self.kubelet: Kubelet | None = None
         self.timings: dict[str, float] = {}
+        self._lock_fd: int | None = None
 
     @property
     def node_name(self) -> str:
@@ -70,6 +116,8 @@ class LocalNode:
 
     def start(self) -> None:
         """Bring everything up in order; on failure, stop what was started and re-raise."""
+        if self._lock_fd is None:
+            self._lock_fd = _take_node_lock(f"local node in {self.workdir}", self._lock_wait)
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
             self._start_components()
@@ -183,4 +231,7 @@ class LocalNode:
         if self.plane is not None:
             self.plane.destroy()
         shutil.rmtree(self.workdir, ignore_errors=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing drops the flock
+            self._lock_fd = None
         return left
