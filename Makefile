@@ -29,6 +29,7 @@ deps-host:
 deps-runtime: deps-host venv
 	hack/install-runtime.sh
 	hack/build-containerd.sh
+	hack/install-cni-plugins.sh
 deps-apiserver: deps-host
 	hack/install-etcd.sh
 	hack/build-k8s.sh kube-apiserver
