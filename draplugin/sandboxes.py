@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from draplugin.attach import AttachError, DetachError, Executor
 from draplugin.attachments import AttachmentStore, SandboxRecord
+from draplugin.ipam.shared import PoolAddressBusy, SharedClaimGuard
 from draplugin.metrics import Metrics
 from draplugin.model import CharDevice, ClaimPlan, DeviceRef
 from draplugin.planstore import PlanStore
@@ -70,6 +71,7 @@ class SandboxService:
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._background: set[asyncio.Task[None]] = set()
         self.reconciled = asyncio.Event()
+        self.shared_claims = SharedClaimGuard()
         # Records survive restarts; the gauge must start from them, not from zero.
         metrics.attached_devices.set(sum(len(r.results) for r in attachments.all()))
 
@@ -218,7 +220,15 @@ class SandboxService:
         if record is not None and record.netns_path == path and _covers(record, plans):
             return
         try:
-            results = await self.executor.attach(pod.uid, path, plans, sandbox.id)
+            # Until the record is put, the guard's mark is what keeps a pod sharing the claim out.
+            with self.shared_claims.exclusive(pod.uid, str(pod), plans, self.attachments.all()):
+                results = await self.executor.attach(pod.uid, path, plans, sandbox.id)
+                self.attachments.put(
+                    SandboxRecord(sandbox.id, pod.uid, pod.namespace, pod.name, path, tuple(results))
+                )
+        except PoolAddressBusy as busy:  # not a failure of the claim: its holder pod runs fine
+            log.info("pod %s waits: %s", pod, busy, extra={"pod": str(pod)})
+            raise SandboxError(f"netclaim: {busy}") from busy
         except AttachError as error:
             self._failed(pod, plans, Failed("AttachFailed", str(error)), error.device)
             log.error(
@@ -228,9 +238,6 @@ class SandboxService:
                 extra={"pod": str(pod), "claim": error.claim},
             )
             raise SandboxError(f"netclaim: {error}") from error
-        self.attachments.put(
-            SandboxRecord(sandbox.id, pod.uid, pod.namespace, pod.name, path, tuple(results))
-        )
         self.metrics.attached_devices.inc(len(results))
         if self.status is not None:
             self.status.pod_changed(pod)
