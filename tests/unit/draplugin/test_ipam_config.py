@@ -152,4 +152,7 @@ def test_the_macvlan_pool_example_plans_as_its_readme_says() -> None:
     assert [str(next(iter(f.candidates()))) for f in pool.families] == ["203.0.113.10", "2001:db8::a"]
     netdev = result.devices[0].netdev
     assert netdev is not None and netdev.interface_name == "pool0"
-    assert netdev.routes == (Route("198.51.100.0/24", "203.0.113.1"), Route("2001:db8:1::/64", "2001:db8::1"))
+    assert netdev.routes == (
+        Route("203.0.113.128/25", "203.0.113.1"),
+        Route("2001:db8:1::/64", "2001:db8::1"),
+    )
