@@ -21,6 +21,7 @@ from kubernetes.aio import client as kclient
 from draplugin.attach import Executor
 from draplugin.attachments import AttachmentStore
 from draplugin.checkpoint import Checkpoint
+from draplugin.cni.maintenance import CniMaintenance
 from draplugin.cni.nad import KubeNadReader
 from draplugin.cni.prepare import CniFinisher
 from draplugin.devicehealth import links as device_links
@@ -141,8 +142,10 @@ class Daemon:
         status = StatusQueue(ApiStatusSink(api, driver=s.driver, node=s.node_name), driver=s.driver)
         self.metrics.watch_status(status)
         reporter = StatusReporter(plans, attachments, status)
-        executor = Executor(registry=default_registry(CniHandler(s.cni_bin_dirs, s.state_dir / "cni")))
+        cni = CniHandler(s.cni_bin_dirs, s.state_dir / "cni")
+        executor = Executor(registry=default_registry(cni))
         hooks = NetworkHooks(plans, executor, attachments, self.metrics, reporter)
+        hooks.sandboxes.maintenance = CniMaintenance(cni, self.metrics)  # CHECK and GC on Synchronize
         policy = FilterPolicy(
             virtual_kinds=s.virtual_kinds,
             parents=s.parents,

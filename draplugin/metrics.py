@@ -105,6 +105,18 @@ class Metrics:
         self.late_attaches = Counter(
             "netclaim_late_attaches", "Pods attached after RunPodSandbox (reconnect, restart)", registry=r
         )
+        self.cni_checks = Counter(
+            "netclaim_cni_checks",
+            "CNI CHECKs of running pods' cni devices on Synchronize (result: passed, failed, skipped)",
+            ["result"],
+            registry=r,
+        )
+        self.cni_gc = Counter(
+            "netclaim_cni_gc",
+            "CNI GC runs over one network (result: ok, error, skipped) and stale attachments deleted",
+            ["result"],
+            registry=r,
+        )
         self.devices_published = Gauge(
             "netclaim_devices_published", "Devices in this node's ResourceSlices", registry=r
         )

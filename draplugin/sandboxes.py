@@ -21,8 +21,9 @@ import asyncio
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from draplugin.attach import AttachError, DetachError, Executor
 from draplugin.attachments import AttachmentStore, SandboxRecord
@@ -31,7 +32,7 @@ from draplugin.metrics import Metrics
 from draplugin.model import CharDevice, ClaimPlan, DeviceRef
 from draplugin.planstore import PlanStore
 from draplugin.status.reporter import StatusReporter, record_pod
-from draplugin.status.types import Failed, PodRef
+from draplugin.status.types import Checked, Failed, PodRef
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,19 @@ class SandboxError(Exception):
     """The sandbox must not run as it is: the message names the claim, device and step."""
 
 
+class Maintenance(Protocol):
+    """Upkeep after each reconcile (`draplugin.cni.maintenance`: CNI CHECK and GC)."""
+
+    async def check(self, record: SandboxRecord) -> list[tuple[DeviceRef, Checked]]: ...
+
+    async def collect(self, live_ids: set[str], plans: Iterable[ClaimPlan]) -> None: ...
+
+
 class SandboxService:
     """One instance lives as long as the daemon, across NRI reconnections."""
+
+    maintenance: Maintenance | None = None
+    """Set by the daemon when cni devices exist; run after each reconcile, see `_maintain`."""
 
     def __init__(
         self,
@@ -71,6 +83,7 @@ class SandboxService:
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._background: set[asyncio.Task[None]] = set()
         self.reconciled = asyncio.Event()
+        self.maintained = asyncio.Event()
         self.shared_claims = SharedClaimGuard()
         # Records survive restarts; the gauge must start from them, not from zero.
         metrics.attached_devices.set(sum(len(r.results) for r in attachments.all()))
@@ -148,6 +161,7 @@ class SandboxService:
     def reconcile_soon(self, live: Sequence[Sandbox]) -> None:
         """Reconcile in the background: a slow one must not eat the Synchronize budget."""
         self.reconciled.clear()
+        self.maintained.clear()
         task = asyncio.get_running_loop().create_task(self.reconcile(list(live)), name="reconcile")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -155,8 +169,8 @@ class SandboxService:
     async def reconcile(self, live: Sequence[Sandbox]) -> None:
         """Late-attach running pods that hold plans but no record; clean records of vanished sandboxes;
         then report every prepared claim whose status the apiserver may not have."""
+        ids = {sandbox.id for sandbox in live}
         try:
-            ids = {sandbox.id for sandbox in live}
             for record in self.attachments.all():
                 if record.sandbox_id not in ids:
                     async with self._locks[record.pod_uid]:
@@ -167,7 +181,34 @@ class SandboxService:
             self.reconciled.set()
         if self.status is not None:
             self.status.resync()
+        try:
+            await self._maintain(ids)
+        except Exception:  # upkeep must never stop the late-attach retries below
+            log.exception("CNI CHECK/GC after the reconcile failed")
+        finally:
+            self.maintained.set()
         await self._retry_late(pending)
+
+    async def _maintain(self, live_ids: set[str]) -> None:
+        """CHECK the devices of running sandboxes (each under its pod's lock, so a teardown in progress
+        is not mistaken for drift), then GC; outcomes go to the claim status, never to a teardown."""
+        if self.maintenance is None:
+            return
+        for record in self.attachments.all():
+            if (
+                record.sandbox_id not in live_ids
+                or not record.results
+                or not _netns_exists(record.netns_path)
+            ):
+                continue
+            async with self._locks[record.pod_uid]:
+                if self.attachments.get(record.sandbox_id) != record:
+                    continue  # stopped or re-attached meanwhile
+                outcomes = await self.maintenance.check(record)
+            for ref, outcome in outcomes:
+                if self.status is not None:
+                    self.status.checked(record_pod(record), ref, outcome)
+        await self.maintenance.collect(live_ids, self.plans.all())
 
     async def _retry_late(self, sandboxes: list[Sandbox]) -> None:
         """A late attach that failed (a parent briefly missing, an address still in use) is tried again

@@ -5,6 +5,10 @@
 - DEL runs them in reverse, each with the cached ADD result as `prevResult` (0.4.0+); an ADD that
   fails part way runs DEL for the whole list, as the spec tells runtimes to.
 - CHECK runs them in order with the cached result (skipped for `disableCheck`).
+- GC (CNI 1.1) runs every plugin with `cni.dev/valid-attachments`, and then each plugin's IPAM plugin
+  directly with the same config: main plugins up to v1.10 (macvlan, ipvlan, bridge) do not pass GC on to
+  their IPAM, yet a leaked IPAM reservation is exactly what GC is for. GC is idempotent, so a plugin that
+  does pass it on makes the second call a no-op.
 - Each plugin's stdin is its own config plus `name` and `cniVersion` of the list, and `runtimeConfig`
   with the capabilities it declares; CNI_ARGS, CNI_IFNAME, CNI_NETNS, CNI_CONTAINERID, CNI_PATH
   go through the environment.
@@ -106,6 +110,38 @@ class Chain:
         for plugin in network["plugins"]:
             await self._invoke("CHECK", network, plugin, rt, previous=previous, deadline=deadline)
 
+    async def gc(self, network: Mapping[str, Any], valid: Sequence[tuple[str, str]], deadline: float) -> None:
+        """GC with the (container ID, interface) pairs still in use; all plugins are tried, the first
+        failure is raised after the others ran."""
+        if network.get("disableGC") is True:
+            return
+        attachments = [{"containerID": cid, "ifname": ifname} for cid, ifname in valid]
+        # libcni also sends the spec's first, misspelt key (containernetworking/cni#1101).
+        extra = {"cni.dev/valid-attachments": attachments, "cni.dev/attachments": attachments}
+        rt = Runtime("", "", "")
+        first: PluginError | None = None
+        for plugin in network["plugins"]:
+            targets = [plugin["type"]]
+            ipam = plugin.get("ipam")
+            if isinstance(ipam, Mapping) and isinstance(ipam.get("type"), str):
+                targets.append(ipam["type"])
+            for executable in targets:
+                try:
+                    await self._invoke(
+                        "GC",
+                        network,
+                        plugin,
+                        rt,
+                        previous=None,
+                        deadline=deadline,
+                        extra=extra,
+                        run=executable,
+                    )
+                except PluginError as error:
+                    first = first or error
+        if first is not None:
+            raise first
+
     def find(self, plugin_type: str) -> str | None:
         for directory in self.bin_dirs:
             path = os.path.join(directory, plugin_type)
@@ -122,15 +158,21 @@ class Chain:
         *,
         previous: Mapping[str, Any] | None,
         deadline: float,
+        extra: Mapping[str, Any] | None = None,
+        run: str | None = None,
     ) -> bytes:
-        kind = plugin["type"]
+        """`run` names another executable than the plugin's own type, given the plugin's config (GC of
+        an IPAM plugin); `extra` keys are added to the config (GC's valid attachments)."""
+        kind = run or plugin["type"]
         executable = self.find(kind)
         if executable is None:
             raise PluginNotFound(kind, command, f"no executable {kind!r} in {':'.join(self.bin_dirs)}")
         remaining = deadline - time.monotonic()
         if remaining < MIN_PLUGIN_SECONDS:
             raise PluginError(kind, command, "no time left in the hook's budget to run it")
-        stdin = json.dumps(plugin_config(network, plugin, rt.capabilities, previous)).encode()
+        stdin = json.dumps(
+            {**plugin_config(network, plugin, rt.capabilities, previous), **(extra or {})}
+        ).encode()
         try:
             done = await self._run(executable, self._env(command, rt), stdin, remaining)
         except cni_exec.TimedOut as timeout:

@@ -8,6 +8,10 @@ validated at Prepare (`draplugin.cni.prepare`), every plugin runs under a deadli
 `restore` holds everything DEL needs (network, container ID, interface, args, capabilities, the ADD
 result), so teardown works after the claim's plan is gone and after a restart; the result is also
 written to the on-disk cache before the hook returns (`draplugin.cni.cache`).
+
+ADD holds a lock per network name until its result is cached: GC (`draplugin.cni.maintenance`) takes the
+same lock while it lists the valid attachments and runs, so an address handed out by an ADD in flight is
+never collected as stale.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +52,7 @@ class CniHandler:
         self.chain = chain or Chain(bin_dirs)
         self.cache = ResultCache(cache_dir)
         self.budget = budget
+        self.network_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     def validate(self, plan: DevicePlan) -> None:
         require_valid_netdev(plan, self.kind)
@@ -73,14 +79,16 @@ class CniHandler:
         rt = Runtime(
             container_id, ctx.require_pod().path, spec.interface_name, spec.args, capabilities_of(spec)
         )
-        result = await self.chain.add(network, rt, time.monotonic() + self.budget)
-        entry = _entry(path, network, rt, result)
-        try:
-            placement = _placement(entry, created=True)
-            await asyncio.to_thread(self.cache.store, path, entry)
-        except (OSError, ValueError) as error:
-            await self.chain.delete_quietly(network, rt, result)
-            raise PluginError(network["plugins"][-1]["type"], "ADD", f"result unusable: {error}") from error
+        async with self.network_locks[network["name"]]:
+            result = await self.chain.add(network, rt, time.monotonic() + self.budget)
+            entry = _entry(path, network, rt, result)
+            try:
+                placement = _placement(entry, created=True)
+                await asyncio.to_thread(self.cache.store, path, entry)
+            except (OSError, ValueError) as error:
+                await self.chain.delete_quietly(network, rt, result)
+                message = f"result unusable: {error}"
+                raise PluginError(network["plugins"][-1]["type"], "ADD", message) from error
         return placement
 
     async def detach(self, ctx: AttachContext, restore: Restore) -> None:
@@ -91,16 +99,30 @@ class CniHandler:
         (host-local's address file, a bridge's port); plugins tolerate the missing netns by spec."""
         await self._delete(restore, "")
 
+    async def reclaim_entry(self, entry: Restore) -> None:
+        """DEL for a cached attachment whose sandbox vanished with no record left to undo it (GC)."""
+        await self._delete(entry, "")
+
+    async def check(self, restore: Restore, netns: str, seconds: float) -> None:
+        """CHECK with the cached result as prevResult; raises PluginError naming the failing plugin."""
+        rt = runtime_of(restore, netns)
+        await self.chain.check(restore["network"], rt, restore["cniResult"], time.monotonic() + seconds)
+
     async def _delete(self, restore: Restore, netns: str) -> None:
-        rt = Runtime(
-            restore["containerId"],
-            netns,
-            restore["ifName"],
-            tuple((k, v) for k, v in restore["args"]),
-            restore["capabilities"],
-        )
+        rt = runtime_of(restore, netns)
         await self.chain.delete(restore["network"], rt, restore["cniResult"], time.monotonic() + self.budget)
         await asyncio.to_thread(self.cache.remove, Path(restore["cache"]))
+
+
+def runtime_of(restore: Restore, netns: str) -> Runtime:
+    """The Runtime an attachment was added with, from its restore record (or cache entry)."""
+    return Runtime(
+        restore["containerId"],
+        netns,
+        restore["ifName"],
+        tuple((k, v) for k, v in restore["args"]),
+        restore["capabilities"],
+    )
 
 
 def _spec(plan: DevicePlan) -> CniSpec:

@@ -11,10 +11,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from draplugin.model import AttachResult, ClaimRef, DeviceKind, DevicePlan, DeviceRef
-from draplugin.status.types import ClaimStatus, DeviceState, Entry, Failed, Pending, PodRef, SharedAttach
+from draplugin.status.types import (
+    Checked,
+    ClaimStatus,
+    DeviceState,
+    Entry,
+    Failed,
+    Pending,
+    PodRef,
+    SharedAttach,
+)
 from draplugin.status.validate import MAX_IPS, clean_reason
 
 READY = "Ready"
+CNI_CHECK = "CNICheck"
+"""The condition a `cni` device gets once the plugins' CHECK ran on Synchronize (`types.Checked`)."""
 ATTACHED = "Attached"
 MAX_PODS_IN_DATA = 32
 """Pods of a shared claim detailed in `data.pods`: ~150 bytes each keeps `data` far below its 10 KiB cap
@@ -47,6 +58,7 @@ def build_entries(
     generation: int = 0,
     plans: Mapping[DeviceRef, DevicePlan] | None = None,
     previous: Sequence[Entry] = (),
+    checks: Mapping[DeviceRef, Checked] | None = None,
 ) -> list[Entry]:
     """All of `driver`'s entries for `claim`, one per allocation result, in allocation order.
 
@@ -72,6 +84,7 @@ def build_entries(
                 generation=generation,
                 now=format_time(now),
                 previous=before.get(key),
+                checked=(checks or {}).get(ref),
             ),
         )
     return entries
@@ -87,6 +100,7 @@ def entries_for(status: ClaimStatus, *, driver: str, previous: Sequence[Entry] =
         generation=status.generation,
         plans=status.plans,
         previous=previous,
+        checks=status.checks,
     )
 
 
@@ -98,11 +112,14 @@ def _entry(
     generation: int,
     now: str,
     previous: Entry | None,
+    checked: Checked | None = None,
 ) -> Entry:
     entry: Entry = {"driver": ref.driver, "pool": ref.pool, "device": ref.device}
     if ref.share_id is not None:
         entry["shareID"] = ref.share_id
     entry["conditions"] = [_ready(state, generation, now, previous)]
+    if checked is not None and isinstance(state, AttachResult | SharedAttach):
+        entry["conditions"].append(_check(checked, generation, now, previous))
     entry["data"] = _data(ref, state, plan)
     network = _network(state)
     if network is not None:
@@ -159,9 +176,21 @@ def _ready(state: DeviceState, generation: int, now: str, previous: Entry | None
     }
 
 
-def _transition_time(status: str, now: str, previous: Entry | None) -> str:
+def _check(checked: Checked, generation: int, now: str, previous: Entry | None) -> Entry:
+    status = "True" if checked.passed else "False"
+    return {
+        "type": CNI_CHECK,
+        "status": status,
+        "reason": "CheckPassed" if checked.passed else "CheckFailed",
+        "message": checked.message,
+        "lastTransitionTime": _transition_time(status, now, previous, CNI_CHECK),
+        "observedGeneration": generation,
+    }
+
+
+def _transition_time(status: str, now: str, previous: Entry | None, kind: str = READY) -> str:
     for condition in (previous or {}).get("conditions", ()):
-        if condition.get("type") == READY and condition.get("status") == status:
+        if condition.get("type") == kind and condition.get("status") == status:
             return str(condition.get("lastTransitionTime", now))
     return now
 

@@ -23,7 +23,7 @@ from draplugin.attachments import AttachmentStore, SandboxRecord
 from draplugin.model import AttachResult, ClaimPlan, DevicePlan, DeviceRef
 from draplugin.planstore import PlanStore
 from draplugin.status.queue import StatusQueue
-from draplugin.status.types import ClaimStatus, DeviceState, Failed, Pending, PodRef, SharedAttach
+from draplugin.status.types import Checked, ClaimStatus, DeviceState, Failed, Pending, PodRef, SharedAttach
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ class StatusReporter:
         self._attachments = attachments
         self._queue = queue
         self._failures: dict[str, dict[_FailureKey, tuple[PodRef, DeviceState]]] = {}
+        self._checks: dict[str, dict[_FailureKey, tuple[PodRef, Checked]]] = {}
+        """The last CNI CHECK per claim, pod and device; an attach or teardown of the pod drops it."""
 
     # --- what changed ---------------------------------------------------------------------------------
 
@@ -68,6 +70,16 @@ class StatusReporter:
                 remembered[(pod.uid, _key(device.ref))] = (pod, state)
             self.report(plan, pod)
 
+    def checked(self, pod: PodRef, ref: DeviceRef, outcome: Checked) -> None:
+        """A CNI CHECK of `pod`'s device ran (on Synchronize): report the claim when the outcome changed."""
+        for plan in self._plans.plans_for_pod(pod.uid):
+            if any(device.ref == ref for device in plan.devices):
+                remembered = self._checks.setdefault(plan.claim.uid, {})
+                key = (pod.uid, _key(ref))
+                if remembered.get(key) != (pod, outcome):
+                    remembered[key] = (pod, outcome)
+                    self.report(plan, pod)
+
     def prepared(self, plan: ClaimPlan) -> None:
         """A claim was (re)prepared: say at once that its devices wait for a pod, or what pods have."""
         self.report(plan)
@@ -75,6 +87,7 @@ class StatusReporter:
     def forget(self, claim_uid: str) -> None:
         """The claim was unprepared: nothing more will be reported for it."""
         self._failures.pop(claim_uid, None)
+        self._checks.pop(claim_uid, None)
         self._queue.forget(claim_uid)
 
     def resync(self) -> int:
@@ -111,7 +124,25 @@ class StatusReporter:
             plans={d.ref: d for d in plan.devices},
             generation=plan.generation,
             pod=pod,
+            checks=self._checks_of(plan),
         )
+
+    def _checks_of(self, plan: ClaimPlan) -> dict[DeviceRef, Checked]:
+        """A failure of any pod wins (named, when several pods hold the claim), else a pass."""
+        remembered = self._checks.get(plan.claim.uid, {})
+        holders = set(plan.pod_uids)
+        found: dict[DeviceRef, Checked] = {}
+        for device in plan.devices:
+            key = _key(device.ref)
+            outcomes = [(pod, c) for (uid, k), (pod, c) in remembered.items() if k == key and uid in holders]
+            failed = [(pod, c) for pod, c in outcomes if not c.passed]
+            if failed:
+                pod, outcome = failed[-1]
+                shown = f"pod {pod}: {outcome.message}" if len(holders) > 1 else outcome.message
+                found[device.ref] = Checked(False, shown)
+            elif outcomes:
+                found[device.ref] = outcomes[-1][1]
+        return found
 
     @staticmethod
     def _state(
@@ -146,6 +177,10 @@ class StatusReporter:
         return Pending()
 
     def _drop_failures(self, claim_uid: str, pod_uid: str) -> None:
+        checks = self._checks.get(claim_uid)
+        if checks:
+            for key in [k for k in checks if k[0] == pod_uid]:
+                del checks[key]
         remembered = self._failures.get(claim_uid)
         if not remembered:
             return

@@ -60,6 +60,16 @@ class SharedAttach:
 DeviceState = AttachResult | SharedAttach | Pending | Failed
 
 
+@dataclass(frozen=True)
+class Checked:
+    """The last CNI CHECK of an attached `cni` device (issue 16): reported as a condition of its own
+    beside Ready, because a failed CHECK does not tear the pod down: the interface is still there,
+    something inside it drifted from what the plugins set up (an address removed, a link renamed)."""
+
+    passed: bool
+    message: str
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -79,6 +89,7 @@ class ClaimStatus:
     plans: Mapping[DeviceRef, DevicePlan] = field(default_factory=dict)
     generation: int = 0
     pod: PodRef | None = None
+    checks: Mapping[DeviceRef, Checked] = field(default_factory=dict)
     observed_at: datetime = field(default_factory=_now)
 
 
