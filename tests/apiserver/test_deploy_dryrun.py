@@ -29,9 +29,12 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "ClusterRole": ("/apis/rbac.authorization.k8s.io/v1", "clusterroles", False),
     "ClusterRoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
     "DaemonSet": ("/apis/apps/v1", "daemonsets", True),
+    "Deployment": ("/apis/apps/v1", "deployments", True),
+    "Service": ("/api/v1", "services", True),
     "DeviceClass": ("/apis/resource.k8s.io/v1", "deviceclasses", False),
     "ValidatingAdmissionPolicy": (ADMISSION, "validatingadmissionpolicies", False),
     "ValidatingAdmissionPolicyBinding": (ADMISSION, "validatingadmissionpolicybindings", False),
+    "ValidatingWebhookConfiguration": (ADMISSION, "validatingwebhookconfigurations", False),
 }
 
 
@@ -100,8 +103,13 @@ def test_plain_manifests_pass_server_side_dry_run(
             "imagePullSecrets[0].name": "regcred",
             "nodeSelector.kubernetes\\.io/os": "linux",
         },
+        {  # the optional webhook with a Secret of the user's (cert-manager's Certificate needs its CRD)
+            "admission.webhook.enabled": "true",
+            "admission.webhook.tls.secretName": "netclaim-webhook-tls",
+            "admission.webhook.tls.caBundle": "QUJD",
+        },
     ],
-    ids=["defaults", "custom"],
+    ids=["defaults", "custom", "webhook"],
 )
 def test_chart_render_passes_server_side_dry_run(
     admin_api: kubernetes.client.ApiClient, namespace: str, suffix: str, values: dict[str, str]

@@ -37,6 +37,21 @@ def test_policy_judges_the_three_kinds_on_create_and_spec_change_only() -> None:
     assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
 
 
+def test_chart_installs_the_policy_by_default_as_deploy_has_it() -> None:
+    """Renamed after the release, its binding following the name; rules and checks as in deploy/."""
+    policy, binding = [d for d in yaml.safe_load_all((DEPLOY / "admission-policy.yaml").read_text()) if d]
+    objects = render({"fullnameOverride": "nc"})
+    chart_policy = only(objects, "ValidatingAdmissionPolicy")
+    chart_binding = only(objects, "ValidatingAdmissionPolicyBinding")
+    assert chart_policy["spec"] == policy["spec"]
+    assert chart_binding["spec"] == {**binding["spec"], "policyName": chart_policy["metadata"]["name"]}
+    assert chart_binding["spec"]["validationActions"] == ["Deny"]
+    warn = only(
+        render({"admission.policy.validationActions": "{Warn,Audit}"}), "ValidatingAdmissionPolicyBinding"
+    )
+    assert warn["spec"]["validationActions"] == ["Warn", "Audit"]
+
+
 WEBHOOK = {
     "admission.webhook.enabled": "true",
     "admission.webhook.tls.secretName": "netclaim-webhook-tls",
