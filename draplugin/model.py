@@ -25,6 +25,8 @@ class DeviceKind(StrEnum):
     SRIOV_VF = "sriov-vf"
     MACVLAN = "macvlan"
     IPVLAN = "ipvlan"
+    VLAN = "vlan"
+    """An 802.1Q/802.1ad sub-interface of a host parent, created in the pod netns (draplugin/devices/vlan)."""
     VETH = "veth"
     DUMMY = "dummy"
     RDMA = "rdma"
@@ -35,7 +37,13 @@ class DeviceKind(StrEnum):
     @property
     def is_virtual(self) -> bool:
         """Virtual links are created in the pod netns and deleted at teardown; others are moved."""
-        return self in (DeviceKind.MACVLAN, DeviceKind.IPVLAN, DeviceKind.VETH, DeviceKind.DUMMY)
+        return self in (
+            DeviceKind.MACVLAN,
+            DeviceKind.IPVLAN,
+            DeviceKind.VLAN,
+            DeviceKind.VETH,
+            DeviceKind.DUMMY,
+        )
 
     @property
     def has_netdev(self) -> bool:
@@ -88,6 +96,10 @@ class NetdevSpec:
     """macvlan mode (bridge, private, vepa, passthru) or ipvlan mode (l2, l3, l3s)."""
     host_interface_name: str | None = None
     """veth only: name of the host-side end."""
+    vlan_id: int | None = None
+    """vlan only: the VLAN ID (1-4094), required for that kind."""
+    vlan_protocol: str | None = None
+    """vlan only: `802.1Q` or `802.1ad` (draplugin/devices/modes.VLAN_PROTOCOLS)."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +138,7 @@ class DevicePlan:
     """Everything the NRI hook needs to attach one device, computed ahead of time.
 
     `host_name` is the host netdev the plan starts from: the device itself for host-device/sriov-vf,
-    the parent for macvlan/ipvlan, unset for veth/dummy/rdma.
+    the parent for macvlan/ipvlan/vlan, unset for veth/dummy/rdma.
     """
 
     ref: DeviceRef

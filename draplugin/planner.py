@@ -12,7 +12,7 @@ import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from draplugin.allocation import AllocatedClaim, OpaqueConfig
 from draplugin.cni import plan as cni_plan
@@ -28,7 +28,7 @@ from draplugin.config.ipam import check_ipam
 from draplugin.devices import modes
 from draplugin.devices.base import PlanInvalid
 from draplugin.devices.registry import default_registry
-from draplugin.devices.rules import netdev_problems
+from draplugin.devices.rules import merged_problems, netdev_problems
 from draplugin.ipam.pool import Pool, build_pool
 from draplugin.model import (
     CharDevice,
@@ -45,7 +45,12 @@ MAX_REPORTED = 20
 """Problems a refusal spells out: a config with ten thousand unknown keys must not become a
 megabyte of claim condition, Event and log line; the first ones are what the author fixes first."""
 _HANDLERS = default_registry()
-_SECTION_KINDS = {"macvlan": DeviceKind.MACVLAN, "ipvlan": DeviceKind.IPVLAN, "veth": DeviceKind.VETH}
+_SECTION_KINDS = {
+    "macvlan": DeviceKind.MACVLAN,
+    "ipvlan": DeviceKind.IPVLAN,
+    "vlan": DeviceKind.VLAN,
+    "veth": DeviceKind.VETH,
+}
 
 
 class DeviceLookup(Protocol):
@@ -162,6 +167,10 @@ def _plan_device(
         path = f"device {ref.pool}/{ref.device}"
         raise ConfigError([FieldError(path, "not published by this node's driver")])
     config = _layered_config(claim.configs_for(driver, ref.request), published)
+    vlan = config.netdev.vlan if config.netdev is not None else None
+    missing = merged_problems(published.kind, vlan_id=vlan.id if vlan is not None else None)
+    if missing:
+        raise ConfigError(missing)
     netdev = _netdev_spec(config, published, _suffix(claim, ref)) if published.kind.has_netdev else None
     cni = None
     if published.kind is DeviceKind.CNI:
@@ -286,7 +295,19 @@ def _netdev_spec(config: NetworkConfig, device: PublishedDevice, suffix: str) ->
         routes=netdev.routes or (),
         mode=_mode_of(netdev, device.kind) or (table.default if table is not None else None),
         host_interface_name=netdev.veth.host_interface_name if netdev.veth else None,
+        **_vlan_settings(netdev, device.kind),
     )
+
+
+def _vlan_settings(netdev: NetdevConfig, kind: DeviceKind) -> dict[str, Any]:
+    """ID and protocol (defaulted) for vlan devices; nothing for the others, whose plans stay as before."""
+    if kind is not DeviceKind.VLAN:
+        return {}
+    vlan = netdev.vlan
+    return {
+        "vlan_id": vlan.id if vlan is not None else None,
+        "vlan_protocol": (vlan.protocol if vlan is not None else None) or modes.VLAN_PROTOCOLS.default,
+    }
 
 
 def _char_devices(config: NetworkConfig, device: PublishedDevice) -> tuple[CharDevice, ...]:

@@ -197,7 +197,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--parents",
         type=_names,
         default=None,
-        help="comma list of macvlan/ipvlan parents (default: NICs, bonds, VLANs off the uplink)",
+        help="comma list of macvlan/ipvlan/vlan parents (default: NICs, bonds, VLANs off the uplink)",
     )
     parser.add_argument(
         "--virtual-kinds",

@@ -19,7 +19,8 @@ import yaml
 
 from draplugin.config import fields
 from draplugin.config import parse as parser
-from draplugin.config.types import API_VERSION, IPVLAN_MODES, KIND, MACVLAN_MODES
+from draplugin.config.types import API_VERSION, IPVLAN_MODES, KIND, MACVLAN_MODES, VLAN_PROTOCOLS
+from draplugin.devices.modes import VLAN_IDS
 from draplugin.devices.rules import POD_OWN_INTERFACES
 from draplugin.model import DRIVER_NAME, DeviceKind
 
@@ -167,6 +168,7 @@ validations = [
             "routes",
             "macvlan",
             "ipvlan",
+            "vlan",
             "veth",
         ],
     ),
@@ -221,6 +223,25 @@ validations = [
         f"{N}.ipvlan.mode",
         f"has({N}.ipvlan) && type({N}.ipvlan) == map && has({N}.ipvlan.mode)",
         IPVLAN_MODES,
+    ),
+    section("netdev.vlan", f"{N}.vlan", f"has({N}.vlan)"),
+    check(
+        "objects",
+        f"!(has({N}.vlan) && type({N}.vlan) == map) || {N}.vlan.all(k, k in ['id', 'protocol'])",
+        s(".netdev.vlan.")
+        + f" + {N}.vlan.filter(k, !(k in ['id', 'protocol']))[0] + "
+        + s(": unknown field (known: id, protocol)"),
+    ),
+    check(
+        "objects",
+        f"!(has({N}.vlan) && type({N}.vlan) == map && has({N}.vlan.id)) || (type({N}.vlan.id) == int && {N}.vlan.id >= {VLAN_IDS.start} && {N}.vlan.id <= {VLAN_IDS.stop - 1})",
+        s(f".netdev.vlan.id: must be between {VLAN_IDS.start} and {VLAN_IDS.stop - 1}"),
+    ),
+    enum(
+        "netdev.vlan.protocol",
+        f"{N}.vlan.protocol",
+        f"has({N}.vlan) && type({N}.vlan) == map && has({N}.vlan.protocol)",
+        VLAN_PROTOCOLS,
     ),
     section("netdev.veth", f"{N}.veth", f"has({N}.veth)"),
     *name_checks(

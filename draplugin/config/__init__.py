@@ -13,6 +13,7 @@ from draplugin.config.types import (
     NetworkConfig,
     RdmaConfig,
     VethConfig,
+    VlanConfig,
 )
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "NetworkConfig",
     "RdmaConfig",
     "VethConfig",
+    "VlanConfig",
     "merge_configs",
     "parse_network_config",
 ]

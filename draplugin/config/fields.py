@@ -10,6 +10,8 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from draplugin.devices import modes
+
 IFNAMSIZ = 16
 """The kernel's interface-name buffer (linux/if.h), trailing NUL included."""
 MAX_INTERFACE_NAME_BYTES = IFNAMSIZ - 1
@@ -86,6 +88,14 @@ def mtu(value: object) -> int:
         raise Invalid(f"must be ≥ {MIN_MTU}")
     if number > MAX_MTU:
         raise Invalid(f"must be ≤ {MAX_MTU}")
+    return number
+
+
+def vlan_id(value: object) -> int:
+    """An 802.1Q VLAN ID; 0 (priority tags only) and 4095 are reserved, and the kernel refuses them."""
+    number = integer(value)
+    if number not in modes.VLAN_IDS:
+        raise Invalid(f"must be between {modes.VLAN_IDS.start} and {modes.VLAN_IDS.stop - 1}")
     return number
 
 

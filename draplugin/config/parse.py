@@ -24,6 +24,7 @@ from draplugin.config.types import (
     NetworkConfig,
     RdmaConfig,
     VethConfig,
+    VlanConfig,
 )
 from draplugin.devices import modes
 from draplugin.model import DeviceKind, Route
@@ -120,7 +121,7 @@ def _section(
 
 def _netdev(raw: object, path: str, errors: Errors) -> NetdevConfig | None:
     known = ("kind", "interfaceName", "mtu", "hardwareAddress", "addresses", "routes", "macvlan", "ipvlan")
-    obj = _object(raw, path, (*known, "veth", "ipam"), errors)
+    obj = _object(raw, path, (*known, "vlan", "veth", "ipam"), errors)
     if obj is None:
         return None
     return NetdevConfig(
@@ -132,6 +133,7 @@ def _netdev(raw: object, path: str, errors: Errors) -> NetdevConfig | None:
         routes=_section(obj, "routes", path, _routes, errors),
         macvlan=_section(obj, "macvlan", path, _macvlan, errors),
         ipvlan=_section(obj, "ipvlan", path, _ipvlan, errors),
+        vlan=_section(obj, "vlan", path, _vlan, errors),
         veth=_section(obj, "veth", path, _veth, errors),
         ipam=_section(obj, "ipam", path, _ipam, errors),
     )
@@ -223,6 +225,20 @@ def _mode_section(
 
 _macvlan = _mode_section(modes.MACVLAN, MacvlanConfig)
 _ipvlan = _mode_section(modes.IPVLAN, IpvlanConfig)
+
+
+def _vlan(raw: object, path: str, errors: Errors) -> VlanConfig | None:
+    obj = _object(raw, path, ("id", "protocol"), errors)
+    if obj is None:
+        return None
+    return VlanConfig(
+        id=_value(obj, "id", path, fields.vlan_id, errors),
+        protocol=_value(obj, "protocol", path, _vlan_protocol, errors),
+    )
+
+
+def _vlan_protocol(value: object) -> str:
+    return fields.one_of(value, modes.VLAN_PROTOCOLS.names)
 
 
 def _veth(raw: object, path: str, errors: Errors) -> VethConfig | None:

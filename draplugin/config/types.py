@@ -21,6 +21,7 @@ KIND = "NetworkConfig"
 
 MACVLAN_MODES = modes.MACVLAN.names
 IPVLAN_MODES = modes.IPVLAN.names
+VLAN_PROTOCOLS = modes.VLAN_PROTOCOLS.names
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,15 @@ class MacvlanConfig:
 @dataclass(frozen=True)
 class IpvlanConfig:
     mode: str | None = None
+
+
+@dataclass(frozen=True)
+class VlanConfig:
+    """`netdev.vlan`; `id` is required once class and claim configs are merged (a class may fix the
+    protocol and leave the ID to each claim)."""
+
+    id: int | None = None
+    protocol: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,7 @@ class NetdevConfig:
     routes: tuple[Route, ...] | None = None
     macvlan: MacvlanConfig | None = None
     ipvlan: IpvlanConfig | None = None
+    vlan: VlanConfig | None = None
     veth: VethConfig | None = None
     ipam: IpamConfig | None = None
 

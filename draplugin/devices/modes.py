@@ -1,4 +1,5 @@
-"""The macvlan and ipvlan mode tables: names users write, the kernel's values, and each kind's default.
+"""The macvlan and ipvlan mode tables and the vlan protocols and ID range: names users write, the
+kernel's values, and each kind's default.
 
 One table per kind serves the config parser (which names are valid), the planner (the default) and
 the handlers (the IFLA_MACVLAN_MODE / IFLA_IPVLAN_MODE value), so the three can no longer disagree.
@@ -50,3 +51,14 @@ IPVLAN = ModeTable(
     default="l2",
 )
 BY_KIND: Mapping[DeviceKind, ModeTable] = MappingProxyType({t.kind: t for t in (MACVLAN, IPVLAN)})
+
+VLAN_PROTOCOLS = ModeTable(
+    DeviceKind.VLAN,
+    "vlan",
+    MappingProxyType({"802.1Q": 0x8100, "802.1ad": 0x88A8}),  # ETH_P_8021Q, ETH_P_8021AD
+    default="802.1Q",
+)
+"""vlan's `protocol` (IFLA_VLAN_PROTOCOL) has the shape of a mode table but lives under
+`netdev.vlan.protocol`, so it stays out of BY_KIND (whose entries are `netdev.<section>.mode`)."""
+VLAN_IDS = range(1, 4095)
+"""IFLA_VLAN_ID the kernel accepts: 0 (priority tagging only) and 4095 are reserved by 802.1Q."""

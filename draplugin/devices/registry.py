@@ -14,6 +14,7 @@ from draplugin.devices.rdma import RdmaHandler
 from draplugin.devices.roce import RoceHandler
 from draplugin.devices.sriov_vf import SriovVfHandler
 from draplugin.devices.veth import VethHandler
+from draplugin.devices.vlan import VlanHandler
 from draplugin.model import DeviceKind, DevicePlan
 
 
@@ -44,6 +45,7 @@ def default_registry(cni: CniHandler | None = None) -> Registry:
             SriovVfHandler(),
             MacvlanHandler(),
             IpvlanHandler(),
+            VlanHandler(),
             VethHandler(),
             DummyHandler(),
             RdmaHandler(),

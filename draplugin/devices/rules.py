@@ -42,15 +42,39 @@ def netdev_problems(
     return problems
 
 
+def merged_problems(kind: DeviceKind, *, vlan_id: int | None) -> list[FieldError]:
+    """Rules only the merged config (class, then claim) can meet: a class may fix a vlan's protocol
+    and leave the ID to each claim, so no single entry is at fault when the ID is missing."""
+    if kind is DeviceKind.VLAN and vlan_id is None:
+        message = "required for vlan devices (in the class's or the claim's config)"
+        return [FieldError("netdev.vlan.id", message)]
+    return []
+
+
 def spec_problems(kind: DeviceKind, spec: NetdevSpec) -> list[FieldError]:
     """The same rules over a finished plan's settings: the hook's guard."""
-    return netdev_problems(
+    problems = netdev_problems(
         kind,
         interface_name=spec.interface_name,
         hardware_address=spec.hardware_address,
         mode=spec.mode,
         host_interface_name=spec.host_interface_name,
     )
+    return problems + merged_problems(kind, vlan_id=spec.vlan_id) + _vlan_values(kind, spec)
+
+
+def _vlan_values(kind: DeviceKind, spec: NetdevSpec) -> list[FieldError]:
+    """The parser checked these in the config; a plan from a hand-edited or foreign checkpoint did not."""
+    if kind is not DeviceKind.VLAN:
+        present = spec.vlan_id is not None or spec.vlan_protocol is not None
+        return [FieldError("netdev.vlan", f"only for vlan devices, not {kind}")] if present else []
+    problems = []
+    if spec.vlan_id is not None and spec.vlan_id not in modes.VLAN_IDS:
+        problems.append(FieldError("netdev.vlan.id", f"{spec.vlan_id} is not a VLAN ID (1-4094)"))
+    if spec.vlan_protocol is not None and spec.vlan_protocol not in modes.VLAN_PROTOCOLS.values:
+        choices = ", ".join(modes.VLAN_PROTOCOLS.names)
+        problems.append(FieldError("netdev.vlan.protocol", f"must be one of {choices}"))
+    return problems
 
 
 def _interface_name(name: str | None) -> list[FieldError]:

@@ -47,7 +47,8 @@ HOST_OWNED_KINDS = frozenset({"bond", "team", "ifb", "tun", "nlmon"})
 # kind) and the aggregates/VLANs people put macvlans on. Bridges (cni0, docker0...) and veths belong to
 # other networking on the node and are parents only when configured by name.
 AUTO_PARENT_KINDS = frozenset({None, "bond", "vlan", "team"})
-MULTI_KINDS = (DeviceKind.MACVLAN, DeviceKind.IPVLAN)
+MULTI_KINDS = (DeviceKind.MACVLAN, DeviceKind.IPVLAN, DeviceKind.VLAN)
+"""Kinds offered once per parent (`<kind>-<parent>`), each only when listed in `virtual_kinds`."""
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,7 @@ def _exclusion(
 def parents(
     snapshot: LinkSnapshot, facts: Mapping[str, SysfsFacts], policy: FilterPolicy = DEFAULT_POLICY
 ) -> list[LinkInfo]:
-    """Links that may parent macvlan/ipvlan devices, in snapshot order.
+    """Links that may parent macvlan/ipvlan/vlan devices, in snapshot order.
 
     Automatic choice skips VFs: they exist to be passed through, and a node with 1,000 VFs would
     otherwise publish 2,000 shared devices nobody asked for.

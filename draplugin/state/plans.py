@@ -70,7 +70,13 @@ def _netdev_to_dict(spec: NetdevSpec) -> dict[str, Any]:
         ],
         "mode": spec.mode,
         "hostInterfaceName": spec.host_interface_name,
+        # Only vlan plans carry the key, so every other plan keeps the bytes it had before vlan.
+        **({"vlan": {"id": spec.vlan_id, "protocol": spec.vlan_protocol}} if _has_vlan(spec) else {}),
     }
+
+
+def _has_vlan(spec: NetdevSpec) -> bool:
+    return spec.vlan_id is not None or spec.vlan_protocol is not None
 
 
 def plan_from_dict(value: object) -> ClaimPlan:
@@ -116,7 +122,15 @@ def _netdev_from_dict(value: object) -> NetdevSpec:
         routes=tuple(items(data["routes"], _route_from_dict, "routes")),
         mode=opt_string(data["mode"]),
         host_interface_name=opt_string(data["hostInterfaceName"]),
+        **_vlan_from_dict(data.get("vlan")),
     )
+
+
+def _vlan_from_dict(value: object) -> dict[str, Any]:
+    if value is None:
+        return {}
+    data = obj(value)
+    return {"vlan_id": opt_integer(data["id"]), "vlan_protocol": opt_string(data["protocol"])}
 
 
 def _route_from_dict(value: object) -> Route:

@@ -80,6 +80,15 @@ BAD: tuple[Case, ...] = (
     Case("routes-too-many", params(netdev={"routes": _routes(33)}), "netdev.routes"),
     Case("macvlan-mode", params(netdev={"macvlan": {"mode": "fast"}}), "netdev.macvlan.mode"),
     Case("ipvlan-mode", params(netdev={"ipvlan": {"mode": "l4"}}), "netdev.ipvlan.mode", device="ipvlan-up0"),
+    Case("vlan-id-zero", params(netdev={"vlan": {"id": 0}}), "netdev.vlan.id", device="vlan-up0"),
+    Case("vlan-id-string", params(netdev={"vlan": {"id": "7"}}), "netdev.vlan.id", device="vlan-up0"),
+    Case(
+        "vlan-protocol",
+        params(netdev={"vlan": {"protocol": "QinQ"}}),
+        "netdev.vlan.protocol",
+        device="vlan-up0",
+    ),
+    Case("vlan-unknown-field", params(netdev={"vlan": {"vid": 7}}), "netdev.vlan.vid", device="vlan-up0"),
     Case(
         "veth-host-name-long",
         params(netdev={"veth": {"hostInterfaceName": "h" * 16}}),
@@ -152,6 +161,12 @@ GOOD: tuple[Case, ...] = (
         "",
     ),
     Case("veth", params(netdev={"veth": {"hostInterfaceName": "vh0"}}), "", device="veth"),
+    Case(
+        "vlan",
+        params(netdev={"kind": "vlan", "vlan": {"id": 4094, "protocol": "802.1ad"}}),
+        "",
+        device="vlan-up0",
+    ),
     Case("rdma", params(rdma={"devices": ["uverbs0", "rdma_cm"]}), "", device="rdma-mlx0"),
     Case("utf8-name-15-bytes", params(netdev={"interfaceName": "é" * 7 + "x"}), ""),
 )

@@ -28,6 +28,9 @@ DEVICES: dict[str, PublishedDevice] = {
         name="macvlan-up0", kind=DeviceKind.MACVLAN, host_name="up0", multi_allocatable=True
     ),
     "ipvlan-up0": PublishedDevice(name="ipvlan-up0", kind=DeviceKind.IPVLAN, host_name="up0"),
+    "vlan-up0": PublishedDevice(
+        name="vlan-up0", kind=DeviceKind.VLAN, host_name="up0", multi_allocatable=True
+    ),
     "veth": PublishedDevice(name="veth", kind=DeviceKind.VETH, host_name=None, multi_allocatable=True),
     "rdma-mlx0": PublishedDevice(
         name="rdma-mlx0",

@@ -15,7 +15,8 @@ import yaml
 from draplugin.config import ConfigError, parse_network_config
 from draplugin.config import fields as rules
 from draplugin.config import parse as parser
-from draplugin.config.types import IPVLAN_MODES, MACVLAN_MODES
+from draplugin.config.types import IPVLAN_MODES, MACVLAN_MODES, VLAN_PROTOCOLS
+from draplugin.devices.modes import VLAN_IDS
 from draplugin.model import DeviceKind
 
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
@@ -60,6 +61,7 @@ SECTIONS: dict[str, tuple[dict[str, Any], Callable[[str], dict[str, Any]]]] = {
         lambda f: base(netdev={"macvlan": {f: None}}),
     ),
     "netdev.ipvlan": (DEFS["netdev"]["properties"]["ipvlan"], lambda f: base(netdev={"ipvlan": {f: None}})),
+    "netdev.vlan": (DEFS["netdev"]["properties"]["vlan"], lambda f: base(netdev={"vlan": {f: None}})),
     "netdev.veth": (DEFS["netdev"]["properties"]["veth"], lambda f: base(netdev={"veth": {f: None}})),
     "netdev.routes[0]": (DEFS["route"], lambda f: base(netdev={"routes": [{f: None}]})),
     "netdev.ipam": (DEFS["ipam"], lambda f: base(netdev={"ipam": {f: None}})),
@@ -87,6 +89,9 @@ def test_schema_enums_and_limits_match_the_validator() -> None:
     assert netdev["kind"]["enum"] == [k.value for k in DeviceKind]
     assert tuple(netdev["macvlan"]["properties"]["mode"]["enum"]) == MACVLAN_MODES
     assert tuple(netdev["ipvlan"]["properties"]["mode"]["enum"]) == IPVLAN_MODES
+    vlan = netdev["vlan"]["properties"]
+    assert tuple(vlan["protocol"]["enum"]) == VLAN_PROTOCOLS
+    assert (vlan["id"]["minimum"], vlan["id"]["maximum"]) == (VLAN_IDS.start, VLAN_IDS.stop - 1)
     assert (netdev["mtu"]["minimum"], netdev["mtu"]["maximum"]) == (rules.MIN_MTU, rules.MAX_MTU)
     assert netdev["addresses"]["maxItems"] == parser.MAX_ADDRESSES
     assert netdev["routes"]["maxItems"] == parser.MAX_ROUTES
