@@ -7,6 +7,7 @@ silent, and the resend doubles as a liveness signal for the kubelet's health tim
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
@@ -15,6 +16,8 @@ from draplugin.pb.drahealth.v1 import api_pb2 as v1
 from draplugin.pb.drahealth.v1 import api_pb2_grpc as v1_grpc
 from draplugin.pb.drahealth.v1alpha1 import api_pb2 as v1alpha1
 from draplugin.pb.drahealth.v1alpha1 import api_pb2_grpc as v1alpha1_grpc
+
+log = logging.getLogger(__name__)
 
 RESEND_SECONDS = 4.0
 SUPPORTED_VERSIONS = ("v1.DRAResourceHealth", "v1alpha1.DRAResourceHealth")
@@ -41,11 +44,17 @@ def response(board: HealthBoard, pb: _Messages) -> Any:
     )
 
 
-async def stream(board: HealthBoard, pb: _Messages, resend: float) -> AsyncIterator[Any]:
-    version = board.version
-    while True:
-        yield response(board, pb)
-        version = await board.wait_change(version, resend)
+async def stream(board: HealthBoard, pb: _Messages, resend: float, api: str) -> AsyncIterator[Any]:
+    """Until the kubelet goes away. Opening and closing are logged: the one sign in the driver's log that
+    the kubelet watches health at all, and with which API version (it picks the newest it knows)."""
+    log.info("kubelet opened a %s.DRAResourceHealth stream", api)
+    try:
+        version = board.version
+        while True:
+            yield response(board, pb)
+            version = await board.wait_change(version, resend)
+    finally:
+        log.info("kubelet closed its %s.DRAResourceHealth stream", api)
 
 
 class HealthServiceV1(v1_grpc.DRAResourceHealthServicer):
@@ -55,7 +64,7 @@ class HealthServiceV1(v1_grpc.DRAResourceHealthServicer):
     async def NodeWatchResources(
         self, request: v1.NodeWatchResourcesRequest, context: Any
     ) -> AsyncIterator[v1.NodeWatchResourcesResponse]:
-        async for message in stream(self.board, v1, self.resend):
+        async for message in stream(self.board, v1, self.resend, "v1"):
             yield message
 
 
@@ -66,5 +75,5 @@ class HealthServiceV1alpha1(v1alpha1_grpc.DRAResourceHealthServicer):
     async def NodeWatchResources(
         self, request: v1alpha1.NodeWatchResourcesRequest, context: Any
     ) -> AsyncIterator[v1alpha1.NodeWatchResourcesResponse]:
-        async for message in stream(self.board, v1alpha1, self.resend):
+        async for message in stream(self.board, v1alpha1, self.resend, "v1alpha1"):
             yield message

@@ -146,7 +146,7 @@ async def test_stream_repeats_the_list_when_nothing_changes() -> None:
     """kubelet 1.36 logs an error every 5 s against a silent plugin: resend before that."""
     board = HealthBoard()
     board.observe({NIC: (Health.HEALTHY, "up")})
-    messages = stream(board, h1, resend=0.05)
+    messages = stream(board, h1, resend=0.05, api="v1")
     started = asyncio.get_running_loop().time()
     got = [await anext(messages) for _ in range(4)]
     assert asyncio.get_running_loop().time() - started >= 0.15
