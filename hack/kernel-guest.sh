@@ -25,8 +25,9 @@
 # log is shown.
 set -euo pipefail
 
-# Modules the tests need in the guest: the link kinds netclaim creates, and soft RoCE for RDMA.
-GUEST_MODULES=(dummy ipvlan macvlan veth 8021q rdma_rxe)
+# Modules the tests need in the guest: the link kinds netclaim creates, soft RoCE for RDMA, and rdma_ucm for
+# the /dev/infiniband/rdma_cm node (the connection manager every RDMA pod gets).
+GUEST_MODULES=(dummy ipvlan macvlan veth 8021q rdma_rxe rdma_ucm)
 
 # --- stage 2: the guest's init -----------------------------------------------------------------------------
 if [ "${1:-}" = "--stage2" ]; then

@@ -66,8 +66,8 @@ class FilterPolicy:
     """veth ends to offer even though their peer is in another namespace (a lab's stand-in NIC)."""
     rdma: bool = True
     """Offer RDMA: one shared `rdma` device per PF/HCA ib device and a `roce` twin of each publishable
-    RoCE netdev. Off for nodes whose kernel runs RDMA in exclusive netns mode, which this driver does
-    not handle. `exclude` applies to ib device names too."""
+    RoCE netdev. In exclusive RDMA netns mode, which this driver does not handle, the inventory
+    detects the mode (RDMA netlink) and offers none. `exclude` applies to ib device names too."""
     device_filter: DeviceFilter | None = None
     """The operator's include/exclude rules (names, PCI addresses, drivers, CEL), applied to the built
     devices after the safety rules above (`devicefilter.screen`); None publishes all they allow."""

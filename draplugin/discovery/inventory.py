@@ -10,6 +10,7 @@ domain and `slices` qualifies them as `netclaim.dev/<key>`.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -27,6 +28,9 @@ from draplugin.discovery.netlink import LinkInfo, LinkSnapshot, read_links
 from draplugin.discovery.rdma import RdmaInfo, RdmaRoots, read_rdma
 from draplugin.discovery.sysfs import SysfsFacts, SysfsReader
 from draplugin.model import AttributeValue, DeviceKind, PublishedDevice
+from draplugin.rdma_netlink import EXCLUSIVE, netns_mode
+
+log = logging.getLogger(__name__)
 
 SLOTS = "slots"
 VETH_DEVICE = "veth"
@@ -165,6 +169,14 @@ def _rdma_device(name: str, info: RdmaInfo, slots: int) -> PublishedDevice:
     )
 
 
+def live_rdma_mode() -> str | None:
+    """The kernel's RDMA netns mode (`shared`/`exclusive`); None where it has no RDMA netlink (no ib_core)."""
+    try:
+        return netns_mode()
+    except OSError:
+        return None
+
+
 class Inventory:
     """Rediscovers on demand and remembers the last result for `lookup`.
 
@@ -180,12 +192,17 @@ class Inventory:
         policy: FilterPolicy | None = None,
         allocated: Callable[[], Collection[str]] = frozenset,
         dev_root: Path = Path("/dev"),
+        *,
+        rdma_mode: Callable[[], str | None] = live_rdma_mode,
     ) -> None:
         self.netns = netns
         self.sysfs = sysfs or SysfsReader()
         self.rdma_roots = RdmaRoots(sys=self.sysfs.root, dev=dev_root)
         self.policy = policy or FilterPolicy()
         self.allocated = allocated
+        self.rdma_mode = rdma_mode
+        self.rdma_withheld = False
+        """True while the kernel runs RDMA in exclusive netns mode and RDMA devices are not offered."""
         self._devices: dict[str, PublishedDevice] = {}
         self.decisions: list[Decision] = []
 
@@ -217,7 +234,17 @@ class Inventory:
 
     def _read_sysfs(self, names: list[str]) -> tuple[dict[str, SysfsFacts], list[RdmaInfo]]:
         rdma = read_rdma(self.rdma_roots) if self.policy.rdma else []
-        return self.sysfs.facts_for(names), rdma
+        withheld = bool(rdma) and self.rdma_mode() == EXCLUSIVE
+        if withheld and not self.rdma_withheld:
+            names_seen = ", ".join(info.name for info in rdma)
+            log.warning(
+                "RDMA devices %s not offered: the kernel runs RDMA in exclusive netns mode (`rdma system "
+                "show`), where a pod sees an ib device only once it is moved into its netns, which netclaim "
+                "does not do; `rdma system set netns shared` (or ib_core netns_mode=1) offers them",
+                names_seen,
+            )
+        self.rdma_withheld = withheld
+        return self.sysfs.facts_for(names), [] if withheld else rdma
 
     def update(
         self, snapshot: LinkSnapshot, facts: Mapping[str, SysfsFacts], rdma: Sequence[RdmaInfo] = ()
