@@ -17,7 +17,7 @@ from typing import Protocol
 
 from draplugin.allocation import AllocatedClaim
 from draplugin.ipam.allocator import Allocator, PoolExhausted
-from draplugin.model import ClaimPlan, ClaimRef, DeviceRef
+from draplugin.model import ClaimPlan, ClaimRef, DeviceKind, DeviceRef
 from draplugin.planner import DeviceLookup, PlanError, assign_addresses, plan_claim_with_pools
 from draplugin.planstore import PlanStore
 
@@ -87,7 +87,7 @@ class Preparer:
     async def _prepare(self, claims: Sequence[ClaimRef]) -> dict[str, PrepareResult]:
         fresh = [ref for ref in claims if self._store.get(ref.uid) is None]
         outcomes: list[ClaimPlan | _Failed] = list(await asyncio.gather(*(self._plan(ref) for ref in claims)))
-        for uses in (_moved_host_devices, _pod_interface_names):
+        for uses in (_moved_host_devices, _pod_interface_names, _vlan_ids):
             outcomes = _refuse_clashes(outcomes, self._store.all(), uses)
         plans = [outcome for outcome in outcomes if isinstance(outcome, ClaimPlan)]
         try:
@@ -236,6 +236,22 @@ def _pod_interface_names(plan: ClaimPlan) -> list[_Use]:
         for device in plan.devices
         if device.netdev is not None
         for pod in plan.pod_uids
+    ]
+
+
+def _vlan_ids(plan: ClaimPlan) -> list[_Use]:
+    """VLAN IDs on host parents: the kernel lets a parent carry each (protocol, ID) once, in whatever
+    netns its child lives, so a second claim on the node with the same one would fail its pod at
+    RunPodSandbox. (A claim shared by two pods of one node still meets that at the second attach.)"""
+    return [
+        _Use(
+            ("vlan", device.host_name or "", device.netdev.vlan_protocol or "", str(device.netdev.vlan_id)),
+            device.ref,
+            f"netdev.vlan.id: VLAN {device.netdev.vlan_id} ({device.netdev.vlan_protocol}) on parent "
+            f"{device.host_name} is taken",
+        )
+        for device in plan.devices
+        if device.kind is DeviceKind.VLAN and device.netdev is not None and device.netdev.vlan_id is not None
     ]
 
 

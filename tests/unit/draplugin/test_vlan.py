@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 from discovery_builders import NODE
 from draplugin_builders import DEVICES, DRIVER, claim, claim_config, class_config, device, params
+from test_prepare_domain import FakeReader, make
 
+from draplugin.allocation import AllocatedClaim
 from draplugin.config import ConfigError, VlanConfig, parse_network_config
 from draplugin.devices.base import AttachContext, PlanInvalid
 from draplugin.devices.registry import default_registry
@@ -210,3 +213,25 @@ def test_status_data_names_kind_parent_and_id() -> None:
         "vlanId": 12,
         "vlanProtocol": "802.1Q",
     }
+
+
+def _vlan_claim(name: str, vlan: dict[str, Any], pod: str) -> AllocatedClaim:
+    config = claim_config(0, params(netdev={"vlan": vlan}))
+    return claim(name, device("nic", "vlan-up0"), configs=(config,), pods=(pod,))
+
+
+async def test_a_vlan_id_taken_on_the_parent_fails_the_next_claim_at_prepare(tmp_path: Path) -> None:
+    """The parent carries each (protocol, ID) once on the node, whichever pod holds it."""
+    first = _vlan_claim("first", {"id": 100}, "pod-1")
+    same = _vlan_claim("same", {"id": 100}, "pod-2")
+    other_id = _vlan_claim("other-id", {"id": 101}, "pod-2")
+    other_protocol = _vlan_claim("qinq", {"id": 100, "protocol": "802.1ad"}, "pod-3")
+    preparer, store, _ = make(tmp_path, FakeReader(first, same, other_id, other_protocol))
+    results = await preparer.prepare([first.ref, same.ref, other_id.ref, other_protocol.ref])
+    assert results[same.ref.uid].error == (
+        "claim ns/same, request nic: netdev.vlan.id: VLAN 100 (802.1Q) on parent up0 is taken, "
+        "already prepared for claim ns/first"
+    )
+    assert [results[c.ref.uid].error for c in (first, other_id, other_protocol)] == [None, None, None]
+    assert {p.claim.name for p in store.all()} == {"first", "other-id", "qinq"}
+    assert (await preparer.prepare([first.ref]))[first.ref.uid].error is None, "the holder's retry"
