@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from draplugin.allocation import AllocatedClaim
+from draplugin.cdi.specdir import CdiSpecDir
 from draplugin.ipam.allocator import Allocator, PoolExhausted
 from draplugin.model import ClaimPlan, ClaimRef, DeviceKind, DeviceRef
 from draplugin.planner import DeviceLookup, PlanError, assign_addresses, plan_claim_with_pools
@@ -48,6 +49,9 @@ class PrepareResult:
 
     devices: tuple[DeviceRef, ...] = ()
     error: str | None = None
+    cdi_device_ids: Mapping[DeviceRef, str] = field(default_factory=dict)
+    """The CDI device id of each device the runtime moves itself (CDI attach mode); kubelet hands it to
+    the runtime for every container that references the claim."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class Preparer:
         cleanup: CleanupHook = no_cleanup,
         allocator: Allocator | None = None,
         finish: PlanFinisher | None = None,
+        cdi: CdiSpecDir | None = None,
     ) -> None:
         self.driver = driver
         self.node = node
@@ -76,6 +81,7 @@ class Preparer:
         self._cleanup = cleanup
         self._allocator = allocator
         self._finish = finish
+        self._cdi = cdi
 
     async def prepare(self, claims: Sequence[ClaimRef]) -> dict[str, PrepareResult]:
         """Results keyed by claim UID, one per requested claim."""
@@ -96,7 +102,24 @@ class Preparer:
             log.exception("checkpoint write failed")
             outcomes = [_Failed(f"claim {ref}: cannot checkpoint the plan: {error}") for ref in claims]
         await self._release_failed(fresh, dict(zip(claims, outcomes, strict=True)))
-        return {ref.uid: _result(outcome) for ref, outcome in zip(claims, outcomes, strict=True)}
+        return {ref.uid: await self._with_cdi(outcome) for ref, outcome in zip(claims, outcomes, strict=True)}
+
+    async def _with_cdi(self, outcome: ClaimPlan | _Failed) -> PrepareResult:
+        """Writes the claim's CDI specs (CDI mode) after its plan is checkpointed.
+
+        A failed write fails the claim but keeps its plan and addresses: kubelet retries Prepare, which
+        reuses the plan and writes again, or unprepares, which removes both."""
+        result = _result(outcome)
+        if self._cdi is None or not isinstance(outcome, ClaimPlan):
+            return result
+        try:
+            ids = await asyncio.to_thread(self._cdi.write, outcome)
+        except (OSError, ValueError) as error:
+            log.warning("writing CDI specs of claim %s failed: %s", outcome.claim, error)
+            return PrepareResult(
+                error=f"claim {outcome.claim}: cannot write its CDI spec in {self._cdi.directory}: {error}"
+            )
+        return dataclasses.replace(result, cdi_device_ids=ids)
 
     async def _plan(self, ref: ClaimRef) -> ClaimPlan | _Failed:
         try:
@@ -178,6 +201,12 @@ class Preparer:
             except Exception as error:
                 log.warning("cleanup for claim %s failed: %s", ref, error)
                 return f"claim {ref}: cleanup failed: {error}"
+        if self._cdi is not None:
+            try:
+                await asyncio.to_thread(self._cdi.remove, ref.uid)
+            except OSError as error:  # kubelet retries; a spec left behind would let a pod take the NIC
+                log.warning("removing CDI specs of claim %s failed: %s", ref, error)
+                return f"claim {ref}: cannot remove its CDI spec from {self._cdi.directory}: {error}"
         if self._allocator is not None:
             try:
                 await self._allocator.release(ref.uid)

@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from draplugin.model import ClaimRef
+from draplugin.model import ClaimRef, DeviceRef
 from draplugin.pb.dra.v1 import api_pb2 as v1
 from draplugin.pb.dra.v1 import api_pb2_grpc as v1_grpc
 from draplugin.pb.dra.v1beta1 import api_pb2 as v1beta1
 from draplugin.pb.dra.v1beta1 import api_pb2_grpc as v1beta1_grpc
-from draplugin.prepare import Preparer
+from draplugin.prepare import Preparer, PrepareResult
 
 
 class _Claim(Protocol):
@@ -24,6 +24,12 @@ class _Claim(Protocol):
     def name(self) -> str: ...
     @property
     def uid(self) -> str: ...
+
+
+def _cdi_ids(result: PrepareResult, device: DeviceRef) -> list[str]:
+    """Empty unless the runtime moves this device itself (CDI attach mode)."""
+    cdi_id = result.cdi_device_ids.get(device)
+    return [cdi_id] if cdi_id is not None else []
 
 
 def _refs(claims: Iterable[_Claim]) -> list[ClaimRef]:
@@ -46,7 +52,11 @@ class DRAServiceV1(v1_grpc.DRAPluginServicer):
                 continue
             entry.devices.extend(
                 v1.Device(
-                    request_names=[d.request], pool_name=d.pool, device_name=d.device, share_id=d.share_id
+                    request_names=[d.request],
+                    pool_name=d.pool,
+                    device_name=d.device,
+                    share_id=d.share_id,
+                    cdi_device_ids=_cdi_ids(result, d),
                 )
                 for d in result.devices
             )
@@ -77,7 +87,12 @@ class DRAServiceV1beta1(v1beta1_grpc.DRAPluginServicer):
                 entry.error = result.error
                 continue
             entry.devices.extend(
-                v1beta1.Device(request_names=[d.request], pool_name=d.pool, device_name=d.device)
+                v1beta1.Device(
+                    request_names=[d.request],
+                    pool_name=d.pool,
+                    device_name=d.device,
+                    cdi_device_ids=_cdi_ids(result, d),
+                )
                 for d in result.devices
             )
         return response

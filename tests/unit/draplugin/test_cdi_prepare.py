@@ -1,0 +1,146 @@
+"""CDI attach: NodePrepareResources writes the specs and answers with their CDI device ids (both DRA
+versions, over the real kubelet sockets); Unprepare removes them; a failed write fails that claim only."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from draplugin_builders import DEVICES, DRIVER, NODE, claim, device
+
+from draplugin.allocation import AllocatedClaim
+from draplugin.cdi.specdir import CdiSpecDir
+from draplugin.checkpoint import Checkpoint
+from draplugin.kubelet.server import KubeletServers, SocketPaths
+from draplugin.pb.dra.v1 import api_pb2 as v1
+from draplugin.pb.dra.v1 import api_pb2_grpc as v1_grpc
+from draplugin.pb.dra.v1beta1 import api_pb2 as v1beta1
+from draplugin.pb.dra.v1beta1 import api_pb2_grpc as v1beta1_grpc
+from draplugin.planstore import PlanStore
+from draplugin.prepare import Preparer
+
+NIC = claim(
+    "nic", device("nic", "nic-eth1"), device("m", "macvlan-up0"), uid="c0ffee00-0001-4000-8000-000000000001"
+)
+VF = claim("vf", device("vf", "vf-eth2v0"), pods=("pod-2",), uid="c0ffee00-0002-4000-8000-000000000002")
+VETH = claim("v", device("v", "veth"), pods=("pod-3",), uid="c0ffee00-0003-4000-8000-000000000003")
+
+
+class Reader:
+    def __init__(self, *claims: AllocatedClaim) -> None:
+        self.claims = {c.ref.name: c for c in claims}
+
+    async def read(self, namespace: str, name: str) -> AllocatedClaim | None:
+        return self.claims.get(name)
+
+
+@pytest.fixture
+def base() -> Iterator[Path]:
+    """Short: unix socket paths are limited to 108 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="nc-cdi-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def preparer(base: Path, cdi: CdiSpecDir | None) -> Preparer:
+    store = PlanStore.open(Checkpoint(base / "state" / "plans.json"))
+    return Preparer(
+        driver=DRIVER, node=NODE, reader=Reader(NIC, VF, VETH), lookup=DEVICES, store=store, cdi=cdi
+    )
+
+
+@pytest.fixture
+async def servers(base: Path) -> AsyncIterator[tuple[KubeletServers, Path]]:
+    paths = SocketPaths(driver=DRIVER, registry_dir=base / "registry", plugins_dir=base / "plugins")
+    running = KubeletServers(paths, preparer(base, CdiSpecDir(base / "cdi", DRIVER)))
+    await running.start()
+    yield running, paths.dra
+    await running.stop(grace=1)
+
+
+def spec_files(directory: Path) -> list[str]:
+    return sorted(os.listdir(directory)) if directory.exists() else []
+
+
+def nic_id(request: str, name: str) -> str:
+    return f"netclaim.dev/net={NIC.ref.uid}.{request}.{name}"
+
+
+async def test_v1_prepare_returns_cdi_ids_only_for_moved_devices_and_unprepare_removes_specs(
+    servers: tuple[KubeletServers, Path], base: Path
+) -> None:
+    _, socket = servers
+    async with grpc.aio.insecure_channel(f"unix://{socket}") as channel:
+        stub = v1_grpc.DRAPluginStub(channel)
+        claims = [v1.Claim(namespace="ns", name=c.ref.name, uid=c.ref.uid) for c in (NIC, VETH)]
+        response = await stub.NodePrepareResources(v1.NodePrepareResourcesRequest(claims=claims), timeout=10)
+        nic = response.claims[NIC.ref.uid]
+        assert nic.error == ""
+        assert [(d.device_name, list(d.cdi_device_ids)) for d in nic.devices] == [
+            ("nic-eth1", [nic_id("nic", "nic-eth1")]),
+            ("macvlan-up0", []),  # virtual: the hook creates it in the pod netns
+        ]
+        assert [list(d.cdi_device_ids) for d in response.claims[VETH.ref.uid].devices] == [[]]
+        assert spec_files(base / "cdi") == [f"netclaim.dev-net_{NIC.ref.uid}.nic.nic-eth1.json"]
+
+        again = await stub.NodePrepareResources(v1.NodePrepareResourcesRequest(claims=claims[:1]), timeout=10)
+        assert again.claims[NIC.ref.uid] == nic  # kubelet's retry gets the same ids
+
+        gone = await stub.NodeUnprepareResources(v1.NodeUnprepareResourcesRequest(claims=claims), timeout=10)
+        assert {uid: c.error for uid, c in gone.claims.items()} == {NIC.ref.uid: "", VETH.ref.uid: ""}
+        assert spec_files(base / "cdi") == []
+
+
+async def test_v1beta1_prepare_returns_cdi_ids(servers: tuple[KubeletServers, Path], base: Path) -> None:
+    _, socket = servers
+    async with grpc.aio.insecure_channel(f"unix://{socket}") as channel:
+        stub = v1beta1_grpc.DRAPluginStub(channel)
+        claims = [v1beta1.Claim(namespace="ns", name="vf", uid=VF.ref.uid)]
+        response = await stub.NodePrepareResources(
+            v1beta1.NodePrepareResourcesRequest(claims=claims), timeout=10
+        )
+        (dev,) = response.claims[VF.ref.uid].devices
+        assert list(dev.cdi_device_ids) == [f"netclaim.dev/net={VF.ref.uid}.vf.vf-eth2v0"]
+        assert spec_files(base / "cdi") == [f"netclaim.dev-net_{VF.ref.uid}.vf.vf-eth2v0.json"]
+
+
+async def test_nri_mode_returns_no_cdi_ids_and_writes_nothing(base: Path) -> None:
+    results = await preparer(base, None).prepare([NIC.ref])
+    assert results[NIC.ref.uid].error is None
+    assert dict(results[NIC.ref.uid].cdi_device_ids) == {}
+    assert spec_files(base / "cdi") == []
+
+
+async def test_failed_spec_write_fails_that_claim_only_and_keeps_its_plan(base: Path) -> None:
+    (base / "blocker").write_text("")
+    broken = preparer(base, CdiSpecDir(base / "blocker" / "cdi", DRIVER))
+    results = await broken.prepare([NIC.ref, VETH.ref])
+    error = results[NIC.ref.uid].error
+    assert error is not None
+    assert error.startswith(f"claim ns/nic: cannot write its CDI spec in {base}/blocker/cdi: ")
+    assert results[VETH.ref.uid].error is None  # nothing to write for a veth
+    # The plan stays: kubelet's retry reuses it once the directory is writable.
+    (base / "blocker").unlink()
+    retried = await broken.prepare([NIC.ref])
+    assert retried[NIC.ref.uid].error is None
+    assert list(retried[NIC.ref.uid].cdi_device_ids.values()) == [nic_id("nic", "nic-eth1")]
+
+
+async def test_specs_survive_a_driver_restart(base: Path) -> None:
+    first = preparer(base, CdiSpecDir(base / "cdi", DRIVER))
+    before = await first.prepare([NIC.ref, VF.ref])
+    await first.unprepare([VF.ref])
+    files = spec_files(base / "cdi")
+    # A new process: plans come back from the checkpoint, the directory is synced against them.
+    restarted = preparer(base, CdiSpecDir(base / "cdi", DRIVER))
+    assert CdiSpecDir(base / "cdi", DRIVER).sync(
+        PlanStore.open(Checkpoint(base / "state" / "plans.json")).all()
+    ) == (1, 0)
+    assert spec_files(base / "cdi") == files == [f"netclaim.dev-net_{NIC.ref.uid}.nic.nic-eth1.json"]
+    after = await restarted.prepare([NIC.ref])
+    assert after[NIC.ref.uid] == before[NIC.ref.uid]
