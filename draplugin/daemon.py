@@ -28,7 +28,7 @@ from draplugin.devicehealth import links as device_links
 from draplugin.devicehealth.board import HealthBoard
 from draplugin.devices.cni import CniHandler
 from draplugin.devices.registry import default_registry
-from draplugin.discovery.filters import FilterPolicy
+from draplugin.discovery.filters import MULTI_KINDS, FilterPolicy
 from draplugin.discovery.inventory import Inventory
 from draplugin.discovery.netlink import link_events
 from draplugin.discovery.sysfs import SysfsReader
@@ -43,7 +43,7 @@ from draplugin.kube.reservations import ReservationWatcher
 from draplugin.kube.slices_api import SliceApi
 from draplugin.kubelet.server import KubeletServers, SocketPaths
 from draplugin.metrics import Metrics
-from draplugin.model import ClaimRef, DeviceKind, PublishedDevice
+from draplugin.model import ClaimRef, PublishedDevice
 from draplugin.planstore import PlanStore
 from draplugin.prepare import Preparer, PrepareResult
 from draplugin.publisher import Publisher
@@ -104,8 +104,7 @@ def _moved_devices(plans: PlanStore) -> list[PublishedDevice]:
 
 def _stacking_parents(inventory: Inventory) -> set[str]:
     """Interfaces a CNI macvlan/ipvlan/vlan may name as `master`: the parents this node publishes."""
-    kinds = (DeviceKind.MACVLAN, DeviceKind.IPVLAN)
-    return {d.host_name for d in inventory.devices if d.kind in kinds and d.host_name is not None}
+    return {d.host_name for d in inventory.devices if d.kind in MULTI_KINDS and d.host_name is not None}
 
 
 async def _api_client(settings: Settings, configuration: kclient.Configuration | None) -> kclient.ApiClient:

@@ -19,11 +19,12 @@ from test_prepare_domain import FakeReader, make
 
 from draplugin.allocation import AllocatedClaim
 from draplugin.config import ConfigError, VlanConfig, parse_network_config
+from draplugin.daemon import _stacking_parents
 from draplugin.devices.base import AttachContext, PlanInvalid
 from draplugin.devices.registry import default_registry
 from draplugin.devices.vlan import VlanHandler
 from draplugin.discovery.filters import FilterPolicy
-from draplugin.discovery.inventory import build_devices
+from draplugin.discovery.inventory import Inventory, build_devices
 from draplugin.model import (
     ClaimPlan,
     ClaimRef,
@@ -235,3 +236,10 @@ async def test_a_vlan_id_taken_on_the_parent_fails_the_next_claim_at_prepare(tmp
     assert [results[c.ref.uid].error for c in (first, other_id, other_protocol)] == [None, None, None]
     assert {p.claim.name for p in store.all()} == {"first", "other-id", "qinq"}
     assert (await preparer.prepare([first.ref]))[first.ref.uid].error is None, "the holder's retry"
+
+
+def test_vlan_parents_are_cni_masters_too() -> None:
+    """A node offering only vlan still lets a CNI vlan/macvlan name its published parents as master."""
+    inventory = Inventory(policy=FilterPolicy(virtual_kinds=frozenset({DeviceKind.VLAN})))
+    inventory.update(NODE, {})
+    assert _stacking_parents(inventory) == {"bond0", "ens1", "ens1v0"}
