@@ -87,6 +87,8 @@ netdevs = st.builds(
     routes=st.lists(st.builds(Route, text, maybe_text, maybe_int), max_size=2).map(tuple),
     mode=maybe_text,
     host_interface_name=maybe_text,
+    vlan_id=maybe_int,
+    vlan_protocol=maybe_text,
 )
 device_plans = st.builds(
     DevicePlan,
