@@ -23,16 +23,25 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import e2e
 import kubernetes.client as k
-from testbed.driver import Driver
 from testbed.node import LocalNode
 
 START_TIMEOUT = 90.0
 BUDGET_S = 5.0
 FIRST_REPORT_TIMEOUT = 30.0
 """The first Healthy may wait for the kubelet's next status sync after the pod started."""
+
+
+class Driver(Protocol):
+    """What these tests read of the `driver` fixture: its log (a host process's or the DaemonSet pod's)."""
+
+    @property
+    def log(self) -> Path: ...
+
+    def log_tail(self, lines: int = 60) -> str: ...
 
 
 def with_claims_in_container(docs: list[e2e.Doc]) -> list[e2e.Doc]:
