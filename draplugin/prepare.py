@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from draplugin.allocation import AllocatedClaim
-from draplugin.cdi.specdir import CdiSpecDir
+from draplugin.cdi.moves import RuntimeMoves
 from draplugin.ipam.allocator import Allocator, PoolExhausted
 from draplugin.model import ClaimPlan, ClaimRef, DeviceKind, DeviceRef
 from draplugin.planner import DeviceLookup, PlanError, assign_addresses, plan_claim_with_pools
@@ -71,7 +71,7 @@ class Preparer:
         cleanup: CleanupHook = no_cleanup,
         allocator: Allocator | None = None,
         finish: PlanFinisher | None = None,
-        cdi: CdiSpecDir | None = None,
+        cdi: RuntimeMoves | None = None,
     ) -> None:
         self.driver = driver
         self.node = node
@@ -113,11 +113,12 @@ class Preparer:
         if self._cdi is None or not isinstance(outcome, ClaimPlan):
             return result
         try:
-            ids = await asyncio.to_thread(self._cdi.write, outcome)
-        except (OSError, ValueError) as error:
-            log.warning("writing CDI specs of claim %s failed: %s", outcome.claim, error)
+            ids = await self._cdi.prepare(outcome)
+        except (OSError, ValueError) as error:  # NetlinkError is an OSError
+            log.warning("preparing claim %s for the runtime (CDI) failed: %s", outcome.claim, error)
             return PrepareResult(
-                error=f"claim {outcome.claim}: cannot write its CDI spec in {self._cdi.directory}: {error}"
+                error=f"claim {outcome.claim}: cannot write its CDI spec in {self._cdi.specs.directory} "
+                f"or mark its device: {error}"
             )
         return dataclasses.replace(result, cdi_device_ids=ids)
 
@@ -203,10 +204,10 @@ class Preparer:
                 return f"claim {ref}: cleanup failed: {error}"
         if self._cdi is not None:
             try:
-                await asyncio.to_thread(self._cdi.remove, ref.uid)
+                await self._cdi.unprepare(plan, ref.uid)
             except OSError as error:  # kubelet retries; a spec left behind would let a pod take the NIC
                 log.warning("removing CDI specs of claim %s failed: %s", ref, error)
-                return f"claim {ref}: cannot remove its CDI spec from {self._cdi.directory}: {error}"
+                return f"claim {ref}: cannot remove its CDI spec from {self._cdi.specs.directory}: {error}"
         if self._allocator is not None:
             try:
                 await self._allocator.release(ref.uid)

@@ -75,6 +75,10 @@ class CdiSpecDir:
             log.info("removed %d CDI specs of claims no longer prepared from %s", removed, self.directory)
         return written, removed
 
+    def has_specs(self, claim_uid: str) -> bool:
+        """Whether the claim was prepared for the runtime to move its devices (at least one spec left)."""
+        return bool(self._claim_files(claim_uid))
+
     def _our_files(self) -> set[str]:
         return self._matching(f"{self.vendor}-{spec.CDI_CLASS}_")
 

@@ -26,7 +26,8 @@ MARKER = "netclaim/v1"
 
 
 def encode_marker(restore: Restore) -> str:
-    return f"{MARKER} name={restore['host_name']} mtu={restore['mtu']} mac={restore['mac']}"
+    up = " up=1" if restore.get("up") else ""
+    return f"{MARKER} name={restore['host_name']} mtu={restore['mtu']} mac={restore['mac']}{up}"
 
 
 def decode_marker(alias: str | None) -> dict[str, Any] | None:
@@ -36,7 +37,10 @@ def decode_marker(alias: str | None) -> dict[str, Any] | None:
     fields = dict(part.split("=", 1) for part in alias.split()[1:] if "=" in part)
     if not {"name", "mtu", "mac"} <= fields.keys():
         return None
-    return {"host_name": fields["name"], "mtu": int(fields["mtu"]), "mac": fields["mac"]}
+    facts: dict[str, Any] = {"host_name": fields["name"], "mtu": int(fields["mtu"]), "mac": fields["mac"]}
+    if fields.get("up") == "1":  # optional: markers written before it existed leave the device down
+        facts["up"] = True
+    return facts
 
 
 class HostDeviceHandler:
@@ -82,7 +86,7 @@ class HostDeviceHandler:
         facts = decode_marker(link.get("ifalias"))
         if facts is None or facts["host_name"] != host_name:
             raise FileExistsError(f"{pod_name!r} already exists in the pod netns and is not {host_name!r}")
-        return {**facts, "pod_name": pod_name, "alias": "", "up": False, "ifindex": link["index"]}
+        return {"up": False, **facts, "pod_name": pod_name, "alias": "", "ifindex": link["index"]}
 
     async def detach(self, ctx: AttachContext, restore: Restore) -> None:
         pod = ctx.require_pod()

@@ -14,9 +14,12 @@ import pytest
 from draplugin_builders import DEVICES, DRIVER, NODE, claim, device
 
 from draplugin.allocation import AllocatedClaim
+from draplugin.cdi.mode import AttachMode
+from draplugin.cdi.moves import RuntimeMoves
 from draplugin.cdi.specdir import CdiSpecDir
 from draplugin.checkpoint import Checkpoint
 from draplugin.kubelet.server import KubeletServers, SocketPaths
+from draplugin.model import DevicePlan
 from draplugin.pb.dra.v1 import api_pb2 as v1
 from draplugin.pb.dra.v1 import api_pb2_grpc as v1_grpc
 from draplugin.pb.dra.v1beta1 import api_pb2 as v1beta1
@@ -29,6 +32,29 @@ NIC = claim(
 )
 VF = claim("vf", device("vf", "vf-eth2v0"), pods=("pod-2",), uid="c0ffee00-0002-4000-8000-000000000002")
 VETH = claim("v", device("v", "veth"), pods=("pod-3",), uid="c0ffee00-0003-4000-8000-000000000003")
+
+
+class FakeHost:
+    """Records markers instead of writing a real host link's ifalias (this tier touches no host link;
+    the real marker is exercised on stand-in NICs in tests/runtime/test_cdi_mode.py)."""
+
+    def __init__(self) -> None:
+        self.marked: set[str] = set()
+        self.broken = False
+
+    async def mark(self, device: DevicePlan) -> None:
+        if self.broken:
+            raise OSError("Operation not permitted")
+        assert device.host_name is not None
+        self.marked.add(device.host_name)
+
+    async def unmark(self, device: DevicePlan) -> None:
+        assert device.host_name is not None
+        self.marked.discard(device.host_name)
+
+
+def moves(directory: Path, mode: AttachMode = AttachMode.CDI, host: FakeHost | None = None) -> RuntimeMoves:
+    return RuntimeMoves(CdiSpecDir(directory, DRIVER), mode, host or FakeHost())
 
 
 class Reader:
@@ -47,7 +73,7 @@ def base() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def preparer(base: Path, cdi: CdiSpecDir | None) -> Preparer:
+def preparer(base: Path, cdi: RuntimeMoves | None) -> Preparer:
     store = PlanStore.open(Checkpoint(base / "state" / "plans.json"))
     return Preparer(
         driver=DRIVER, node=NODE, reader=Reader(NIC, VF, VETH), lookup=DEVICES, store=store, cdi=cdi
@@ -57,7 +83,7 @@ def preparer(base: Path, cdi: CdiSpecDir | None) -> Preparer:
 @pytest.fixture
 async def servers(base: Path) -> AsyncIterator[tuple[KubeletServers, Path]]:
     paths = SocketPaths(driver=DRIVER, registry_dir=base / "registry", plugins_dir=base / "plugins")
-    running = KubeletServers(paths, preparer(base, CdiSpecDir(base / "cdi", DRIVER)))
+    running = KubeletServers(paths, preparer(base, moves(base / "cdi")))
     await running.start()
     yield running, paths.dra
     await running.stop(grace=1)
@@ -118,11 +144,13 @@ async def test_nri_mode_returns_no_cdi_ids_and_writes_nothing(base: Path) -> Non
 
 async def test_failed_spec_write_fails_that_claim_only_and_keeps_its_plan(base: Path) -> None:
     (base / "blocker").write_text("")
-    broken = preparer(base, CdiSpecDir(base / "blocker" / "cdi", DRIVER))
+    broken = preparer(base, moves(base / "blocker" / "cdi"))
     results = await broken.prepare([NIC.ref, VETH.ref])
     error = results[NIC.ref.uid].error
     assert error is not None
-    assert error.startswith(f"claim ns/nic: cannot write its CDI spec in {base}/blocker/cdi: ")
+    assert error.startswith(
+        f"claim ns/nic: cannot write its CDI spec in {base}/blocker/cdi or mark its device: "
+    )
     assert results[VETH.ref.uid].error is None  # nothing to write for a veth
     # The plan stays: kubelet's retry reuses it once the directory is writable.
     (base / "blocker").unlink()
@@ -132,15 +160,43 @@ async def test_failed_spec_write_fails_that_claim_only_and_keeps_its_plan(base: 
 
 
 async def test_specs_survive_a_driver_restart(base: Path) -> None:
-    first = preparer(base, CdiSpecDir(base / "cdi", DRIVER))
+    host = FakeHost()
+    first = preparer(base, moves(base / "cdi", host=host))
     before = await first.prepare([NIC.ref, VF.ref])
+    assert host.marked == {"eth1", "eth2v0"}
     await first.unprepare([VF.ref])
+    assert host.marked == {"eth1"}  # the VF's pod never ran: its marker is cleared
     files = spec_files(base / "cdi")
-    # A new process: plans come back from the checkpoint, the directory is synced against them.
-    restarted = preparer(base, CdiSpecDir(base / "cdi", DRIVER))
-    assert CdiSpecDir(base / "cdi", DRIVER).sync(
-        PlanStore.open(Checkpoint(base / "state" / "plans.json")).all()
-    ) == (1, 0)
+    # A new process, now in auto mode on a runtime not yet known: plans come back from the checkpoint,
+    # the spec directory tells which claims the runtime moves, and a retry answers as before.
+    restarted_moves = moves(base / "cdi", AttachMode.AUTO, host)
+    await restarted_moves.start(PlanStore.open(Checkpoint(base / "state" / "plans.json")).all())
     assert spec_files(base / "cdi") == files == [f"netclaim.dev-net_{NIC.ref.uid}.nic.nic-eth1.json"]
-    after = await restarted.prepare([NIC.ref])
+    assert restarted_moves.expects(NIC.ref.uid, NIC.devices[0])
+    assert not restarted_moves.expects(NIC.ref.uid, NIC.devices[1])  # the macvlan stays with the hook
+    after = await preparer(base, restarted_moves).prepare([NIC.ref])
     assert after[NIC.ref.uid] == before[NIC.ref.uid]
+
+
+async def test_auto_gives_cdi_ids_only_on_a_runtime_that_moves_net_devices(base: Path) -> None:
+    auto = moves(base / "cdi", AttachMode.AUTO)
+    prep = preparer(base, auto)
+    unknown = await prep.prepare([VF.ref])  # no NRI Configure yet: NRI move, no spec
+    assert dict(unknown[VF.ref.uid].cdi_device_ids) == {}
+    assert spec_files(base / "cdi") == []
+    assert auto.runtime_configured("containerd", "v2.2.9") is AttachMode.CDI
+    cdi = await prep.prepare([NIC.ref])
+    assert list(cdi[NIC.ref.uid].cdi_device_ids.values()) == [nic_id("nic", "nic-eth1")]
+    assert dict((await prep.prepare([VF.ref]))[VF.ref.uid].cdi_device_ids) == {}  # keeps its mode
+    assert auto.runtime_configured("containerd", "2.1.9") is AttachMode.NRI
+    assert dict((await prep.prepare([VETH.ref]))[VETH.ref.uid].cdi_device_ids) == {}
+    again = await prep.prepare([NIC.ref])  # prepared for CDI: stays CDI after a runtime downgrade
+    assert again[NIC.ref.uid] == cdi[NIC.ref.uid]
+
+
+async def test_a_failed_marker_fails_the_claim(base: Path) -> None:
+    host = FakeHost()
+    host.broken = True
+    results = await preparer(base, moves(base / "cdi", host=host)).prepare([NIC.ref])
+    error = results[NIC.ref.uid].error
+    assert error is not None and error.endswith("Operation not permitted")
