@@ -76,6 +76,14 @@ class Executor:
         except NetnsGone as gone:
             raise AttachError(claims[0].claim, None, "open pod netns", gone) from gone
 
+    async def present(self, netns_path: str, names: Sequence[str]) -> set[str]:
+        """Which of these interfaces the pod netns has: verifies what the runtime moved (CDI mode)."""
+        try:
+            async with entered(netns_path) as pod:
+                return {name for name in names if await netconf.find_link(pod.ipr, name) is not None}
+        except NetnsGone:
+            return set()
+
     def _validate(self, claims: Sequence[ClaimPlan]) -> None:
         for claim in claims:
             for plan in claim.devices:

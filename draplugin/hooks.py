@@ -9,7 +9,7 @@ handler is timed as `netclaim_calls{method,result}`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from draplugin.attach import Executor
 from draplugin.attachments import AttachmentStore
@@ -19,7 +19,7 @@ from draplugin.planstore import PlanStore
 from draplugin.sandboxes import Sandbox, SandboxError, SandboxService
 from draplugin.status.reporter import StatusReporter
 from draplugin.status.types import PodRef
-from nriplugin import HandlerError, Plugin, api
+from nriplugin import HandlerError, Plugin, RuntimeInfo, api
 
 
 def pod_netns_path(pod: api.PodSandbox) -> str | None:
@@ -66,6 +66,13 @@ class NetworkHooks(Plugin):
         self.attachments = attachments
         self.metrics = metrics
 
+    runtime_seen: Callable[[RuntimeInfo], None] | None = None
+    """Set by the daemon: told the runtime's name and version at each Configure (attach mode auto)."""
+
+    async def configure(self, runtime: RuntimeInfo) -> None:
+        if self.runtime_seen is not None:
+            self.runtime_seen(runtime)
+
     @property
     def reconciled(self) -> asyncio.Event:
         """Set once the reconcile that followed the last Synchronize has attached and cleaned up."""
@@ -104,10 +111,24 @@ class NetworkHooks(Plugin):
                 raise HandlerError(str(error)) from error
         return adjustment(devices)
 
+    async def start_container(self, pod: api.PodSandbox, container: api.Container) -> None:
+        """CDI attach: runc has created the container, moving what it could; verify and configure."""
+        if self.sandboxes.runtime_moved is None or not self.sandboxes.has_plans(pod.uid):
+            return
+        with self.metrics.timed("StartContainer") as result:
+            try:
+                fell_back = await self.sandboxes.container_starting(sandbox_of(pod))
+            except SandboxError as error:
+                raise HandlerError(str(error)) from error
+            if fell_back:
+                result("fallback")
+
     async def synchronize(
         self, pods: Sequence[api.PodSandbox], containers: Sequence[api.Container]
     ) -> Sequence[api.ContainerUpdate] | None:
-        self.sandboxes.reconcile_soon([sandbox_of(pod) for pod in pods])
+        self.sandboxes.reconcile_soon(
+            [sandbox_of(pod) for pod in pods], {container.pod_sandbox_id for container in containers}
+        )
         return None
 
     async def aclose(self) -> None:

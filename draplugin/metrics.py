@@ -117,6 +117,21 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.attach_mode = Gauge(
+            "netclaim_attach_mode",
+            "1 for the attach mode new claims get here (nri: the hook moves devices; cdi: the runtime)",
+            ["mode"],
+            registry=r,
+        )
+        self.cdi_moves = Counter(
+            "netclaim_cdi_moves",
+            "CDI devices at StartContainer, by who moved them (runtime; hook: fallback)",
+            ["by"],
+            registry=r,
+        )
+        for by in ("runtime", "hook"):
+            self.cdi_moves.labels(by)
+        self.set_attach_mode("nri")
         self.devices_published = Gauge(
             "netclaim_devices_published", "Devices in this node's ResourceSlices", registry=r
         )
@@ -124,6 +139,14 @@ class Metrics:
             "netclaim_attached_devices", "Devices currently attached to pod sandboxes", registry=r
         )
         self._status: StatusQueueCollector | None = None
+
+    def set_attach_mode(self, mode: str) -> None:
+        for known in ("nri", "cdi"):
+            self.attach_mode.labels(known).set(1 if known == mode else 0)
+
+    def runtime_moves(self, *, moved: int, fell_back: int) -> None:
+        self.cdi_moves.labels("runtime").inc(moved)
+        self.cdi_moves.labels("hook").inc(fell_back)
 
     def watch_status(self, queue: QueueView) -> None:
         """Serve the status queue's depth and counters (one queue per daemon; a second call replaces

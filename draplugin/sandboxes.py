@@ -18,6 +18,7 @@ Status goes through the `StatusReporter`, which decides a claim's status from pl
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from collections import defaultdict
@@ -61,11 +62,23 @@ class Maintenance(Protocol):
     async def collect(self, live_ids: set[str], plans: Iterable[ClaimPlan]) -> None: ...
 
 
+class RuntimeMoved(Protocol):
+    """Which devices the runtime moves itself (CDI attach mode, `draplugin.cdi.moves.RuntimeMoves`)."""
+
+    def expects(self, claim_uid: str, ref: DeviceRef) -> bool: ...
+
+
 class SandboxService:
     """One instance lives as long as the daemon, across NRI reconnections."""
 
     maintenance: Maintenance | None = None
     """Set by the daemon when cni devices exist; run after each reconcile, see `_maintain`."""
+
+    runtime_moved: RuntimeMoved | None = None
+    """Set by the daemon in the cdi/auto attach modes. Devices the runtime moves reach the pod netns when
+    runc creates a container carrying their CDI id, inside CRI StartContainer and before the NRI
+    StartContainer event; RunPodSandbox and CreateContainer leave them alone (moving one earlier would
+    make runc fail that container), StartContainer configures them or moves them itself."""
 
     def __init__(
         self,
@@ -95,7 +108,7 @@ class SandboxService:
 
     async def started(self, sandbox: Sandbox) -> None:
         """Attach every device planned for the pod; raises SandboxError after a rollback."""
-        plans = self.plans.plans_for_pod(sandbox.pod.uid)
+        plans = self._before_containers(self.plans.plans_for_pod(sandbox.pod.uid))
         if plans:
             async with self._locks[sandbox.pod.uid]:
                 await self._attach(sandbox, plans)
@@ -138,8 +151,61 @@ class SandboxService:
         plans = self.plans.plans_for_pod(sandbox.pod.uid)
         if not plans:
             return ()
-        await self._late_attach(sandbox, plans, strict=True)
+        await self._late_attach(sandbox, self._before_containers(plans), strict=True)
         return tuple(dev for claim in plans for plan in claim.devices for dev in plan.char_devices)
+
+    async def container_starting(self, sandbox: Sandbox) -> int:
+        """Devices left to the runtime (CDI) are due now: runc has created the container and moved those
+        it could. Each is verified in the pod netns; one the runtime did not move (runc before 1.4
+        ignores `netDevices`, or this container does not carry the claim) is moved by the hook itself,
+        so no application starts without its interface. Then every such device is configured (addresses,
+        routes, MTU, MAC) and read back. Returns how many devices the hook had to move itself."""
+        plans = self.plans.plans_for_pod(sandbox.pod.uid)
+        left = self._left_to_runtime(plans)
+        path = sandbox.netns_path
+        if not left or path is None or not _netns_exists(path):
+            return 0
+        record = self.attachments.get(sandbox.id)
+        if record is not None and _covers(record, plans):
+            return 0
+        present = await self.executor.present(path, [name for _, name in left])
+        missing = [(ref, name) for ref, name in left if name not in present]
+        for ref, name in missing:
+            log.warning(
+                "the runtime did not move device %s/%s into pod %s as %s; the hook moves it",
+                ref.pool,
+                ref.device,
+                sandbox.pod,
+                name,
+                extra={"pod": str(sandbox.pod)},
+            )
+        await self._late_attach(sandbox, plans, strict=True)
+        self.metrics.runtime_moves(moved=len(left) - len(missing), fell_back=len(missing))
+        return len(missing)
+
+    def _left_to_runtime(self, plans: Sequence[ClaimPlan]) -> list[tuple[DeviceRef, str]]:
+        """(device, pod-side name) of each device the runtime is to move."""
+        moved = self.runtime_moved
+        if moved is None:
+            return []
+        return [
+            (device.ref, device.netdev.interface_name)
+            for claim in plans
+            for device in claim.devices
+            if device.netdev is not None and moved.expects(claim.claim.uid, device.ref)
+        ]
+
+    def _before_containers(self, plans: Sequence[ClaimPlan]) -> tuple[ClaimPlan, ...]:
+        """The plans without the devices the runtime moves when it creates a container."""
+        moved = self.runtime_moved
+        if moved is None:
+            return tuple(plans)
+        return tuple(
+            dataclasses.replace(
+                claim, devices=tuple(d for d in claim.devices if not moved.expects(claim.claim.uid, d.ref))
+            )
+            for claim in plans
+        )
 
     async def cleanup_for_unprepare(self, plan: ClaimPlan) -> None:
         """Whatever attach left for a claim being unprepared, whose sandboxes are gone.
@@ -158,15 +224,18 @@ class SandboxService:
 
     # --- reconcile ------------------------------------------------------------------------------------
 
-    def reconcile_soon(self, live: Sequence[Sandbox]) -> None:
-        """Reconcile in the background: a slow one must not eat the Synchronize budget."""
+    def reconcile_soon(self, live: Sequence[Sandbox], with_containers: Iterable[str] = ()) -> None:
+        """Reconcile in the background: a slow one must not eat the Synchronize budget.
+        `with_containers`: IDs of sandboxes that have containers (the runtime had its chance to move
+        what CDI asked for; anything still missing is attached late)."""
         self.reconciled.clear()
         self.maintained.clear()
-        task = asyncio.get_running_loop().create_task(self.reconcile(list(live)), name="reconcile")
+        started = set(with_containers)
+        task = asyncio.get_running_loop().create_task(self.reconcile(list(live), started), name="reconcile")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def reconcile(self, live: Sequence[Sandbox]) -> None:
+    async def reconcile(self, live: Sequence[Sandbox], with_containers: set[str] | None = None) -> None:
         """Late-attach running pods that hold plans but no record; clean records of vanished sandboxes;
         then report every prepared claim whose status the apiserver may not have."""
         ids = {sandbox.id for sandbox in live}
@@ -176,7 +245,8 @@ class SandboxService:
                     async with self._locks[record.pod_uid]:
                         await self._cleanup(record)
                         self.attachments.remove(record.sandbox_id)
-            pending = [s for s in live if not await self._late_attach(s, self.plans.plans_for_pod(s.pod.uid))]
+            started = with_containers if with_containers is not None else {s.id for s in live}
+            pending = [s for s in live if not await self._late_attach(s, self._due(s, started))]
         finally:
             self.reconciled.set()
         if self.status is not None:
@@ -187,7 +257,7 @@ class SandboxService:
             log.exception("CNI CHECK/GC after the reconcile failed")
         finally:
             self.maintained.set()
-        await self._retry_late(pending)
+        await self._retry_late(pending, started)
 
     async def _maintain(self, live_ids: set[str]) -> None:
         """CHECK the devices of running sandboxes (each under its pod's lock, so a teardown in progress
@@ -210,7 +280,7 @@ class SandboxService:
                     self.status.checked(record_pod(record), ref, outcome)
         await self.maintenance.collect(live_ids, self.plans.all())
 
-    async def _retry_late(self, sandboxes: list[Sandbox]) -> None:
+    async def _retry_late(self, sandboxes: list[Sandbox], with_containers: set[str]) -> None:
         """A late attach that failed (a parent briefly missing, an address still in use) is tried again
         with backoff: these pods already run, and no later event is guaranteed to come for them."""
         for delay in RETRY_DELAYS:
@@ -218,7 +288,7 @@ class SandboxService:
                 return
             await asyncio.sleep(delay)
             sandboxes = [
-                s for s in sandboxes if not await self._late_attach(s, self.plans.plans_for_pod(s.pod.uid))
+                s for s in sandboxes if not await self._late_attach(s, self._due(s, with_containers))
             ]
         for sandbox in sandboxes:
             log.error(
@@ -227,6 +297,12 @@ class SandboxService:
                 len(RETRY_DELAYS),
                 extra={"pod": str(sandbox.pod)},
             )
+
+    def _due(self, sandbox: Sandbox, with_containers: set[str]) -> tuple[ClaimPlan, ...]:
+        """What a running sandbox should have now: all its plans once it has containers, else what is
+        not left to the runtime."""
+        plans = self.plans.plans_for_pod(sandbox.pod.uid)
+        return tuple(plans) if sandbox.id in with_containers else self._before_containers(plans)
 
     async def _late_attach(self, sandbox: Sandbox, plans: Sequence[ClaimPlan], strict: bool = False) -> bool:
         """True when the pod has what it should (or nothing is due any more: no plans, no netns)."""
