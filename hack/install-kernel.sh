@@ -7,7 +7,9 @@
 #
 # What goes where:
 #   host (apt, bookworm only):  qemu-system-x86 (the VM), busybox-static (the initramfs and the guest's
-#                               poweroff), kmod (depmod here, modprobe in the guest), xz-utils
+#                               poweroff), kmod (depmod here, modprobe in the guest), xz-utils, and
+#                               ibverbs-utils + ibverbs-providers (ibv_devinfo and librxe: the guest runs
+#                               the host's userland, so its verbs programs come from here)
 #   $CACHE/kernel/<kver>_<debian version>/
 #       boot/vmlinuz-<kver>     the kernel from linux-image-<kver> (Debian $KERNEL_SUITE), unpacked with dpkg -x
 #       lib/modules/<kver>/     its modules, with modules.dep made by depmod (the .deb ships none)
@@ -34,7 +36,7 @@ KERNEL_SUITE=${SUITE_FROM_ENV:-$KERNEL_SUITE}
 KERNEL_LINE=${LINE_FROM_ENV:-$KERNEL_LINE}
 CACHE=${NETCLAIM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/netclaim}
 BASE=$CACHE/kernel
-HOST_PKGS=(qemu-system-x86 busybox-static kmod xz-utils)
+HOST_PKGS=(qemu-system-x86 busybox-static kmod xz-utils ibverbs-utils ibverbs-providers)
 # Modules the initramfs loads to mount the root; their dependencies are added from modules.dep.
 BOOT_MODULES=(9pnet_virtio 9p overlay)
 
@@ -59,7 +61,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 else
   step "host packages present: ${HOST_PKGS[*]}"
 fi
-for b in qemu-system-x86_64 depmod xz; do command -v "$b" >/dev/null || die "$b not found after install"; done
+for b in qemu-system-x86_64 depmod xz ibv_devinfo; do command -v "$b" >/dev/null || die "$b not found after install"; done
 [ -x /bin/busybox ] || die "/bin/busybox (busybox-static) not found"
 
 # --- the kernel package ----------------------------------------------------------------------------------

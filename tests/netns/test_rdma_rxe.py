@@ -1,6 +1,8 @@
 """A real ib device: soft RoCE (rdma_rxe) on a veth pair the test makes, read by netclaim's RDMA
 discovery from the kernel's own sysfs and /dev (no fixture tree), and by draplugin.rdma_netlink from
-the kernel's RDMA netlink, checked against iproute2's `rdma` tool.
+the kernel's RDMA netlink, checked against iproute2's `rdma` tool; a verbs program (rdma-core's
+ibv_devinfo, from ibverbs-utils) in a netns of its own opens it in shared mode and cannot see it in
+exclusive mode.
 
 Skipped where the kernel has no rdma_rxe (this VM); the kernel tier (Debian's kernel under QEMU, with
 NETCLAIM_REQUIRE_KINDS=1) runs them. The veth pair has no address and carries no traffic; it exists only
@@ -106,6 +108,29 @@ def test_the_soft_roce_device_is_published_as_a_shared_rdma_device(rxe: tuple[st
     assert not [d for d in devices if d.kind is DeviceKind.ROCE]
 
 
+def _verbs_devices(netns: str | None) -> set[str]:
+    """Names `ibv_devices` (rdma-core's verbs library, opening the uverbs nodes) lists in `netns`."""
+    command = ["ibv_devices"] if netns is None else ["nsenter", f"--net={netns}", "ibv_devices"]
+    lines = sh(*command).splitlines()[2:]  # a header line and a rule line first
+    return {line.split()[0] for line in lines if line.strip()}
+
+
+def test_a_verbs_program_in_another_netns_uses_the_shared_device(
+    rxe: tuple[str, str], tmp_path: Path
+) -> None:
+    """What the `rdma` kind offers a pod in shared mode: a process in a netns of its own, without the
+    device's netdev, opens the device through the uverbs node discovery listed and queries its port."""
+    ibdev, _ = rxe
+    bed = Scratch(tmp_path)
+    try:
+        pod = bed.netns()
+        shown = sh("nsenter", f"--net={pod}", "ibv_devinfo", "-d", ibdev)
+        assert f"hca_id:\t{ibdev}" in shown and "link_layer:\t\tEthernet" in shown, shown
+        assert ibdev in _verbs_devices(pod)
+    finally:
+        bed.close()
+
+
 def test_rdma_netlink_agrees_with_iproute2(rxe: tuple[str, str]) -> None:
     ibdev, netdev = rxe
     assert rdma_netlink.netns_mode() == _iproute2_netns_mode() == "shared"
@@ -164,7 +189,9 @@ def _set_mode(mode: str, within: float = 15.0) -> None:
             time.sleep(0.1)
 
 
-async def test_exclusive_mode_is_detected_and_rdma_is_not_offered(rxe: tuple[str, str]) -> None:
+async def test_exclusive_mode_is_detected_and_rdma_is_not_offered(
+    rxe: tuple[str, str], tmp_path: Path
+) -> None:
     ibdev, _ = rxe
     assert rdma_netlink.netns_mode() == "shared"
     inventory = Inventory()
@@ -177,6 +204,10 @@ async def test_exclusive_mode_is_detected_and_rdma_is_not_offered(rxe: tuple[str
         devices = await inventory.refresh()
         assert not [d for d in devices if d.kind in (DeviceKind.RDMA, DeviceKind.ROCE)]
         assert inventory.rdma_withheld
+        # Why nothing is offered: a pod's netns no longer sees the device at all.
+        with testbed_netns.temporary(tmp_path, "pod") as pod:
+            assert ibdev in _verbs_devices(None)
+            assert ibdev not in _verbs_devices(str(pod))
     finally:
         await asyncio.to_thread(_set_mode, "shared")
     assert rdma_netlink.netns_mode() == "shared"
