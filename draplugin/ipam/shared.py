@@ -14,7 +14,9 @@ address take a claim each (`resourceClaimTemplateName`).
 Who holds a device is read from what the hook already keeps in memory: the attachment records (a
 record with results is an interface in a live sandbox; a stopped sandbox's record has none) plus the
 attaches in flight, marked here synchronously before the first await, so two sandboxes starting at
-once cannot both pass the check.
+once cannot both pass the check. The one window left: records are written to disk in the background,
+so a driver killed right after an attach forgets that holder until the reconcile after the next
+Synchronize late-attaches it again; a second pod of the claim starting in between would pass.
 """
 
 from __future__ import annotations
