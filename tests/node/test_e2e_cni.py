@@ -2,22 +2,24 @@
 
 The proof of concept's own example: macvlan in bridge mode with host-local IPAM, `interface: net1`,
 adapted only in its parent (`ncex-up0`, the test bed's veth whose peer sits in a scratch namespace)
-and subnet (203.0.113.0/24). The driver runs as a host process with `cni` among its virtual kinds and
-Debian's real plugins (`containernetworking-plugins`, /usr/lib/cni) as its only CNI bin dir.
+and subnet (203.0.113.0/24). The driver runs with `cni` among its virtual kinds and Debian's real
+plugins (`containernetworking-plugins`, /usr/lib/cni) as its only CNI bin dir: installed by the chart,
+`cni.enabled` with `cni.binDirs` (which mounts the bin dir and /var/lib/cni into the DaemonSet pod);
+as a host process, `--cni-bin-dir`.
 """
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import e2e
 import kubernetes.client as k
 import pytest
 from testbed import prereq
-from testbed.driver import Driver
 from testbed.node import LocalNode
 
 START_TIMEOUT = 90.0
@@ -25,23 +27,34 @@ PLUGINS = Path("/usr/lib/cni")
 HOST_LOCAL = Path("/var/lib/cni/networks")
 
 
+class RunningDriver(Protocol):
+    @property
+    def state_dir(self) -> Path: ...
+
+
 @pytest.fixture(scope="module")
 def cni_driver(
     local_node: LocalNode, example_links: None, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Driver]:
+) -> Iterator[RunningDriver]:
     """netclaim publishing `cni` next to the macvlan parent the example names, finding the plugins
-    through `--cni-bin-dir` as an operator configures it."""
+    where an operator points it: the chart's `cni` values when the test bed installs the chart, the
+    driver's flag when it runs the driver as a host process."""
     if not (PLUGINS / "macvlan").exists() or not (PLUGINS / "host-local").exists():
         prereq.missing(
             "CNI plugins in /usr/lib/cni", "hack/install-host-deps.sh (containernetworking-plugins)"
         )
-    with e2e.running_driver(
+    run: Any = e2e.running_driver
+    if "values" in inspect.signature(run).parameters:
+        where: dict[str, Any] = {"values": {"cni": {"enabled": True, "binDirs": [str(PLUGINS)]}}}
+    else:
+        where = {"extra_args": [f"--cni-bin-dir={PLUGINS}"]}
+    with run(
         local_node,
         tmp_path_factory.mktemp("cni-driver"),
         {f"macvlan-{e2e.UPLINK}", "cni"},
         parents=[e2e.UPLINK],
         virtual_kinds=["macvlan", "veth", "cni"],
-        extra_args=[f"--cni-bin-dir={PLUGINS}"],
+        **where,
     ) as instance:
         yield instance
 
@@ -61,7 +74,7 @@ def allocations(network: str) -> dict[str, str]:
     return {p.name: p.read_text() for p in directory.iterdir() if p.name.startswith("203.0.113.")}
 
 
-def test_cni_macvlan_example(local_node: LocalNode, cni_driver: Driver, node_namespace: str) -> None:
+def test_cni_macvlan_example(local_node: LocalNode, cni_driver: RunningDriver, node_namespace: str) -> None:
     docs = e2e.example("cni-macvlan")
     cni = network_config(docs)
     (plugin,) = cni["config"]["plugins"]
