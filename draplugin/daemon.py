@@ -20,6 +20,9 @@ from kubernetes.aio import client as kclient
 
 from draplugin.attach import Executor
 from draplugin.attachments import AttachmentStore
+from draplugin.cdi.mode import AttachMode
+from draplugin.cdi.moves import RuntimeMoves
+from draplugin.cdi.specdir import CdiSpecDir
 from draplugin.checkpoint import Checkpoint
 from draplugin.cni.maintenance import CniMaintenance
 from draplugin.cni.nad import KubeNadReader
@@ -158,6 +161,7 @@ class Daemon:
             allocated=attachments.in_use_host_names,
             dev_root=s.dev_root,
         )
+        moves = await self._attach_mode(hooks, plans)
         allocator = Allocator(IPAddressApi(api, manager=s.driver), node=s.node_name)
         claim_reader = KubeClaimReader(kclient.ResourceV1Api(api))
         preparer = ReportingPreparer(
@@ -171,6 +175,7 @@ class Daemon:
             cleanup=hooks.sandboxes.cleanup_for_unprepare,
             allocator=allocator,
             finish=CniFinisher(s.cni_bin_dirs, lambda: _stacking_parents(inventory), KubeNadReader(api)),
+            cdi=moves,
         )
         health = HealthServer(s.http_address, self.metrics.registry, self.readiness)
         self.stub = Stub(
@@ -223,6 +228,29 @@ class Daemon:
             await health.stop()
             executor.close()
             await api.close()
+
+    async def _attach_mode(self, hooks: NetworkHooks, plans: PlanStore) -> RuntimeMoves | None:
+        """None in nri mode; else the CDI side, its spec dir synced with the prepared plans, told the
+        runtime's name and version at each NRI Configure (auto decides from them)."""
+        s = self.settings
+        if s.attach_mode is AttachMode.NRI:
+            log.info("attach mode nri: the hook moves every device")
+            self.metrics.set_attach_mode("nri")
+            return None
+        moves = RuntimeMoves(CdiSpecDir(s.cdi_spec_dir, s.driver), s.attach_mode)
+        await moves.start(plans.all())
+        hooks.sandboxes.runtime_moved = moves
+        hooks.runtime_seen = lambda runtime: self.metrics.set_attach_mode(
+            moves.runtime_configured(runtime.name, runtime.version).value
+        )
+        self.metrics.set_attach_mode(moves.active.value)
+        log.info(
+            "attach mode %s (%s until the runtime reports itself), CDI specs in %s",
+            s.attach_mode,
+            moves.active,
+            s.cdi_spec_dir,
+        )
+        return moves
 
     async def _wait(self, tasks: list[asyncio.Task[None]]) -> None:
         """Until a signal asks to stop or a component dies (which is a bug: crash loudly)."""

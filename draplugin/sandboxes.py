@@ -181,7 +181,23 @@ class SandboxService:
             )
         await self._late_attach(sandbox, plans, strict=True)
         self.metrics.runtime_moves(moved=len(left) - len(missing), fell_back=len(missing))
+        fell_back = {ref for ref, _ in missing}
+        self._note_modes(sandbox, {ref: "nri" if ref in fell_back else "cdi" for ref, _ in left})
         return len(missing)
+
+    def _note_modes(self, sandbox: Sandbox, modes: dict[DeviceRef, str]) -> None:
+        """Who moved each device left to the runtime, kept with its result for the claim status
+        (`data.attachMode`: cdi when the runtime did, nri when the hook had to)."""
+        record = self.attachments.get(sandbox.id)
+        if record is None or not any(r.ref in modes for r in record.results):
+            return
+        results = tuple(
+            dataclasses.replace(r, restore={**r.restore, "attachMode": modes[r.ref]}) if r.ref in modes else r
+            for r in record.results
+        )
+        self.attachments.put(dataclasses.replace(record, results=results))
+        if self.status is not None:
+            self.status.pod_changed(sandbox.pod)
 
     def _left_to_runtime(self, plans: Sequence[ClaimPlan]) -> list[tuple[DeviceRef, str]]:
         """(device, pod-side name) of each device the runtime is to move."""

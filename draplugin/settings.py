@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from draplugin.cdi.mode import AttachMode
+from draplugin.cdi.specdir import DEFAULT_DIR as DEFAULT_CDI_DIR
 from draplugin.logs import parse_level
 from draplugin.model import DRIVER_NAME, DeviceKind
 
@@ -45,6 +47,11 @@ class Settings:
     """Where `cni` devices find their plugin executables (also CNI_PATH)."""
     device_filter: DeviceFilter | None = None
     """The operator's include/exclude rules for published devices (see `add_device_filter_arguments`)."""
+    attach_mode: AttachMode = AttachMode.AUTO
+    """Who moves host netdevs into pods: the hook (nri), the runtime from CDI specs (cdi), or cdi where
+    the runtime reports it can (auto); see `draplugin.cdi.mode`."""
+    cdi_spec_dir: Path = DEFAULT_CDI_DIR
+    """Where CDI specs are written (one of the runtime's `cdi_spec_dirs`)."""
 
     @property
     def plans_path(self) -> Path:
@@ -212,6 +219,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="colon list of directories holding CNI plugin executables for cni devices",
     )
     parser.add_argument(
+        "--attach-mode",
+        choices=[mode.value for mode in AttachMode],
+        default=d.attach_mode.value,
+        help="who moves host devices into pods: nri (the hook), cdi (the runtime, from CDI specs), "
+        "auto (cdi on containerd >= 2.2.1, nri elsewhere; the hook verifies and moves what is missing)",
+    )
+    parser.add_argument(
+        "--cdi-spec-dir",
+        type=Path,
+        default=d.cdi_spec_dir,
+        help="where CDI specs are written in the cdi/auto modes (a cdi_spec_dirs entry of the runtime)",
+    )
+    parser.add_argument(
         "--offer", type=_names, default="", help="comma list of veth ends to offer as host devices (labs)"
     )
     parser.add_argument(
@@ -262,6 +282,8 @@ def from_args(args: argparse.Namespace) -> Settings:
         log_format=args.log_format,
         log_level=args.log_level,
         device_filter=device_filter_from_args(args),
+        attach_mode=AttachMode(args.attach_mode),
+        cdi_spec_dir=args.cdi_spec_dir,
     )
 
 

@@ -48,26 +48,23 @@ class RuntimeMoves:
         """CDI claims: the devices the runtime moves (memory view of the spec directory)."""
         self._nri: set[str] = set()
         """Claims prepared in NRI mode: a retried Prepare must not switch them to CDI."""
+        self.spec_dir_seen = True
+        """auto only uses CDI when the spec directory existed at start: a driver container without the
+        host's CDI directory mounted would write specs the runtime never sees, and a container given a
+        CDI id its runtime cannot resolve fails to start. `cdi` mode creates the directory."""
 
     @property
     def active(self) -> AttachMode:
         """The mode a claim prepared now gets."""
         name, version = self.runtime if self.runtime is not None else (None, None)
+        if self.mode is AttachMode.AUTO and not self.spec_dir_seen:
+            return AttachMode.NRI
         return effective(self.mode, name, version)
 
     def runtime_configured(self, name: str, version: str) -> AttachMode:
         """Called at each NRI Configure (the runtime may have been upgraded in between)."""
-        before = self.active
         self.runtime = (name, version)
-        if self.active is not before:
-            log.info(
-                "attach mode %s (configured %s) for runtime %s %s",
-                self.active,
-                self.mode,
-                name,
-                version,
-                extra={"attachMode": str(self.active)},
-            )
+        log.info("attach mode %s (configured %s) for runtime %s %s", self.active, self.mode, name, version)
         return self.active
 
     def expects(self, claim_uid: str, ref: DeviceRef) -> bool:
@@ -78,6 +75,11 @@ class RuntimeMoves:
         """At daemon start: sync the spec directory with the prepared plans and learn what is expected.
         Claims prepared in NRI mode have no spec and keep none (the mode of a claim never changes)."""
         prepared = list(plans)
+        self.spec_dir_seen = await asyncio.to_thread(self.specs.directory.is_dir)
+        if self.mode is AttachMode.AUTO and not self.spec_dir_seen:
+            log.warning(
+                "attach mode auto stays nri: the CDI spec directory %s does not exist", self.specs.directory
+            )
         with_specs = [plan for plan in prepared if self.specs.has_specs(plan.claim.uid)]
         await asyncio.to_thread(self.specs.sync, with_specs)
         self._expected = {

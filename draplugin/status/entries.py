@@ -208,6 +208,8 @@ def _data(ref: DeviceRef, state: DeviceState, plan: DevicePlan | None) -> Entry:
         kind = plan.kind if plan else None
     if kind is not None:
         data["kind"] = kind.value
+    if isinstance(state, AttachResult) and "attachMode" in state.restore:
+        data["attachMode"] = state.restore["attachMode"]  # only devices left to the runtime (CDI)
     if isinstance(state, AttachResult) and "cniResult" in state.restore:
         data["cniResult"] = state.restore["cniResult"]  # the CNI plugins' own result, as they gave it
     if plan is not None:

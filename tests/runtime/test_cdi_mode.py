@@ -292,6 +292,7 @@ async def test_runtime_moves_the_device_and_the_hook_configures_it(
             assert (driver.moved("runtime"), driver.moved("hook")) == (1.0, 0.0)
             record = driver.hooks.attachments.get(pod.id)
             assert record is not None and [r.interface_name for r in record.results] == ["net1"]
+            assert record.results[0].restore["attachMode"] == "cdi"  # the claim status shows it
             await teardown_is_clean(cri, driver, pod, plan, baseline)
 
 
@@ -308,6 +309,8 @@ async def test_container_without_the_cdi_id_gets_the_device_from_the_hook(
             pod, container_id = await run_pod(cri, driver, plan, nic, [])
             await asyncio.to_thread(assert_configured, cri, container_id, plan)
             assert (driver.moved("runtime"), driver.moved("hook")) == (0.0, 1.0)
+            record = driver.hooks.attachments.get(pod.id)
+            assert record is not None and record.results[0].restore["attachMode"] == "nri"
             await teardown_is_clean(cri, driver, pod, plan, baseline)
 
 
@@ -325,4 +328,6 @@ async def test_runc_without_net_devices_falls_back_to_the_hook(
             assert status.runtime_spec["linux"]["netDevices"] == {nic: {"name": "net1"}}
             await asyncio.to_thread(assert_configured, cri, container_id, plan)
             assert (driver.moved("runtime"), driver.moved("hook")) == (0.0, 1.0)
+            record = driver.hooks.attachments.get(pod.id)
+            assert record is not None and record.results[0].restore["attachMode"] == "nri"
             await teardown_is_clean(cri, driver, pod, plan, baseline)

@@ -142,6 +142,19 @@ async def test_nri_mode_returns_no_cdi_ids_and_writes_nothing(base: Path) -> Non
     assert spec_files(base / "cdi") == []
 
 
+async def test_auto_stays_nri_without_the_spec_directory(base: Path) -> None:
+    """A driver container without the host's CDI directory mounted must not hand out CDI ids."""
+    auto = moves(base / "cdi", AttachMode.AUTO)
+    await auto.start([])
+    auto.runtime_configured("containerd", "v2.4.2")
+    assert auto.active is AttachMode.NRI
+    assert dict((await preparer(base, auto).prepare([NIC.ref]))[NIC.ref.uid].cdi_device_ids) == {}
+    (base / "cdi").mkdir()
+    present = moves(base / "cdi", AttachMode.AUTO)
+    await present.start([])
+    assert present.runtime_configured("containerd", "v2.4.2") is AttachMode.CDI
+
+
 async def test_failed_spec_write_fails_that_claim_only_and_keeps_its_plan(base: Path) -> None:
     (base / "blocker").write_text("")
     broken = preparer(base, moves(base / "blocker" / "cdi"))
