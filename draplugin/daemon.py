@@ -239,11 +239,7 @@ class Daemon:
             return None
         moves = RuntimeMoves(CdiSpecDir(s.cdi_spec_dir, s.driver), s.attach_mode)
         await moves.start(plans.all())
-        hooks.sandboxes.runtime_moved = moves
-        hooks.runtime_seen = lambda runtime: self.metrics.set_attach_mode(
-            moves.runtime_configured(runtime.name, runtime.version).value
-        )
-        self.metrics.set_attach_mode(moves.active.value)
+        moves.serve(hooks, self.metrics)
         log.info(
             "attach mode %s (%s until the runtime reports itself), CDI specs in %s",
             s.attach_mode,

@@ -23,6 +23,8 @@ from draplugin.cdi import spec
 from draplugin.cdi.mode import AttachMode, effective
 from draplugin.cdi.specdir import CdiSpecDir
 from draplugin.devices.host_device import decode_marker, encode_marker
+from draplugin.hooks import NetworkHooks
+from draplugin.metrics import Metrics
 from draplugin.model import ClaimPlan, DevicePlan, DeviceRef
 from draplugin.netconf import IFF_UP, find_link
 
@@ -66,6 +68,15 @@ class RuntimeMoves:
         self.runtime = (name, version)
         log.info("attach mode %s (configured %s) for runtime %s %s", self.active, self.mode, name, version)
         return self.active
+
+    def serve(self, hooks: NetworkHooks, metrics: Metrics) -> None:
+        """Wires the hook side: the sandbox service leaves these devices to the runtime, each NRI
+        Configure updates the runtime (auto) and the mode metric."""
+        hooks.sandboxes.runtime_moved = self
+        hooks.runtime_seen = lambda runtime: metrics.set_attach_mode(
+            self.runtime_configured(runtime.name, runtime.version).value
+        )
+        metrics.set_attach_mode(self.active.value)
 
     def expects(self, claim_uid: str, ref: DeviceRef) -> bool:
         """Memory only: True when the runtime is to move this device (its claim got a CDI id)."""

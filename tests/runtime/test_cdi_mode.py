@@ -125,7 +125,9 @@ class Driver:
 
 
 @contextlib.asynccontextmanager
-async def running_driver(ctd: CdiContainerd, state: Path) -> AsyncIterator[Driver]:
+async def running_driver(
+    ctd: CdiContainerd, state: Path, mode: AttachMode = AttachMode.CDI
+) -> AsyncIterator[Driver]:
     await asyncio.to_thread(ctd.wait_nri)
     plans = PlanStore.open(Checkpoint(state / "plans.json"))
     attachments = AttachmentStore.open(state / "attachments.json")
@@ -133,8 +135,9 @@ async def running_driver(ctd: CdiContainerd, state: Path) -> AsyncIterator[Drive
     executor = Executor()
     metrics = Metrics()
     hooks = NetworkHooks(plans, executor, attachments, metrics)
-    moves = RuntimeMoves(CdiSpecDir(ctd.cdi_dir, DRIVER), AttachMode.CDI)
-    hooks.sandboxes.runtime_moved = moves
+    moves = RuntimeMoves(CdiSpecDir(ctd.cdi_dir, DRIVER), mode)
+    await moves.start(plans.all())
+    moves.serve(hooks, metrics)  # as the daemon wires it
     stub = Stub(hooks, "netclaim", "10", socket_path=str(ctd.nri_socket))
     task = asyncio.get_running_loop().create_task(stub.run())
     try:
@@ -330,4 +333,24 @@ async def test_runc_without_net_devices_falls_back_to_the_hook(
             assert (driver.moved("runtime"), driver.moved("hook")) == (0.0, 1.0)
             record = driver.hooks.attachments.get(pod.id)
             assert record is not None and record.results[0].restore["attachMode"] == "nri"
+            await teardown_is_clean(cri, driver, pod, plan, baseline)
+
+
+async def test_auto_picks_cdi_from_what_the_runtime_reports(
+    containerd: CdiContainerd, nic: str, tmp_path: Path
+) -> None:
+    """auto, wired as the daemon wires it: NRI Configure names the runtime, auto resolves to CDI, and
+    the pod gets its device moved by the runtime."""
+    baseline = Baseline.take(nic)
+    plan = host_device_plan(nic, str(uuid.uuid4()))
+    async with running_driver(containerd, tmp_path / "state", AttachMode.AUTO) as driver:
+        assert driver.moves.runtime is not None and driver.moves.runtime[0] == "containerd"
+        assert driver.moves.active is AttachMode.CDI, driver.moves.runtime
+        mode = driver.metrics.registry.get_sample_value("netclaim_attach_mode", {"mode": "cdi"})
+        assert mode == 1.0
+        ids = await driver.prepare(plan)
+        with containerd.client() as cri:
+            pod, container_id = await run_pod(cri, driver, plan, nic, list(ids.values()))
+            await asyncio.to_thread(assert_configured, cri, container_id, plan)
+            assert (driver.moved("runtime"), driver.moved("hook")) == (1.0, 0.0)
             await teardown_is_clean(cri, driver, pod, plan, baseline)
