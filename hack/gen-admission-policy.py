@@ -170,6 +170,7 @@ validations = [
             "ipvlan",
             "vlan",
             "veth",
+            "ipam",
         ],
     ),
     enum("netdev.kind", f"{N}.kind", f"has({N}.kind)", [k.value for k in DeviceKind]),
@@ -244,6 +245,8 @@ validations = [
         VLAN_PROTOCOLS,
     ),
     section("netdev.veth", f"{N}.veth", f"has({N}.veth)"),
+    # Its contents (subnets, ranges, gateways, routes) need address arithmetic: Prepare's and the webhook's.
+    section("netdev.ipam", f"{N}.ipam", f"has({N}.ipam)"),
     *name_checks(
         "netdev.veth.hostInterfaceName",
         f"{N}.veth.hostInterfaceName",

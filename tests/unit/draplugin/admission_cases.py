@@ -95,6 +95,7 @@ BAD: tuple[Case, ...] = (
         "netdev.veth.hostInterfaceName",
         device="veth",
     ),
+    Case("ipam-not-object", params(netdev={"ipam": ["203.0.113.0/24"]}), "netdev.ipam"),
     Case("rdma-devices-empty", params(rdma={"devices": []}), "rdma.devices", device="rdma-mlx0"),
     Case(
         "rdma-devices-too-many",
@@ -166,6 +167,21 @@ GOOD: tuple[Case, ...] = (
         params(netdev={"kind": "vlan", "vlan": {"id": 4094, "protocol": "802.1ad"}}),
         "",
         device="vlan-up0",
+    ),
+    Case(
+        "ipam",
+        params(
+            netdev={
+                "ipam": {
+                    "pool": "lab",
+                    "subnets": ["203.0.113.0/25", "2001:db8::/64"],
+                    "exclude": ["203.0.113.1-203.0.113.9"],
+                    "gateways": ["203.0.113.1", "2001:db8::1"],
+                    "routes": [{"destination": "203.0.113.128/25"}],
+                }
+            }
+        ),
+        "",
     ),
     Case("rdma", params(rdma={"devices": ["uverbs0", "rdma_cm"]}), "", device="rdma-mlx0"),
     Case("utf8-name-15-bytes", params(netdev={"interfaceName": "é" * 7 + "x"}), ""),
