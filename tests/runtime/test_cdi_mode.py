@@ -51,6 +51,7 @@ from nriplugin import Stub
 
 DRIVER = "netclaim.dev"
 CDI_LINES = ("2.2", "2.4")
+NRI_LINES = ("1.7", "2.1")
 
 
 class CdiContainerd(Containerd):
@@ -71,13 +72,7 @@ class CdiContainerd(Containerd):
 
 
 def _start(line: str, runc: str | None = None) -> Iterator[CdiContainerd]:
-    if os.geteuid() != 0:
-        prereq.missing("root (containerd, netns, cgroups)", "run the runtime tier as root")
-    try:
-        check_installed(line)
-        load_stubs()
-    except (RuntimeMissing, StubsMissing) as err:
-        prereq.missing(f"containerd {line} test bed ({err})", "make deps-runtime")
+    _require(line)
     ctd = CdiContainerd(line, Path(tempfile.mkdtemp(prefix="ncc-", dir="/tmp")), runc)
     try:
         ctd.start()
@@ -88,9 +83,34 @@ def _start(line: str, runc: str | None = None) -> Iterator[CdiContainerd]:
     ctd.teardown()
 
 
+def _require(line: str) -> None:
+    if os.geteuid() != 0:
+        prereq.missing("root (containerd, netns, cgroups)", "run the runtime tier as root")
+    try:
+        check_installed(line)
+        load_stubs()
+    except (RuntimeMissing, StubsMissing) as err:
+        prereq.missing(f"containerd {line} test bed ({err})", "make deps-runtime")
+
+
 @pytest.fixture(scope="module", params=CDI_LINES, ids=[f"containerd-{line}" for line in CDI_LINES])
 def containerd(request: pytest.FixtureRequest) -> Iterator[CdiContainerd]:
     yield from _start(request.param)
+
+
+@pytest.fixture(scope="module", params=NRI_LINES, ids=[f"containerd-{line}" for line in NRI_LINES])
+def containerd_nri_only(request: pytest.FixtureRequest) -> Iterator[Containerd]:
+    """1.7 and 2.1: their CDI handling predates netDevices (CDI 1.1.0); auto must not use it there."""
+    line: str = request.param
+    _require(line)
+    ctd = Containerd(line, Path(tempfile.mkdtemp(prefix="ncn-", dir="/tmp")))
+    try:
+        ctd.start()
+    except BaseException:
+        ctd.teardown()
+        raise
+    yield ctd
+    ctd.teardown()
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +146,7 @@ class Driver:
 
 @contextlib.asynccontextmanager
 async def running_driver(
-    ctd: CdiContainerd, state: Path, mode: AttachMode = AttachMode.CDI
+    ctd: Containerd, state: Path, mode: AttachMode = AttachMode.CDI, cdi_dir: Path | None = None
 ) -> AsyncIterator[Driver]:
     await asyncio.to_thread(ctd.wait_nri)
     plans = PlanStore.open(Checkpoint(state / "plans.json"))
@@ -135,7 +155,8 @@ async def running_driver(
     executor = Executor()
     metrics = Metrics()
     hooks = NetworkHooks(plans, executor, attachments, metrics)
-    moves = RuntimeMoves(CdiSpecDir(ctd.cdi_dir, DRIVER), mode)
+    spec_dir = cdi_dir if cdi_dir is not None else getattr(ctd, "cdi_dir")  # noqa: B009
+    moves = RuntimeMoves(CdiSpecDir(spec_dir, DRIVER), mode)
     await moves.start(plans.all())
     moves.serve(hooks, metrics)  # as the daemon wires it
     stub = Stub(hooks, "netclaim", "10", socket_path=str(ctd.nri_socket))
@@ -353,4 +374,26 @@ async def test_auto_picks_cdi_from_what_the_runtime_reports(
             pod, container_id = await run_pod(cri, driver, plan, nic, list(ids.values()))
             await asyncio.to_thread(assert_configured, cri, container_id, plan)
             assert (driver.moved("runtime"), driver.moved("hook")) == (1.0, 0.0)
+            await teardown_is_clean(cri, driver, pod, plan, baseline)
+
+
+async def test_auto_moves_with_the_hook_on_runtimes_without_net_devices(
+    containerd_nri_only: Containerd, nic: str, tmp_path: Path
+) -> None:
+    """auto on 1.7.24 and 2.1.9: no CDI id, no spec, the hook moves the device at RunPodSandbox."""
+    baseline = Baseline.take(nic)
+    plan = host_device_plan(nic, str(uuid.uuid4()))
+    cdi_dir = tmp_path / "cdi"
+    cdi_dir.mkdir()
+    async with running_driver(containerd_nri_only, tmp_path / "state", AttachMode.AUTO, cdi_dir) as driver:
+        assert driver.moves.runtime is not None and driver.moves.runtime[0] == "containerd"
+        assert driver.moves.active is AttachMode.NRI, driver.moves.runtime
+        assert await driver.prepare(plan) == {}
+        assert os.listdir(cdi_dir) == []
+        with containerd_nri_only.client() as cri:
+            pod = await asyncio.to_thread(cri.run_pod_sandbox, "auto-nri", uid=plan.pod_uids[0])
+            assert host_link(nic) is None  # moved by the hook at RunPodSandbox
+            container_id = await asyncio.to_thread(start_container, cri, pod, [])
+            await asyncio.to_thread(assert_configured, cri, container_id, plan)
+            assert (driver.moved("runtime"), driver.moved("hook")) == (0.0, 0.0)
             await teardown_is_clean(cri, driver, pod, plan, baseline)
