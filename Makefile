@@ -33,13 +33,14 @@ deps-runtime: deps-host venv
 deps-apiserver: deps-host
 	hack/install-etcd.sh
 	hack/build-k8s.sh kube-apiserver
-deps-node: deps-runtime deps-apiserver
+# The node tier installs the driver as operators do: the image (make image) with the chart (helm).
+deps-node: deps-runtime deps-apiserver deps-tools image
 	hack/build-k8s.sh
 # The kernel tier's QEMU, Debian kernel + modules and initramfs (hack/install-kernel.sh).
 deps-kernel:
 	hack/install-kernel.sh
 # The driver image as an OCI archive, without Docker (hack/build-image.sh; skipped when its inputs are
-# unchanged). tests/runtime/test_image.py builds it on demand; the node tier's deps-node will need it.
+# unchanged). tests/runtime/test_image.py builds it on demand; deps-node builds it for the node tier.
 image: deps-host venv
 	hack/build-image.sh
 # Test-side tools of the unit tier (helm for the chart checks).

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make demo / make demo-down: a local one-node cluster (containerd 1.7 by default,
-# NETCLAIM_DEMO_CONTAINERD=2.1 to switch), the driver as a host process, and examples/multi-nic.
+# NETCLAIM_DEMO_CONTAINERD=2.1 to switch), the driver installed with the Helm chart from the locally
+# built image (NETCLAIM_DEMO_DRIVER=host: as a host process instead), and examples/multi-nic.
 # usage: hack/demo.sh up|down|show|exec -- CMD...      (see tests/testbed/demo.py)
 # State lives in $NETCLAIM_DEMO_STATE (default /run/netclaim-demo), so `down` works from any shell.
 set -euo pipefail

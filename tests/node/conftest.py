@@ -28,8 +28,8 @@ import kubernetes.client
 import pytest
 from testbed import etcd, prereq
 from testbed.apiserver import k8s_binary
+from testbed.chart import ChartDriver
 from testbed.containerd import LINES, RuntimeMissing, check_installed
-from testbed.driver import Driver
 from testbed.node import LocalNode
 from testbed.standin import stand_in
 
@@ -104,7 +104,7 @@ def example_links(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 @pytest.fixture(scope="module")
 def driver(
     local_node: LocalNode, example_links: None, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Driver]:
+) -> Iterator[ChartDriver]:
     """netclaim as the examples need it: macvlan parent UPLINK and HOST_NIC offered as a host NIC; and
     KEPT_OUT_NIC offered too but excluded by the operator's device filter (`--exclude-interfaces`)."""
     with e2e.running_driver(

@@ -15,7 +15,7 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,7 @@ from typing import Any
 import kubernetes.client as k
 import yaml
 from kubernetes.dynamic import DynamicClient
-from testbed import driver as testbed_driver
-from testbed.driver import Driver
+from testbed.chart import ChartDriver
 from testbed.node import LocalNode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,13 +65,6 @@ def apply(api: k.ApiClient, docs: Iterable[Doc], namespace: str | None = None) -
         resource.server_side_apply(
             body=body, name=body["metadata"]["name"], namespace=ns, field_manager=FIELD_MANAGER
         )
-
-
-def install(api: k.ApiClient) -> None:
-    """What the DaemonSet install applies besides the DaemonSet: classes and the driver's RBAC
-    (plus the host-process grant, since the e2e driver is a host process, see testbed.driver)."""
-    for name in ("deviceclasses.yaml", "rbac.yaml", "rbac-host-process.yaml"):
-        apply(api, load_docs(DEPLOY / name))
 
 
 def of_kind(docs: Iterable[Doc], kind: str) -> list[Doc]:
@@ -304,28 +296,47 @@ def wait_slices(api: k.ApiClient, node: str, devices: set[str], timeout: float =
 
 @contextmanager
 def running_driver(
-    local_node: LocalNode, workdir: Path, devices: set[str], **options: Any
-) -> Iterator[Driver]:
-    """netclaim running on `local_node` as its ServiceAccount (x509 identity bound by deploy/rbac.yaml),
-    with deploy/ applied, registered with the kubelet, connected to NRI and `devices` published.
-    `options` go to `testbed.driver.for_node`. On the way out, pods go first, while the driver runs,
-    so their devices go back the normal way; then the driver's log must hold no traceback."""
-    assert local_node.plane is not None
-    with local_node.api_client() as api:
-        install(api)
-    kubeconfig = local_node.plane.kubeconfig_for(
-        "netclaim", testbed_driver.service_account_identity(local_node.plane), "netclaim"
+    local_node: LocalNode,
+    workdir: Path,
+    devices: set[str],
+    *,
+    parents: Sequence[str] = (),
+    offer: Sequence[str] = (),
+    virtual_kinds: Sequence[str] | None = None,
+    sysfs_root: Path | None = None,
+    dev_root: Path | None = None,
+    extra_args: Sequence[str] = (),
+    values: dict[str, Any] | None = None,
+) -> Iterator[ChartDriver]:
+    """netclaim installed on `local_node` as operators install it: the image imported into the node's
+    containerd, `helm install` of deploy/helm/netclaim, the DaemonSet pod Ready (registered with the
+    kubelet, connected to NRI, probes passing) and `devices` published. `values` are extra chart values.
+
+    On the way out, workload pods go first, while the driver runs, so their devices go back the normal
+    way; then `helm uninstall`, after which nothing of netclaim may be left on the node (sockets, state
+    files, links it made) and its log must hold no traceback."""
+    instance = ChartDriver(
+        local_node,
+        workdir,
+        parents=tuple(parents),
+        offer=tuple(offer),
+        extra_args=tuple(extra_args),
+        sysfs_root=sysfs_root,
+        dev_root=dev_root,
+        values_overrides=dict(values or {}),
     )
-    instance = testbed_driver.for_node(local_node, workdir, kubeconfig, **options)
-    instance.start()
+    if virtual_kinds is not None:
+        instance.virtual_kinds = tuple(virtual_kinds)
+    instance.install()
     try:
         with local_node.api_client() as api:
             wait_slices(api, local_node.node_name, devices)
         yield instance
     finally:
         left = local_node.delete_all_pods()
-        instance.stop()
-        assert not left, f"pods left: {left}"
-        errors = [line for line in instance.log.read_text().splitlines() if "Traceback" in line]
+        left += instance.uninstall()
+        left += instance.leftovers()
         print(f"driver starts (s): {instance.starts}; log {instance.log}")
+        errors = [line for line in instance.log.read_text().splitlines() if "Traceback" in line]
+        assert not left, f"left after the pods and helm uninstall: {left}"
         assert not errors, f"driver log has tracebacks:\n{instance.log_tail(120)}"

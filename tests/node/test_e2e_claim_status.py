@@ -14,7 +14,7 @@ from typing import Any
 
 import e2e
 import kubernetes.client as k
-from testbed.driver import Driver
+from testbed.chart import ChartDriver
 from testbed.namespaces import send_text
 from testbed.node import LocalNode
 
@@ -85,7 +85,7 @@ def wait_entry(api: k.ApiClient, namespace: str, claim: str, check: Any, what: s
     return entry
 
 
-def test_direct_claim_of_one_pod(local_node: LocalNode, driver: Driver, node_namespace: str) -> None:
+def test_direct_claim_of_one_pod(local_node: LocalNode, driver: ChartDriver, node_namespace: str) -> None:
     netdev = {"interfaceName": "net4", "addresses": ["203.0.113.41/24"]}
     before = e2e.host_links()
     with local_node.api_client() as api:
@@ -105,7 +105,9 @@ def test_direct_claim_of_one_pod(local_node: LocalNode, driver: Driver, node_nam
     assert e2e.host_links() == before
 
 
-def test_direct_claim_shared_by_two_pods(local_node: LocalNode, driver: Driver, node_namespace: str) -> None:
+def test_direct_claim_shared_by_two_pods(
+    local_node: LocalNode, driver: ChartDriver, node_namespace: str
+) -> None:
     """kubelet prepares a shared claim once; each pod still gets its own interface, and the claim's one
     entry reports both: every pod under `data.pods`, and one pod leaving does not mark it detached."""
     netdev = {"interfaceName": "net5"}
@@ -146,7 +148,7 @@ def test_direct_claim_shared_by_two_pods(local_node: LocalNode, driver: Driver, 
         assert not local_node.wait_pods_gone(node_namespace)
 
 
-def test_pod_with_two_direct_claims(local_node: LocalNode, driver: Driver, node_namespace: str) -> None:
+def test_pod_with_two_direct_claims(local_node: LocalNode, driver: ChartDriver, node_namespace: str) -> None:
     macvlan = {"interfaceName": "net6", "addresses": ["203.0.113.60/25", "2001:db8::60/64"]}
     veth = {"interfaceName": "net7", "mtu": 1400, "addresses": ["203.0.113.160/25"]}
     before = e2e.host_links()

@@ -8,12 +8,16 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import e2e
 import kubernetes.client as k
+import pytest
+from kubernetes.dynamic.exceptions import DynamicApiError
 from testbed.apiserver import k8s_binary
-from testbed.driver import Driver
+from testbed.chart import ChartDriver
 from testbed.node import LocalNode
 
 START_TIMEOUT = 90.0
@@ -42,7 +46,7 @@ def _delete_and_wait(local_node: LocalNode, api: k.ApiClient, namespace: str, na
     assert not left, left
 
 
-def test_macvlan_static(local_node: LocalNode, driver: Driver, node_namespace: str) -> None:
+def test_macvlan_static(local_node: LocalNode, driver: ChartDriver, node_namespace: str) -> None:
     docs = e2e.example("macvlan-static")
     (template,) = e2e.of_kind(docs, "ResourceClaimTemplate")
     netdev = e2e.netdev_config(template)
@@ -60,7 +64,7 @@ def test_macvlan_static(local_node: LocalNode, driver: Driver, node_namespace: s
     assert e2e.host_links() == before
 
 
-def test_multi_nic(local_node: LocalNode, driver: Driver, node_namespace: str) -> None:
+def test_multi_nic(local_node: LocalNode, driver: ChartDriver, node_namespace: str) -> None:
     docs = e2e.example("multi-nic")
     templates = {
         t["metadata"]["name"]: e2e.netdev_config(t) for t in e2e.of_kind(docs, "ResourceClaimTemplate")
@@ -82,7 +86,7 @@ def test_multi_nic(local_node: LocalNode, driver: Driver, node_namespace: str) -
     assert e2e.host_links() == before
 
 
-def test_host_device_passthrough(local_node: LocalNode, driver: Driver, node_namespace: str) -> None:
+def test_host_device_passthrough(local_node: LocalNode, driver: ChartDriver, node_namespace: str) -> None:
     docs = e2e.example("host-device")
     (template,) = e2e.of_kind(docs, "ResourceClaimTemplate")
     netdev = e2e.netdev_config(template)
@@ -102,7 +106,54 @@ def test_host_device_passthrough(local_node: LocalNode, driver: Driver, node_nam
     assert e2e.host_links() == before
 
 
-def test_bad_config_fails_only_its_pod(local_node: LocalNode, driver: Driver, node_namespace: str) -> None:
+def test_bad_config_refused_at_admission(
+    local_node: LocalNode, driver: ChartDriver, node_namespace: str
+) -> None:
+    """With the chart's defaults a bad config never gets in: the ValidatingAdmissionPolicy refuses the
+    template at create time with the same field path Prepare would give."""
+    bad = e2e.example("bad-config")
+    (bad_template,) = e2e.of_kind(bad, "ResourceClaimTemplate")
+    with local_node.api_client() as api, pytest.raises(DynamicApiError) as refused:
+        e2e.apply(api, [bad_template], node_namespace)
+    assert refused.value.status == 422, refused.value
+    assert "config[0].netdev.interfaceName" in str(refused.value.body), refused.value.body
+
+
+@contextmanager
+def _admission_policy_off(api: k.ApiClient) -> Iterator[None]:
+    """Clusters without the policy (an older install, `admission.policy.enabled=false`, a config from
+    before an upgrade) reach Prepare with a bad config: the binding is removed for the block."""
+    bindings = k.AdmissionregistrationV1Api(api)
+    (binding,) = [
+        b
+        for b in bindings.list_validating_admission_policy_binding().items
+        if b.spec.policy_name == "netclaim-config"
+    ]
+    bindings.delete_validating_admission_policy_binding(binding.metadata.name)
+    try:
+        yield
+    finally:
+        meta = binding.metadata
+        binding.metadata = k.V1ObjectMeta(name=meta.name, labels=meta.labels, annotations=meta.annotations)
+        bindings.create_validating_admission_policy_binding(binding)
+
+
+def _apply_when_admitted(api: k.ApiClient, docs: list[e2e.Doc], namespace: str) -> None:
+    """The apiserver's policy informer drops a deleted binding within moments: retry until it has."""
+    deadline = time.monotonic() + 20.0
+    while True:
+        try:
+            e2e.apply(api, docs, namespace)
+            return
+        except DynamicApiError as error:
+            if "ValidatingAdmissionPolicy" not in str(error.body) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def test_bad_config_fails_only_its_pod(
+    local_node: LocalNode, driver: ChartDriver, node_namespace: str
+) -> None:
     bad = e2e.example("bad-config")
     good = e2e.example("macvlan-static")
     (bad_template,) = e2e.of_kind(bad, "ResourceClaimTemplate")
@@ -110,7 +161,8 @@ def test_bad_config_fails_only_its_pod(local_node: LocalNode, driver: Driver, no
     before = e2e.host_links()
     with local_node.api_client() as api:
         core = k.CoreV1Api(api)
-        e2e.apply(api, bad + good, node_namespace)
+        with _admission_policy_off(api):
+            _apply_when_admitted(api, bad + good, node_namespace)
 
         def failed_prepare() -> list[k.CoreV1Event]:
             return [
@@ -144,36 +196,7 @@ def test_bad_config_fails_only_its_pod(local_node: LocalNode, driver: Driver, no
     assert e2e.host_links() == before
 
 
-def test_host_process_identity_needs_the_arbitrary_node_grant(
-    local_node: LocalNode, driver: Driver, node_namespace: str
-) -> None:
-    """The driver runs as its ServiceAccount but through a static x509 credential (no node-name extra),
-    so since 1.36 the apiserver checks `arbitrary-node:patch` on resourceclaims/driver for status
-    writes: without deploy/rbac-host-process.yaml the pod still gets its interface (the hook needs no
-    API) but the claim shows nothing; once the grant is back, the queued status lands."""
-    docs = e2e.example("macvlan-static")
-    binding = e2e.of_kind(e2e.load_docs(e2e.DEPLOY / "rbac-host-process.yaml"), "ClusterRoleBinding")[0]
-    with local_node.api_client() as api:
-        k.RbacAuthorizationV1Api(api).delete_cluster_role_binding(binding["metadata"]["name"])
-        try:
-            e2e.apply(api, docs, node_namespace)
-            (pod,) = e2e.wait_running(k.CoreV1Api(api), node_namespace, ["macvlan-static"], START_TIMEOUT)
-            e2e.assert_configured(
-                local_node, pod, e2e.netdev_config(e2e.of_kind(docs, "ResourceClaimTemplate")[0])
-            )
-            (claim,) = e2e.claim_names(pod).values()
-            time.sleep(5.0)  # the status queue has had its chance to write
-            status = e2e.read_claim(api, node_namespace, claim).get("status", {})
-            assert not [d for d in status.get("devices", []) if d["driver"] == e2e.DRIVER], status
-            # The driver says why, with the verb the apiserver wants (a 422, not a 403).
-            assert "arbitrary-node:patch" in driver.log.read_text(), driver.log_tail()
-        finally:
-            e2e.apply(api, [binding])
-        e2e.wait_claim_ready(api, node_namespace, claim, timeout=90.0)
-        _delete_and_wait(local_node, api, node_namespace, "macvlan-static")
-
-
-def test_a_nic_the_operator_excludes_is_never_published(local_node: LocalNode, driver: Driver) -> None:
+def test_a_nic_the_operator_excludes_is_never_published(local_node: LocalNode, driver: ChartDriver) -> None:
     """`--exclude-interfaces` (the chart's `deviceFilter.exclude.interfaces`) keeps an offered NIC out of
     the ResourceSlices while the NIC next to it, offered the same way, is published."""
     with local_node.api_client() as api:
@@ -189,7 +212,7 @@ def test_a_nic_the_operator_excludes_is_never_published(local_node: LocalNode, d
     assert e2e.KEPT_OUT_NIC in e2e.host_links(), "the NIC exists: the filter kept it out, not its absence"
 
 
-def test_kubectl_netclaim_status(local_node: LocalNode, driver: Driver, node_namespace: str) -> None:
+def test_kubectl_netclaim_status(local_node: LocalNode, driver: ChartDriver, node_namespace: str) -> None:
     """`kubectl netclaim status` as an operator runs it: kubectl finds the plugin on PATH and the plugin
     uses kubectl's kubeconfig; the rows match what the pod has."""
     assert local_node.plane is not None

@@ -13,7 +13,7 @@ from typing import Any
 import e2e
 import kubernetes.client as k
 import pytest
-from testbed.driver import Driver
+from testbed.chart import ChartDriver
 from testbed.node import LocalNode
 
 
@@ -63,7 +63,7 @@ def delete_all(local_node: LocalNode, api: k.ApiClient, namespace: str) -> None:
     assert not left, left
 
 
-def test_twenty_pods_at_once(local_node: LocalNode, driver: Driver, node_namespace: str) -> None:
+def test_twenty_pods_at_once(local_node: LocalNode, driver: ChartDriver, node_namespace: str) -> None:
     before = e2e.host_links()
     with local_node.api_client() as api:
         t0 = time.monotonic()
@@ -74,7 +74,7 @@ def test_twenty_pods_at_once(local_node: LocalNode, driver: Driver, node_namespa
     assert e2e.host_links() == before
 
 
-def prepared_claims(driver: Driver) -> float:
+def prepared_claims(driver: ChartDriver) -> float:
     """NodePrepareResources calls the driver answered without error (its /metrics)."""
     wanted = ("netclaim_calls_total{", 'method="NodePrepareResources"', 'result="ok"')
     lines = [line for line in driver.metrics().splitlines() if all(w in line for w in wanted)]
@@ -83,7 +83,7 @@ def prepared_claims(driver: Driver) -> float:
 
 @pytest.mark.parametrize("kill_at", ["allocated", "prepared"])
 def test_driver_sigkilled_while_pods_start(
-    local_node: LocalNode, driver: Driver, node_namespace: str, kill_at: str
+    local_node: LocalNode, driver: ChartDriver, node_namespace: str, kill_at: str
 ) -> None:
     """SIGKILL once the scheduler allocated a first claim (kubelet then finds no driver), or once the
     driver prepared a first claim (its plan is checkpointed, its pod not started yet: the restart must

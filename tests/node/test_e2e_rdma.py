@@ -33,7 +33,7 @@ from typing import Any
 import e2e
 import kubernetes.client as k
 import pytest
-from testbed.driver import Driver
+from testbed.chart import ChartDriver
 from testbed.node import LocalNode
 from testbed.standin import host_link, registered_char_majors, stand_in_nic
 from testbed.sysfs_fixture import FakeFunction, write_function
@@ -94,7 +94,7 @@ def roce_nic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoceNic]:
 @pytest.fixture(scope="module")
 def rdma_driver(
     local_node: LocalNode, roce_nic: RoceNic, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Driver]:
+) -> Iterator[ChartDriver]:
     """netclaim as the node tier runs it (see conftest `driver`), discovering from the fixture trees and
     offering our veth as a host NIC; veth is the only virtual kind (no macvlan parents needed)."""
     with e2e.running_driver(
@@ -266,7 +266,7 @@ def assert_rdma_data(entry: dict[str, Any], kind: str) -> None:
 
 
 def test_plain_device_and_roce_twin_share_one_counter(
-    local_node: LocalNode, rdma_driver: Driver, roce_nic: RoceNic
+    local_node: LocalNode, rdma_driver: ChartDriver, roce_nic: RoceNic
 ) -> None:
     """The pool as stored: the NIC plainly and as `roce-<name>`, each consuming the one unit of the
     same counter, which sits in a slice of its own; the HCA also as the shared `rdma` device."""
@@ -305,7 +305,7 @@ def test_plain_device_and_roce_twin_share_one_counter(
 
 
 def test_scheduler_gives_the_nic_to_one_claim_at_a_time(
-    local_node: LocalNode, rdma_driver: Driver, roce_nic: RoceNic, node_namespace: str
+    local_node: LocalNode, rdma_driver: ChartDriver, roce_nic: RoceNic, node_namespace: str
 ) -> None:
     """Pod A holds the NIC as host-device; pod B, asking for its roce twin, stays unschedulable (the
     counter's one unit is taken) until A is gone, then runs with the netdev and the RDMA nodes; when B
@@ -399,7 +399,7 @@ def test_scheduler_gives_the_nic_to_one_claim_at_a_time(
 
 
 def test_shared_rdma_device_serves_two_pods_at_once(
-    local_node: LocalNode, rdma_driver: Driver, roce_nic: RoceNic, node_namespace: str
+    local_node: LocalNode, rdma_driver: ChartDriver, roce_nic: RoceNic, node_namespace: str
 ) -> None:
     """The HCA's `rdma` device allows multiple allocations: two pods hold it together, each gets the
     character devices and no netdev moves (the NIC stays on the host)."""

@@ -1,5 +1,10 @@
 """`make demo`: a local node, the driver, and examples/multi-nic running, left up for hands-on work.
 
+The driver is installed as operators install it: the image (hack/build-image.sh) imported into the
+node's containerd and the Helm chart, whose DaemonSet pod does the work (`testbed.chart`).
+NETCLAIM_DEMO_DRIVER=host runs `netclaim run` as a host process instead (faster to iterate on code:
+no image rebuild).
+
 Why a supervisor process: a LocalNode is a tree of objects (control plane, controller-manager,
 scheduler, containerd, kubelet) whose teardown order and host cleanup live in `LocalNode.destroy()`.
 Rather than serialising all of it, `up` starts one detached supervisor that builds the node and the
@@ -33,9 +38,11 @@ from typing import Any
 import kubernetes.client as k
 import yaml
 
+from testbed import chart as chart_mod
 from testbed import driver as driver_mod
 from testbed import netns as tnetns
 from testbed import proc
+from testbed.chart import ChartDriver
 from testbed.containerd import LINES
 from testbed.node import LocalNode
 
@@ -44,6 +51,7 @@ NAMESPACE = "demo"
 EXAMPLE = "multi-nic"
 POD = "multi-nic"
 UPLINK = "ncex-up0"
+DRIVER_MODES = ("chart", "host")
 SUPERVISOR = "supervisor.json"
 INFO = "info.json"
 FAILED = "failed"
@@ -79,6 +87,10 @@ class Demo:
         self.node_only = node_only
         self.node = LocalNode(root / "node", line, lock_wait=0)
         self.driver: driver_mod.Driver | None = None
+        self.chart: ChartDriver | None = None
+        self.mode = os.environ.get("NETCLAIM_DEMO_DRIVER", "chart")
+        if self.mode not in DRIVER_MODES:
+            raise ValueError(f"NETCLAIM_DEMO_DRIVER={self.mode!r}: one of {', '.join(DRIVER_MODES)}")
         self.peer = root / "uplink-peer"
 
     def up(self) -> dict[str, Any]:
@@ -88,6 +100,22 @@ class Demo:
         assert self.node.plane is not None and self.node.containerd is not None
         if self.node_only:
             return self._info(t0)
+        if self.mode == "chart":
+            self.chart = ChartDriver(self.node, self.root / "driver", parents=[UPLINK])
+            self.chart.install()
+        else:
+            self._host_driver()
+        with self.node.api_client() as api:
+            core = k.CoreV1Api(api)
+            core.create_namespace(k.V1Namespace(metadata=k.V1ObjectMeta(name=NAMESPACE)))
+            self.node.wait_default_service_account(NAMESPACE)
+            self._wait_slices(api)
+            _apply(api, ROOT / "examples" / EXAMPLE / "manifest.yaml", NAMESPACE)
+            self._wait_running(core)
+        return self._info(t0)
+
+    def _host_driver(self) -> None:
+        assert self.node.plane is not None
         with self.node.api_client() as api:
             for name in ("deviceclasses.yaml", "rbac.yaml", "rbac-host-process.yaml"):
                 _apply(api, ROOT / "deploy" / name)
@@ -97,14 +125,6 @@ class Demo:
         self.driver = driver_mod.for_node(self.node, self.root / "driver", kubeconfig, parents=[UPLINK])
         self.driver.start()
         self.driver.save()
-        with self.node.api_client() as api:
-            core = k.CoreV1Api(api)
-            core.create_namespace(k.V1Namespace(metadata=k.V1ObjectMeta(name=NAMESPACE)))
-            self.node.wait_default_service_account(NAMESPACE)
-            self._wait_slices(api)
-            _apply(api, ROOT / "examples" / EXAMPLE / "manifest.yaml", NAMESPACE)
-            self._wait_running(core)
-        return self._info(t0)
 
     def _info(self, t0: float) -> dict[str, Any]:
         assert self.node.plane is not None and self.node.containerd is not None
@@ -124,8 +144,18 @@ class Demo:
             info |= {
                 "namespace": NAMESPACE,
                 "pod": POD,
+                "driver": "host process",
                 "driver_log": str(self.driver.log),
                 "driver_http": f"127.0.0.1:{self.driver.port}",
+            }
+        if self.chart is not None:
+            info |= {
+                "namespace": NAMESPACE,
+                "pod": POD,
+                "driver": f"DaemonSet {chart_mod.NAMESPACE}/{chart_mod.RELEASE} (Helm chart, image "
+                f"{self.chart.values()['image']['repository']}:{self.chart.values()['image']['tag']})",
+                "driver_log": f"kubectl -n {chart_mod.NAMESPACE} logs ds/{chart_mod.RELEASE}",
+                "driver_http": f"127.0.0.1:{self.chart.port}",
             }
         return info
 
@@ -141,14 +171,21 @@ class Demo:
         subprocess.run(["nsenter", f"--net={self.peer}", "ip", "link", "set", "p", "up"], check=True)
 
     def _wait_slices(self, api: k.ApiClient, timeout: float = 60.0) -> None:
-        assert self.driver is not None and self.driver.daemon is not None
         resource = k.ResourceV1Api(api)
 
         def published() -> bool:
             names = {d.name for s in resource.list_resource_slice().items for d in s.spec.devices or []}
             return {f"macvlan-{UPLINK}", "veth"} <= names
 
-        proc.wait_until(published, self.driver.daemon, timeout, "publishing its slices", interval=0.5)
+        if self.driver is not None and self.driver.daemon is not None:
+            proc.wait_until(published, self.driver.daemon, timeout, "publishing its slices", interval=0.5)
+            return
+        deadline = time.monotonic() + timeout
+        while not published():
+            if time.monotonic() > deadline:
+                tail = self.chart.log_tail() if self.chart is not None else ""
+                raise TimeoutError(f"the driver did not publish its slices in {timeout:.0f}s\n{tail}")
+            time.sleep(0.5)
 
     def _wait_running(self, core: k.CoreV1Api, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
@@ -167,6 +204,9 @@ class Demo:
             left += self.node.delete_all_pods()  # while the driver runs: devices go back the normal way
             if self.driver is not None:
                 self.driver.stop()
+            if self.chart is not None:
+                left += self.chart.uninstall()
+                left += self.chart.leftovers()
             left += self.node.destroy()
         finally:
             if self.peer.exists():  # only then did this demo make the uplink
@@ -291,6 +331,7 @@ The demo is up (containerd {info["containerd"]}; started in {info["seconds"]} s)
   kubectl get resourceslices -o wide               # what the driver published
   kubectl netclaim status {pod} -n {ns}
   hack/demo.sh exec -- ip route                    # any command inside the pod
+  driver:      {info["driver"]}
   driver log:  {info["driver_log"]}   (metrics: http://{info["driver_http"]}/metrics)
 Stop and clean everything (node, driver, uplink, state): make demo-down"""
     )

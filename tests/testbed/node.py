@@ -106,6 +106,9 @@ class LocalNode:
         self.kubelet: Kubelet | None = None
         self.timings: dict[str, float] = {}
         self._lock_fd: int | None = None
+        self.system_namespaces: set[str] = set()
+        """Namespaces of the node's own pods (the driver's DaemonSet): not workload, kept by
+        `delete_all_pods()` and ignored by `wait_pods_gone()` until the owner removes them."""
 
     @property
     def node_name(self) -> str:
@@ -185,38 +188,59 @@ class LocalNode:
                 time.sleep(0.2)
 
     def wait_pods_gone(self, namespace: str | None = None, timeout: float = 60.0) -> list[str]:
-        """Wait until the API lists no pods (in `namespace`, or at all) and the kubelet removed their
-        pod cgroups; returns what is still there at the deadline."""
+        """Wait until the API lists no pods (in `namespace`, or at all but the node's own system pods)
+        and the kubelet removed their pod cgroups; returns what is still there at the deadline."""
         with self.api_client() as api:
             core = kubernetes.client.CoreV1Api(api)
 
             def pods() -> list[kubernetes.client.V1Pod]:
                 if namespace is None:
-                    return list(core.list_pod_for_all_namespaces().items)
+                    every = core.list_pod_for_all_namespaces().items
+                    return [p for p in every if p.metadata.namespace not in self.system_namespaces]
                 return list(core.list_namespaced_pod(namespace).items)
 
+            def cgroups() -> list[str]:
+                kept = {
+                    f"pod{p.metadata.uid}"
+                    for ns in self.system_namespaces
+                    for p in core.list_namespaced_pod(ns).items
+                }
+                return [c for c in pod_cgroups() if Path(c).name not in kept]
+
             deadline = time.monotonic() + timeout
-            while (pods() or pod_cgroups()) and time.monotonic() < deadline:
+            while (pods() or cgroups()) and time.monotonic() < deadline:
                 time.sleep(0.5)
             left = [f"pod {p.metadata.namespace}/{p.metadata.name} not deleted" for p in pods()]
-            return left + [f"pod cgroup {c} not removed by the kubelet" for c in pod_cgroups()]
+            return left + [f"pod cgroup {c} not removed by the kubelet" for c in cgroups()]
 
-    def delete_all_pods(self, timeout: float = 60.0) -> list[str]:
-        """Delete every pod through the API and wait until the kubelet has removed them all."""
+    def delete_all_pods(self, timeout: float = 60.0, system: bool = False) -> list[str]:
+        """Delete every pod through the API and wait until the kubelet has removed them all.
+
+        Pods of `system_namespaces` (the driver's DaemonSet pod) stay unless `system`: workload pods go
+        first, while the driver still runs, so their devices go back the normal way."""
         if self.plane is None or self.kubelet is None or not self.kubelet.running:
             return []
         with self.api_client() as api:
             core = kubernetes.client.CoreV1Api(api)
             pods = core.list_pod_for_all_namespaces().items
             for pod in pods:
+                if pod.metadata.namespace in self.system_namespaces and not system:
+                    continue
                 with contextlib.suppress(kubernetes.client.ApiException):
                     core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace)
-        return self.wait_pods_gone(None, timeout)
+        left = self.wait_pods_gone(None, timeout)
+        if system:
+            self.system_namespaces.clear()
+            left += self.wait_pods_gone(None, timeout)
+        return left
 
     def destroy(self) -> list[str]:
         """Tear everything down in reverse order; returns (and asserts empty) the leftovers found."""
         left: list[str] = []
         left += self.delete_all_pods()
+        if self.system_namespaces:  # a DaemonSet left installed: its pods would outlive the kubelet
+            left.append(f"system pods still installed in {sorted(self.system_namespaces)}")
+            left += self.delete_all_pods(system=True)
         if self.kubelet is not None:
             self.kubelet.stop()
             left += self.kubelet.cleanup_host()
