@@ -6,6 +6,14 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+# The guest mounts fresh tmpfs on /tmp, /run and /dev/shm (hack/kernel-guest.sh), which would hide a
+# checkout living there: say so instead of failing later with "hack/run-tier.sh: No such file".
+case "$ROOT/" in
+  /tmp/*|/run/*|/dev/shm/*)
+    echo "run-kernel-tier: the checkout ($ROOT) is under a directory the guest replaces with tmpfs" \
+         "(/tmp, /run, /dev/shm); clone it elsewhere (e.g. /var/tmp or \$HOME)" >&2
+    exit 2 ;;
+esac
 mkdir -p test-results
 rm -f test-results/kernel.xml
 # test-results is shared read-write at the same path, so the guest's pytest writes kernel.xml in place.
