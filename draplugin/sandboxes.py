@@ -30,7 +30,7 @@ from draplugin.attach import AttachError, DetachError, Executor
 from draplugin.attachments import AttachmentStore, SandboxRecord
 from draplugin.ipam.shared import PoolAddressBusy, SharedClaimGuard
 from draplugin.metrics import Metrics
-from draplugin.model import CharDevice, ClaimPlan, DeviceRef
+from draplugin.model import CharDevice, ClaimPlan, DeviceKind, DeviceRef
 from draplugin.planstore import PlanStore
 from draplugin.status.reporter import StatusReporter, record_pod
 from draplugin.status.types import Checked, Failed, PodRef
@@ -66,6 +66,10 @@ class RuntimeMoved(Protocol):
     """Which devices the runtime moves itself (CDI attach mode, `draplugin.cdi.moves.RuntimeMoves`)."""
 
     def expects(self, claim_uid: str, ref: DeviceRef) -> bool: ...
+
+    def hook_plan(self, claim: ClaimPlan) -> ClaimPlan:
+        """The plan to execute once a container exists (a child created at Prepare is moved, not made)."""
+        ...
 
 
 class SandboxService:
@@ -179,20 +183,30 @@ class SandboxService:
                 name,
                 extra={"pod": str(sandbox.pod)},
             )
-        await self._late_attach(sandbox, plans, strict=True)
+        await self._late_attach(sandbox, self._after_containers(plans), strict=True)
         self.metrics.runtime_moves(moved=len(left) - len(missing), fell_back=len(missing))
         fell_back = {ref for ref, _ in missing}
-        self._note_modes(sandbox, {ref: "nri" if ref in fell_back else "cdi" for ref, _ in left})
+        kinds = {d.ref: d.kind for claim in plans for d in claim.devices}
+        async with self._locks[sandbox.pod.uid]:
+            self._note_modes(sandbox, {ref: "nri" if ref in fell_back else "cdi" for ref, _ in left}, kinds)
         return len(missing)
 
-    def _note_modes(self, sandbox: Sandbox, modes: dict[DeviceRef, str]) -> None:
+    def _note_modes(
+        self, sandbox: Sandbox, modes: dict[DeviceRef, str], kinds: dict[DeviceRef, DeviceKind]
+    ) -> None:
         """Who moved each device left to the runtime, kept with its result for the claim status
-        (`data.attachMode`: cdi when the runtime did, nri when the hook had to)."""
+        (`data.attachMode`: cdi when the runtime did, nri when the hook had to). A child created at
+        Prepare was attached as an existing link; its result gets its own kind back, so status shows
+        it and teardown deletes it like any macvlan/ipvlan."""
         record = self.attachments.get(sandbox.id)
         if record is None or not any(r.ref in modes for r in record.results):
             return
         results = tuple(
-            dataclasses.replace(r, restore={**r.restore, "attachMode": modes[r.ref]}) if r.ref in modes else r
+            dataclasses.replace(
+                r, kind=kinds.get(r.ref, r.kind), restore={**r.restore, "attachMode": modes[r.ref]}
+            )
+            if r.ref in modes
+            else r
             for r in record.results
         )
         self.attachments.put(dataclasses.replace(record, results=results))
@@ -210,6 +224,10 @@ class SandboxService:
             for device in claim.devices
             if device.netdev is not None and moved.expects(claim.claim.uid, device.ref)
         ]
+
+    def _after_containers(self, plans: Sequence[ClaimPlan]) -> tuple[ClaimPlan, ...]:
+        moved = self.runtime_moved
+        return tuple(plans) if moved is None else tuple(moved.hook_plan(claim) for claim in plans)
 
     def _before_containers(self, plans: Sequence[ClaimPlan]) -> tuple[ClaimPlan, ...]:
         """The plans without the devices the runtime moves when it creates a container."""
@@ -318,7 +336,9 @@ class SandboxService:
         """What a running sandbox should have now: all its plans once it has containers, else what is
         not left to the runtime."""
         plans = self.plans.plans_for_pod(sandbox.pod.uid)
-        return tuple(plans) if sandbox.id in with_containers else self._before_containers(plans)
+        if sandbox.id in with_containers:
+            return self._after_containers(plans)
+        return self._before_containers(plans)
 
     async def _late_attach(self, sandbox: Sandbox, plans: Sequence[ClaimPlan], strict: bool = False) -> bool:
         """True when the pod has what it should (or nothing is due any more: no plans, no netns)."""

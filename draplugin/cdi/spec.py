@@ -5,15 +5,18 @@ runtime may be reading for another. The CDI kind is `<driver>/net`; a device's C
 from the claim UID, request and device name, so a repeated Prepare (kubelet retries, driver restart)
 yields the same id and the same file.
 
-Only netdevs that already exist on the host and are moved whole qualify (`host-device`, `sriov-vf`):
 `netDevices` tells the runtime to move `hostInterfaceName` into the container's network namespace
-under `name`, which is all CDI can express. Addresses, routes, MTU and MAC stay with the NRI hook.
+under `name`, which is all CDI can express; addresses and routes stay with the NRI hook. Qualify:
+- netdevs that exist on the host and are moved whole (`host-device`, `sriov-vf`);
+- macvlan and ipvlan children, which Prepare creates on the host under `prepared_name` (with their
+  mode, MTU and MAC) for the runtime to move.
 RoCE NICs are left to the hook: their RDMA device must follow the netdev into the namespace, which
-`netDevices` does not do. Virtual kinds are created by the hook inside the pod netns.
+`netDevices` does not do. veth, vlan, dummy and cni stay with the hook (created in the pod netns).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -25,6 +28,8 @@ CDI_VERSION = "1.1.0"
 CDI_CLASS = "net"
 
 MOVABLE_KINDS = frozenset({DeviceKind.HOST_DEVICE, DeviceKind.SRIOV_VF})
+CHILD_KINDS = frozenset({DeviceKind.MACVLAN, DeviceKind.IPVLAN})
+"""Created on the host at Prepare, on the plan's parent (`host_name`), for the runtime to move."""
 
 _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_.:-]")
 _VENDOR = re.compile(r"[A-Za-z]([A-Za-z0-9_.-]*[A-Za-z0-9])?")
@@ -40,11 +45,26 @@ def kind(vendor: str) -> str:
 def qualifies(device: DevicePlan) -> bool:
     """True when the runtime can move this device by itself from a `netDevices` entry."""
     return (
-        device.kind in MOVABLE_KINDS
+        device.kind in MOVABLE_KINDS | CHILD_KINDS
         and device.host_name is not None
         and device.netdev is not None
         and bool(device.netdev.interface_name)
     )
+
+
+def prepared_name(plan: ClaimPlan, device: DevicePlan) -> str:
+    """The host name of a child created at Prepare: `nc-` and 12 hex digits of a hash of claim UID,
+    request and device (15 bytes, IFNAMSIZ); stable, so a retried Prepare finds its own link."""
+    digest = hashlib.sha256(f"{plan.claim.uid}/{device.ref.request}/{device.ref.device}".encode()).hexdigest()
+    return f"nc-{digest[:12]}"
+
+
+def host_interface(plan: ClaimPlan, device: DevicePlan) -> str:
+    """What the runtime moves: the NIC itself, or the child Prepare created."""
+    if device.kind in CHILD_KINDS:
+        return prepared_name(plan, device)
+    assert device.host_name is not None
+    return device.host_name
 
 
 def device_name(plan: ClaimPlan, device: DevicePlan) -> str:
@@ -91,7 +111,10 @@ def spec_document(vendor: str, plan: ClaimPlan, device: DevicePlan) -> dict[str,
                 "name": device_name(plan, device),
                 "containerEdits": {
                     "netDevices": [
-                        {"hostInterfaceName": device.host_name, "name": device.netdev.interface_name}
+                        {
+                            "hostInterfaceName": host_interface(plan, device),
+                            "name": device.netdev.interface_name,
+                        }
                     ]
                 },
             }

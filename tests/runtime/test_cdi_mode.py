@@ -40,6 +40,7 @@ from testbed.standin import host_link, stand_in_nic
 
 from draplugin.attach import Executor
 from draplugin.attachments import AttachmentStore
+from draplugin.cdi import spec
 from draplugin.cdi.mode import AttachMode
 from draplugin.cdi.moves import RuntimeMoves
 from draplugin.cdi.specdir import CdiSpecDir
@@ -403,3 +404,60 @@ async def test_auto_moves_with_the_hook_on_runtimes_without_net_devices(
             await asyncio.to_thread(assert_configured, cri, container_id, plan)
             assert (driver.moved("runtime"), driver.moved("hook")) == (0.0, 0.0)
             await teardown_is_clean(cri, driver, pod, plan, baseline)
+
+
+def detailed_link(name: str) -> dict[str, Any] | None:
+    argv = ["ip", "-d", "-j", "link", "show", "dev", name]
+    result = subprocess.run(argv, check=False, capture_output=True, text=True)
+    if result.returncode != 0:
+        return None
+    links: list[dict[str, Any]] = json.loads(result.stdout)
+    return links[0]
+
+
+def macvlan_plan(parent: str, pod_uid: str) -> ClaimPlan:
+    device = DevicePlan(
+        ref=DeviceRef(request="side", driver=DRIVER, pool="node", device=f"macvlan-{parent}"),
+        kind=DeviceKind.MACVLAN,
+        host_name=parent,
+        netdev=NetdevSpec(
+            interface_name="net1",
+            mtu=1400,
+            hardware_address="02:00:5e:10:00:22",
+            addresses=("203.0.113.22/25", "2001:db8::22/64"),
+            routes=(Route("203.0.113.144/29", "203.0.113.1"), Route("2001:db8:ff22::/64", "2001:db8::1")),
+            mode="bridge",
+        ),
+    )
+    claim = ClaimRef("default", f"side-{pod_uid[:6]}", str(uuid.uuid4()))
+    return ClaimPlan(claim=claim, pod_uids=(pod_uid,), devices=(device,))
+
+
+@pytest.mark.parametrize("carried", [True, False], ids=["runtime-moves", "hook-moves"])
+async def test_macvlan_created_at_prepare_reaches_the_pod(
+    containerd: CdiContainerd, nic: str, tmp_path: Path, carried: bool
+) -> None:
+    """A virtual kind in CDI mode: Prepare creates the macvlan on the host (mode, MTU, MAC), the
+    runtime moves it (or, without the id on the container, the hook), the hook configures it, teardown
+    deletes it and nothing is left on the host; the parent is as before."""
+    baseline = Baseline.take(nic)
+    plan = macvlan_plan(nic, str(uuid.uuid4()))
+    child = spec.prepared_name(plan, plan.devices[0])
+    async with running_driver(containerd, tmp_path / "state") as driver:
+        ids = await driver.prepare(plan)
+        created = detailed_link(child)
+        assert created is not None, f"Prepare did not create {child} on the host"
+        assert created["linkinfo"]["info_kind"] == "macvlan"
+        assert created["linkinfo"]["info_data"]["mode"] == "bridge"
+        assert (created["mtu"], created["address"]) == (1400, "02:00:5e:10:00:22")
+        with containerd.client() as cri:
+            pod, container_id = await run_pod(cri, driver, plan, child, list(ids.values()) if carried else [])
+            await asyncio.to_thread(assert_configured, cri, container_id, plan)
+            assert (driver.moved("runtime"), driver.moved("hook")) == ((1.0, 0.0) if carried else (0.0, 1.0))
+            record = driver.hooks.attachments.get(pod.id)
+            assert record is not None
+            assert [(r.kind, r.restore["attachMode"]) for r in record.results] == [
+                (DeviceKind.MACVLAN, "cdi" if carried else "nri")
+            ]
+            await teardown_is_clean(cri, driver, pod, plan, baseline)
+        assert host_link(child) is None

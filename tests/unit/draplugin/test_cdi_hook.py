@@ -11,6 +11,10 @@ from pathlib import Path
 
 from draplugin.attach import Executor
 from draplugin.attachments import AttachmentStore
+from draplugin.cdi import spec
+from draplugin.cdi.mode import AttachMode
+from draplugin.cdi.moves import RuntimeMoves
+from draplugin.cdi.specdir import CdiSpecDir
 from draplugin.checkpoint import Checkpoint
 from draplugin.metrics import Metrics
 from draplugin.model import AttachResult, ClaimPlan, ClaimRef, DeviceKind, DevicePlan, DeviceRef, NetdevSpec
@@ -55,6 +59,9 @@ class Recording(Executor):
 class LeftToRuntime:
     def expects(self, claim_uid: str, ref: DeviceRef) -> bool:
         return claim_uid == PLAN.claim.uid and ref == NIC
+
+    def hook_plan(self, claim: ClaimPlan) -> ClaimPlan:
+        return claim
 
 
 async def service(tmp_path: Path, in_pod: set[str]) -> tuple[SandboxService, Recording, Sandbox, Metrics]:
@@ -133,3 +140,43 @@ def test_status_data_says_who_moved_a_cdi_device() -> None:
         plans={d.ref: d for d in PLAN.devices},
     )
     assert [e["data"].get("attachMode") for e in entries] == ["cdi", None]
+
+
+class NoHost:
+    async def prepare(self, plan: ClaimPlan, device: DevicePlan) -> None:
+        """The child is created on the runtime tier (tests/runtime/test_cdi_mode.py), not here."""
+
+    async def release(self, plan: ClaimPlan, device: DevicePlan) -> None:
+        """Nothing was created."""
+
+
+async def test_a_child_created_at_prepare_is_attached_as_an_existing_link_and_keeps_its_kind(
+    tmp_path: Path,
+) -> None:
+    sandboxes, executor, sandbox, _ = await service(tmp_path, in_pod={"net1", "net2"})
+    moves = RuntimeMoves(CdiSpecDir(tmp_path / "cdi", "netclaim.dev"), AttachMode.CDI, NoHost())
+    await moves.prepare(PLAN)
+    sandboxes.runtime_moved = moves
+    seen: list[DevicePlan] = []
+    attach = executor.attach
+
+    async def recording(
+        pod_uid: str, netns_path: str, claims: Sequence[ClaimPlan], sandbox_id: str = ""
+    ) -> list[AttachResult]:
+        seen.extend(d for c in claims for d in c.devices)
+        return await attach(pod_uid, netns_path, claims, sandbox_id)
+
+    executor.attach = recording  # type: ignore[method-assign]
+    await sandboxes.started(sandbox)
+    assert executor.calls == [[]]  # both devices are the runtime's now
+    assert await sandboxes.container_starting(sandbox) == 0
+    child = next(d for d in seen if d.ref == MACVLAN)
+    assert child.kind is DeviceKind.HOST_DEVICE  # found in the pod netns, or moved there: never made
+    assert child.host_name == spec.prepared_name(PLAN, PLAN.devices[1])
+    assert child.netdev is not None and child.netdev.mode is None
+    record = sandboxes.attachments.get("sb-1")
+    assert record is not None
+    assert {r.ref.device: (r.kind, r.restore["attachMode"]) for r in record.results} == {
+        "nic-eth1": (DeviceKind.HOST_DEVICE, "cdi"),
+        "macvlan-up0": (DeviceKind.MACVLAN, "cdi"),  # status shows it, teardown deletes it
+    }

@@ -14,12 +14,13 @@ import pytest
 from draplugin_builders import DEVICES, DRIVER, NODE, claim, device
 
 from draplugin.allocation import AllocatedClaim
+from draplugin.cdi import spec
 from draplugin.cdi.mode import AttachMode
 from draplugin.cdi.moves import RuntimeMoves
 from draplugin.cdi.specdir import CdiSpecDir
 from draplugin.checkpoint import Checkpoint
 from draplugin.kubelet.server import KubeletServers, SocketPaths
-from draplugin.model import DevicePlan
+from draplugin.model import ClaimPlan, DevicePlan
 from draplugin.pb.dra.v1 import api_pb2 as v1
 from draplugin.pb.dra.v1 import api_pb2_grpc as v1_grpc
 from draplugin.pb.dra.v1beta1 import api_pb2 as v1beta1
@@ -35,22 +36,22 @@ VETH = claim("v", device("v", "veth"), pods=("pod-3",), uid="c0ffee00-0003-4000-
 
 
 class FakeHost:
-    """Records markers instead of writing a real host link's ifalias (this tier touches no host link;
-    the real marker is exercised on stand-in NICs in tests/runtime/test_cdi_mode.py)."""
+    """Records the host side (NIC marked, child created) instead of touching host links: this tier
+    touches none; the real one runs on stand-in NICs in tests/runtime/test_cdi_mode.py."""
 
     def __init__(self) -> None:
-        self.marked: set[str] = set()
+        self.prepared: set[str] = set()
+        self.calls = 0
         self.broken = False
 
-    async def mark(self, device: DevicePlan) -> None:
+    async def prepare(self, plan: ClaimPlan, device: DevicePlan) -> None:
+        self.calls += 1
         if self.broken:
             raise OSError("Operation not permitted")
-        assert device.host_name is not None
-        self.marked.add(device.host_name)
+        self.prepared.add(spec.host_interface(plan, device))
 
-    async def unmark(self, device: DevicePlan) -> None:
-        assert device.host_name is not None
-        self.marked.discard(device.host_name)
+    async def release(self, plan: ClaimPlan, device: DevicePlan) -> None:
+        self.prepared.discard(spec.host_interface(plan, device))
 
 
 def moves(directory: Path, mode: AttachMode = AttachMode.CDI, host: FakeHost | None = None) -> RuntimeMoves:
@@ -109,10 +110,13 @@ async def test_v1_prepare_returns_cdi_ids_only_for_moved_devices_and_unprepare_r
         assert nic.error == ""
         assert [(d.device_name, list(d.cdi_device_ids)) for d in nic.devices] == [
             ("nic-eth1", [nic_id("nic", "nic-eth1")]),
-            ("macvlan-up0", []),  # virtual: the hook creates it in the pod netns
+            ("macvlan-up0", [nic_id("m", "macvlan-up0")]),  # created on the host at Prepare
         ]
-        assert [list(d.cdi_device_ids) for d in response.claims[VETH.ref.uid].devices] == [[]]
-        assert spec_files(base / "cdi") == [f"netclaim.dev-net_{NIC.ref.uid}.nic.nic-eth1.json"]
+        assert [list(d.cdi_device_ids) for d in response.claims[VETH.ref.uid].devices] == [[]]  # the hook's
+        assert spec_files(base / "cdi") == [
+            f"netclaim.dev-net_{NIC.ref.uid}.m.macvlan-up0.json",
+            f"netclaim.dev-net_{NIC.ref.uid}.nic.nic-eth1.json",
+        ]
 
         again = await stub.NodePrepareResources(v1.NodePrepareResourcesRequest(claims=claims[:1]), timeout=10)
         assert again.claims[NIC.ref.uid] == nic  # kubelet's retry gets the same ids
@@ -169,26 +173,38 @@ async def test_failed_spec_write_fails_that_claim_only_and_keeps_its_plan(base: 
     (base / "blocker").unlink()
     retried = await broken.prepare([NIC.ref])
     assert retried[NIC.ref.uid].error is None
-    assert list(retried[NIC.ref.uid].cdi_device_ids.values()) == [nic_id("nic", "nic-eth1")]
+    assert list(retried[NIC.ref.uid].cdi_device_ids.values()) == [
+        nic_id("nic", "nic-eth1"),
+        nic_id("m", "macvlan-up0"),
+    ]
 
 
 async def test_specs_survive_a_driver_restart(base: Path) -> None:
     host = FakeHost()
     first = preparer(base, moves(base / "cdi", host=host))
     before = await first.prepare([NIC.ref, VF.ref])
-    assert host.marked == {"eth1", "eth2v0"}
+    child = spec.host_interface(first_plan(base), first_plan(base).devices[1])
+    assert host.prepared == {"eth1", child, "eth2v0"}
     await first.unprepare([VF.ref])
-    assert host.marked == {"eth1"}  # the VF's pod never ran: its marker is cleared
+    assert host.prepared == {"eth1", child}  # the VF's pod never ran: its marker is cleared
     files = spec_files(base / "cdi")
     # A new process, now in auto mode on a runtime not yet known: plans come back from the checkpoint,
     # the spec directory tells which claims the runtime moves, and a retry answers as before.
     restarted_moves = moves(base / "cdi", AttachMode.AUTO, host)
     await restarted_moves.start(PlanStore.open(Checkpoint(base / "state" / "plans.json")).all())
-    assert spec_files(base / "cdi") == files == [f"netclaim.dev-net_{NIC.ref.uid}.nic.nic-eth1.json"]
+    assert len(files) == 2 and spec_files(base / "cdi") == files
     assert restarted_moves.expects(NIC.ref.uid, NIC.devices[0])
-    assert not restarted_moves.expects(NIC.ref.uid, NIC.devices[1])  # the macvlan stays with the hook
+    assert restarted_moves.expects(NIC.ref.uid, NIC.devices[1])
+    calls = host.calls
     after = await preparer(base, restarted_moves).prepare([NIC.ref])
     assert after[NIC.ref.uid] == before[NIC.ref.uid]
+    assert host.calls == calls  # a retry never creates the child again: it may be in a pod by now
+
+
+def first_plan(base: Path) -> ClaimPlan:
+    plan = PlanStore.open(Checkpoint(base / "state" / "plans.json")).get(NIC.ref.uid)
+    assert plan is not None
+    return plan
 
 
 async def test_auto_gives_cdi_ids_only_on_a_runtime_that_moves_net_devices(base: Path) -> None:
@@ -199,7 +215,10 @@ async def test_auto_gives_cdi_ids_only_on_a_runtime_that_moves_net_devices(base:
     assert spec_files(base / "cdi") == []
     assert auto.runtime_configured("containerd", "v2.2.9") is AttachMode.CDI
     cdi = await prep.prepare([NIC.ref])
-    assert list(cdi[NIC.ref.uid].cdi_device_ids.values()) == [nic_id("nic", "nic-eth1")]
+    assert list(cdi[NIC.ref.uid].cdi_device_ids.values()) == [
+        nic_id("nic", "nic-eth1"),
+        nic_id("m", "macvlan-up0"),
+    ]
     assert dict((await prep.prepare([VF.ref]))[VF.ref.uid].cdi_device_ids) == {}  # keeps its mode
     assert auto.runtime_configured("containerd", "2.1.9") is AttachMode.NRI
     assert dict((await prep.prepare([VETH.ref]))[VETH.ref.uid].cdi_device_ids) == {}

@@ -16,9 +16,7 @@ from draplugin.cdi.specdir import CdiSpecDir
 from draplugin.model import ClaimPlan
 from draplugin.planner import plan_claim
 
-NIC = claim(
-    "nic", device("nic", "nic-eth1"), device("m", "macvlan-up0"), uid="0b0e5a8c-1111-4000-8000-00000000000a"
-)
+NIC = claim("nic", device("nic", "nic-eth1"), device("v", "veth"), uid="0b0e5a8c-1111-4000-8000-00000000000a")
 TWO = claim(
     "two",
     device("a", "nic-eth1"),
@@ -36,13 +34,25 @@ def files(directory: Path) -> list[str]:
     return sorted(os.listdir(directory))
 
 
-def test_only_moved_host_netdevs_qualify() -> None:
-    (plan,) = planned(NIC)
+def test_what_qualifies() -> None:
+    """Moved NICs and macvlan/ipvlan children (created on the host at Prepare) go through CDI; a veth,
+    which the hook creates as a pair, does not."""
+    (plan,) = planned(claim("m", device("nic", "nic-eth1"), device("m", "macvlan-up0")))
     nic, macvlan = plan.devices
-    assert spec.qualifies(nic)
-    assert not spec.qualifies(macvlan)  # created by the hook inside the pod netns
-    with pytest.raises(ValueError, match=r"macvlan-up0 .*cannot be moved through CDI"):
-        spec.spec_document(DRIVER, plan, macvlan)
+    assert spec.qualifies(nic) and spec.qualifies(macvlan)
+    assert spec.host_interface(plan, nic) == "eth1"
+    child = spec.host_interface(plan, macvlan)
+    assert child == spec.prepared_name(plan, macvlan) and len(child) == 15 and child.startswith("nc-")
+    (veth_plan,) = planned(claim("v", device("v", "veth")))
+    with pytest.raises(ValueError, match=r"veth .*cannot be moved through CDI"):
+        spec.spec_document(DRIVER, veth_plan, veth_plan.devices[0])
+
+
+def test_prepared_names_differ_per_claim_and_request() -> None:
+    one, two = planned(claim("a", device("m", "macvlan-up0")), claim("b", device("m", "macvlan-up0")))
+    (other,) = planned(claim("a", device("n", "macvlan-up0")))
+    names = {spec.prepared_name(p, p.devices[0]) for p in (one, two, other)}
+    assert len(names) == 3
 
 
 def test_spec_document_is_cdi_1_1_0_with_net_devices() -> None:
