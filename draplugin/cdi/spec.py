@@ -52,11 +52,15 @@ def qualifies(device: DevicePlan) -> bool:
     )
 
 
+CHILD_PREFIX = "nc-"
+"""Host links with this prefix are children Prepare created for the runtime: never published."""
+
+
 def prepared_name(plan: ClaimPlan, device: DevicePlan) -> str:
     """The host name of a child created at Prepare: `nc-` and 12 hex digits of a hash of claim UID,
     request and device (15 bytes, IFNAMSIZ); stable, so a retried Prepare finds its own link."""
     digest = hashlib.sha256(f"{plan.claim.uid}/{device.ref.request}/{device.ref.device}".encode()).hexdigest()
-    return f"nc-{digest[:12]}"
+    return f"{CHILD_PREFIX}{digest[:12]}"
 
 
 def host_interface(plan: ClaimPlan, device: DevicePlan) -> str:

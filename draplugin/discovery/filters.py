@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from draplugin.cdi.spec import CHILD_PREFIX as CDI_CHILD_PREFIX
 from draplugin.discovery.netlink import LinkInfo, LinkSnapshot
 from draplugin.discovery.sysfs import SysfsFacts
 from draplugin.model import DeviceKind
@@ -161,6 +162,8 @@ def _exclusion(
         return "loopback"
     if link.name in policy.exclude:
         return "excluded by configuration"
+    if link.name.startswith(CDI_CHILD_PREFIX):
+        return "created by netclaim for a prepared claim (CDI), moved by the runtime"
     if link.ifindex in snapshot.uplinks:
         return "default-route uplink"
     if link.ifindex in guarded:

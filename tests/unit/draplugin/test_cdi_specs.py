@@ -8,12 +8,15 @@ import stat
 from pathlib import Path
 
 import pytest
+from discovery_builders import link
 from draplugin_builders import DEVICES, DRIVER, NODE, claim, claim_config, device, params
 
 from draplugin.allocation import AllocatedClaim
 from draplugin.cdi import spec
 from draplugin.cdi.specdir import CdiSpecDir
-from draplugin.model import ClaimPlan
+from draplugin.discovery.filters import FilterPolicy, classify
+from draplugin.discovery.netlink import LinkSnapshot
+from draplugin.model import ClaimPlan, DeviceKind
 from draplugin.planner import plan_claim
 
 NIC = claim("nic", device("nic", "nic-eth1"), device("v", "veth"), uid="0b0e5a8c-1111-4000-8000-00000000000a")
@@ -178,3 +181,14 @@ def test_unwritable_directory_raises(tmp_path: Path) -> None:
     (plan,) = planned(NIC)
     with pytest.raises(OSError):
         specs.write(plan)
+
+
+def test_children_created_at_prepare_are_never_published() -> None:
+    """A macvlan Prepare made for the runtime sits on the host until a container starts: discovery
+    must not offer it as a host device in the meantime."""
+    (plan,) = planned(claim("m", device("m", "macvlan-up0")))
+    name = spec.prepared_name(plan, plan.devices[0])
+    snapshot = LinkSnapshot(links=(link(1, "up0"), link(2, name, "macvlan", parent=1)), uplinks=frozenset())
+    decisions = {d.link.name: (d.kind, d.reason) for d in classify(snapshot, {}, FilterPolicy())}
+    assert decisions[name] == (None, "created by netclaim for a prepared claim (CDI), moved by the runtime")
+    assert decisions["up0"][0] is DeviceKind.HOST_DEVICE
