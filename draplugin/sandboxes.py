@@ -253,8 +253,25 @@ class SandboxService:
                 if any(result.ref in refs for result in record.results):
                     async with self._locks[pod_uid]:
                         await self._cleanup(record)
+            self._forget_finished(pod_uid, plan.claim.uid)
         if self.status is not None:
             self.status.forget(plan.claim.uid)
+
+    def _forget_finished(self, pod_uid: str, unprepared_claim: str) -> None:
+        """Drop the pod's sandbox records once its last claim is unprepared and nothing is attached.
+
+        kubelet unprepares only after the pod's sandboxes stopped, and never restarts a stopped
+        sandbox, so an empty record can only wait for a RemovePodSandbox that may come minutes later
+        (kubelet's sandbox GC) or never reach this instance (driver uninstalled or replaced meanwhile):
+        kept, it is stale state on the node. A record still holding results is a failed detach and
+        stays for RemovePodSandbox and reconcile to clean."""
+        if any(p.claim.uid != unprepared_claim for p in self.plans.plans_for_pod(pod_uid)):
+            return
+        records = self.attachments.for_pod(pod_uid)
+        if records and not any(r.results for r in records):
+            for record in records:
+                self.attachments.remove(record.sandbox_id)
+            self._locks.pop(pod_uid, None)
 
     # --- reconcile ------------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """The node tier: a whole one-node cluster (etcd, kube-apiserver, controller-manager, scheduler,
 containerd with NRI, kubelet) per containerd line.
 
-``local_node`` (module scope, parametrized: ids ``containerd-1.7`` and ``containerd-2.1``)
+``local_node`` (session scope, parametrized: ids ``containerd-1.7`` and ``containerd-2.1``)
     A started `testbed.node.LocalNode`: the node `127.0.0.1` is Ready and schedulable. Use
     ``local_node.api_client()`` (admin, sync; close it), ``local_node.plane`` (the ControlPlane),
     ``local_node.containerd``, ``local_node.kubelet`` (``plugins_registry``/``plugins_dir`` for a DRA
@@ -52,8 +52,11 @@ def _require_node(line: str) -> None:
         prereq.missing(f"node components ({error})", "make deps-node")
 
 
-@pytest.fixture(scope="module", params=LINES, ids=[f"containerd-{line}" for line in LINES])
+@pytest.fixture(scope="session", params=LINES, ids=[f"containerd-{line}" for line in LINES])
 def local_node(request: pytest.FixtureRequest) -> Iterator[LocalNode]:
+    """One node per containerd line for the whole run (pytest orders the tests line by line): each
+    module still installs and uninstalls its own driver release and checks what it leaves, and the
+    node's own teardown fails the last test of its line if anything is left on the host."""
     line: str = request.param
     _require_node(line)
     node = LocalNode(Path(tempfile.mkdtemp(prefix="ncn-", dir="/tmp")), line)

@@ -106,6 +106,8 @@ class LocalNode:
         self.kubelet: Kubelet | None = None
         self.timings: dict[str, float] = {}
         self._lock_fd: int | None = None
+        self.imported_images: dict[str, str] = {}
+        """Images imported into this node's containerd by the test bed: name -> config digest."""
         self.system_namespaces: set[str] = set()
         """Namespaces of the node's own pods (the driver's DaemonSet): not workload, kept by
         `delete_all_pods()` and ignored by `wait_pods_gone()` until the owner removes them."""
