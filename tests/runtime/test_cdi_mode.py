@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import subprocess
 import tempfile
 import uuid
@@ -213,15 +212,21 @@ def facts(name: str) -> dict[str, Any] | None:
     }
 
 
-OTHER_RUNS = re.compile(r"veth.*|nctb.*|nc[a-z]+[0-9a-f]{6}p?")
-"""Links other test runs on this machine make and remove at any time: pod veths, test-bed bridges and
-stand-in NICs (`<prefix><6 hex>`). The driver names no link so; the stand-in of this test is checked
-by its facts."""
+POD_SIDE_NAMES = ("net1", "net2")
 
 
-def host_links() -> set[str]:
+def host_links(nic: str) -> set[str]:
+    """Every host link the driver could have made or left for this test: children it creates on the
+    test's NIC for CDI (`nc-<hex>`) and devices returned under their pod-side names. Other test runs on
+    this machine add and remove their own links at any time (a concurrent run of this file included),
+    so the whole list is no baseline; the NIC itself is compared by its facts."""
     out = subprocess.run(["ip", "-j", "link", "show"], check=True, capture_output=True, text=True).stdout
-    return {link["ifname"] for link in json.loads(out) if not OTHER_RUNS.fullmatch(link["ifname"])}
+    return {
+        link["ifname"]
+        for link in json.loads(out)
+        if (link["ifname"].startswith(spec.CHILD_PREFIX) and link.get("link") == nic)
+        or link["ifname"] in POD_SIDE_NAMES
+    }
 
 
 def start_container(cri: CriClient, pod: Pod, cdi_ids: list[str]) -> str:
@@ -290,16 +295,17 @@ class Baseline:
     def take(cls, nic: str) -> Baseline:
         now = facts(nic)
         assert now is not None
-        return cls(nic, now, host_links())
+        return cls(nic, now, host_links(nic))
 
 
 async def teardown_is_clean(
-    cri: CriClient, driver: Driver, pod: Pod, plan: ClaimPlan, baseline: Baseline
+    cri: CriClient, driver: Driver, pod: Pod, plans: list[ClaimPlan], baseline: Baseline
 ) -> None:
     await asyncio.to_thread(cri.remove_pod, pod.id)
-    await driver.unprepare(plan)
+    for plan in plans:
+        await driver.unprepare(plan)
     assert facts(baseline.nic) == baseline.facts, "the device came back changed"
-    assert host_links() == baseline.links, "host links differ from before the pod"
+    assert host_links(baseline.nic) == baseline.links, "host links differ from before the pod"
     assert await asyncio.to_thread(os.listdir, driver.moves.specs.directory) == []
 
 
@@ -324,7 +330,7 @@ async def test_runtime_moves_the_device_and_the_hook_configures_it(
             record = driver.hooks.attachments.get(pod.id)
             assert record is not None and [r.interface_name for r in record.results] == ["net1"]
             assert record.results[0].restore["attachMode"] == "cdi"  # the claim status shows it
-            await teardown_is_clean(cri, driver, pod, plan, baseline)
+            await teardown_is_clean(cri, driver, pod, [plan], baseline)
 
 
 async def test_container_without_the_cdi_id_gets_the_device_from_the_hook(
@@ -342,7 +348,7 @@ async def test_container_without_the_cdi_id_gets_the_device_from_the_hook(
             assert (driver.moved("runtime"), driver.moved("hook")) == (0.0, 1.0)
             record = driver.hooks.attachments.get(pod.id)
             assert record is not None and record.results[0].restore["attachMode"] == "nri"
-            await teardown_is_clean(cri, driver, pod, plan, baseline)
+            await teardown_is_clean(cri, driver, pod, [plan], baseline)
 
 
 async def test_runc_without_net_devices_falls_back_to_the_hook(
@@ -361,7 +367,7 @@ async def test_runc_without_net_devices_falls_back_to_the_hook(
             assert (driver.moved("runtime"), driver.moved("hook")) == (0.0, 1.0)
             record = driver.hooks.attachments.get(pod.id)
             assert record is not None and record.results[0].restore["attachMode"] == "nri"
-            await teardown_is_clean(cri, driver, pod, plan, baseline)
+            await teardown_is_clean(cri, driver, pod, [plan], baseline)
 
 
 async def test_auto_picks_cdi_from_what_the_runtime_reports(
@@ -381,7 +387,7 @@ async def test_auto_picks_cdi_from_what_the_runtime_reports(
             pod, container_id = await run_pod(cri, driver, plan, nic, list(ids.values()))
             await asyncio.to_thread(assert_configured, cri, container_id, plan)
             assert (driver.moved("runtime"), driver.moved("hook")) == (1.0, 0.0)
-            await teardown_is_clean(cri, driver, pod, plan, baseline)
+            await teardown_is_clean(cri, driver, pod, [plan], baseline)
 
 
 async def test_auto_moves_with_the_hook_on_runtimes_without_net_devices(
@@ -403,7 +409,7 @@ async def test_auto_moves_with_the_hook_on_runtimes_without_net_devices(
             container_id = await asyncio.to_thread(start_container, cri, pod, [])
             await asyncio.to_thread(assert_configured, cri, container_id, plan)
             assert (driver.moved("runtime"), driver.moved("hook")) == (0.0, 0.0)
-            await teardown_is_clean(cri, driver, pod, plan, baseline)
+            await teardown_is_clean(cri, driver, pod, [plan], baseline)
 
 
 def detailed_link(name: str) -> dict[str, Any] | None:
@@ -415,17 +421,17 @@ def detailed_link(name: str) -> dict[str, Any] | None:
     return links[0]
 
 
-def macvlan_plan(parent: str, pod_uid: str) -> ClaimPlan:
+def macvlan_plan(parent: str, pod_uid: str, name: str = "net1", host: int = 22) -> ClaimPlan:
     device = DevicePlan(
         ref=DeviceRef(request="side", driver=DRIVER, pool="node", device=f"macvlan-{parent}"),
         kind=DeviceKind.MACVLAN,
         host_name=parent,
         netdev=NetdevSpec(
-            interface_name="net1",
+            interface_name=name,
             mtu=1400,
-            hardware_address="02:00:5e:10:00:22",
-            addresses=("203.0.113.22/25", "2001:db8::22/64"),
-            routes=(Route("203.0.113.144/29", "203.0.113.1"), Route("2001:db8:ff22::/64", "2001:db8::1")),
+            hardware_address=f"02:00:5e:10:00:{host:02d}",
+            addresses=(f"203.0.113.{host}/25", f"2001:db8::{host:x}/64"),
+            routes=(Route(f"203.0.113.{128 + host % 16 * 8}/29", "203.0.113.1"),),
             mode="bridge",
         ),
     )
@@ -459,5 +465,27 @@ async def test_macvlan_created_at_prepare_reaches_the_pod(
             assert [(r.kind, r.restore["attachMode"]) for r in record.results] == [
                 (DeviceKind.MACVLAN, "cdi" if carried else "nri")
             ]
-            await teardown_is_clean(cri, driver, pod, plan, baseline)
+            await teardown_is_clean(cri, driver, pod, [plan], baseline)
         assert host_link(child) is None
+
+
+async def test_specs_and_children_survive_a_driver_restart(
+    containerd: CdiContainerd, nic: str, tmp_path: Path
+) -> None:
+    """Prepared by one driver process, started under the next: the spec directory and the plans file
+    are all the new one needs to leave the devices to the runtime and configure them."""
+    baseline = Baseline.take(nic)
+    pod_uid = str(uuid.uuid4())
+    nic_plan = host_device_plan(nic, pod_uid)
+    side = macvlan_plan(nic, pod_uid, "net2", 23)
+    async with running_driver(containerd, tmp_path / "state") as first:
+        ids = {**await first.prepare(nic_plan), **await first.prepare(side)}
+    async with running_driver(containerd, tmp_path / "state") as second:
+        assert second.moves.expects(nic_plan.claim.uid, nic_plan.devices[0].ref)
+        assert second.moves.expects(side.claim.uid, side.devices[0].ref)
+        with containerd.client() as cri:
+            pod, container_id = await run_pod(cri, second, nic_plan, nic, list(ids.values()))
+            await asyncio.to_thread(assert_configured, cri, container_id, nic_plan)
+            await asyncio.to_thread(assert_configured, cri, container_id, side)
+            assert (second.moved("runtime"), second.moved("hook")) == (2.0, 0.0)
+            await teardown_is_clean(cri, second, pod, [nic_plan, side], baseline)
