@@ -217,7 +217,11 @@ def test_a_shared_pool_claim_serves_one_pod_at_a_time(
         assert objects == {str(ipaddress.ip_interface(a).ip) for a in held}, (objects, held)
 
         core.delete_namespaced_pod(holder.metadata.name, node_namespace)
+        deleted = time.monotonic()
         (pod,) = e2e.wait_running(core, node_namespace, [waiting], START_TIMEOUT)
+        print(
+            f"{waiting} Running {time.monotonic() - deleted:.1f} s after {holder.metadata.name} was deleted"
+        )
         got = _pool_addresses(e2e.assert_configured(local_node, pod, netdev), docs)
         assert got == held, (got, held)
         assert set(_ipaddresses(api)) == objects, "the claim kept its addresses: nothing allocated again"
