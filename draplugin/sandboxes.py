@@ -232,8 +232,8 @@ class SandboxService:
     def _before_containers(self, plans: Sequence[ClaimPlan]) -> tuple[ClaimPlan, ...]:
         """The plans without the devices the runtime moves when it creates a container."""
         moved = self.runtime_moved
-        if moved is None:
-            return tuple(plans)
+        if moved is None or not any(moved.expects(c.claim.uid, d.ref) for c in plans for d in c.devices):
+            return tuple(plans)  # the common case (NRI claims) allocates nothing on the hook's path
         return tuple(
             dataclasses.replace(
                 claim, devices=tuple(d for d in claim.devices if not moved.expects(claim.claim.uid, d.ref))
