@@ -114,7 +114,7 @@ class Preparer:
             return result
         try:
             ids = await self._cdi.prepare(outcome)
-        except (OSError, ValueError) as error:  # NetlinkError is an OSError
+        except Exception as error:  # files, netlink (not an OSError), a parent gone: this claim only
             log.warning("preparing claim %s for the runtime (CDI) failed: %s", outcome.claim, error)
             return PrepareResult(
                 error=f"claim {outcome.claim}: cannot write its CDI spec in {self._cdi.specs.directory} "
@@ -205,7 +205,7 @@ class Preparer:
         if self._cdi is not None:
             try:
                 await self._cdi.unprepare(plan, ref.uid)
-            except OSError as error:  # kubelet retries; a spec left behind would let a pod take the NIC
+            except Exception as error:  # kubelet retries; a spec left behind would let a pod take the NIC
                 log.warning("removing CDI specs of claim %s failed: %s", ref, error)
                 return f"claim {ref}: cannot remove its CDI spec from {self._cdi.specs.directory}: {error}"
         if self._allocator is not None:

@@ -20,7 +20,7 @@ from draplugin.cdi.moves import RuntimeMoves
 from draplugin.cdi.specdir import CdiSpecDir
 from draplugin.checkpoint import Checkpoint
 from draplugin.kubelet.server import KubeletServers, SocketPaths
-from draplugin.model import ClaimPlan, DevicePlan
+from draplugin.model import ClaimPlan, DeviceKind, DevicePlan
 from draplugin.pb.dra.v1 import api_pb2 as v1
 from draplugin.pb.dra.v1 import api_pb2_grpc as v1_grpc
 from draplugin.pb.dra.v1beta1 import api_pb2 as v1beta1
@@ -43,11 +43,14 @@ class FakeHost:
         self.prepared: set[str] = set()
         self.calls = 0
         self.broken = False
+        self.failure: Exception | None = None
 
     async def prepare(self, plan: ClaimPlan, device: DevicePlan) -> None:
         self.calls += 1
         if self.broken:
             raise OSError("Operation not permitted")
+        if self.failure is not None and device.kind is DeviceKind.MACVLAN:
+            raise self.failure
         self.prepared.add(spec.host_interface(plan, device))
 
     async def release(self, plan: ClaimPlan, device: DevicePlan) -> None:
@@ -232,3 +235,15 @@ async def test_a_failed_marker_fails_the_claim(base: Path) -> None:
     results = await preparer(base, moves(base / "cdi", host=host)).prepare([NIC.ref])
     error = results[NIC.ref.uid].error
     assert error is not None and error.endswith("Operation not permitted")
+
+
+async def test_a_failed_child_fails_its_claim_only_and_rolls_back_its_host_side(base: Path) -> None:
+    """Any error of the host side (a parent gone, the kernel refusing a mode) fails that claim, not the
+    batch, and what the claim had prepared on the host is undone."""
+    host = FakeHost()
+    host.failure = LookupError("parent interface 'up0' not found on the host")
+    results = await preparer(base, moves(base / "cdi", host=host)).prepare([NIC.ref, VF.ref])
+    error = results[NIC.ref.uid].error
+    assert error is not None and error.endswith("parent interface 'up0' not found on the host")
+    assert results[VF.ref.uid].error is None
+    assert host.prepared == {"eth2v0"}  # NIC's eth1 marker undone; the VF's stays
