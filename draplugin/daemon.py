@@ -217,6 +217,8 @@ class Daemon:
         finally:
             log.info("netclaim stopping")
             await self.kubelet.stop(grace=10.0)
+            if self.stub.synchronized:  # without a runtime connection no RunPodSandbox can come
+                await _drain(plans, attachments, s.drain_seconds)
             await self.stub.stop()
             for task in tasks:
                 task.cancel()
@@ -271,6 +273,31 @@ async def _load_addresses(allocator: Allocator) -> None:
         await asyncio.wait_for(allocator.refresh(), timeout=10.0)
     except Exception as error:  # start anyway; the GC task retries the list
         log.warning("cannot list IPAddresses at start: %s", error)
+
+
+def unstarted_pods(plans: PlanStore, attachments: AttachmentStore) -> set[str]:
+    """Pods with a prepared claim whose sandbox has not reached RunPodSandbox here yet."""
+    return {uid for plan in plans.all() for uid in plan.pod_uids if not attachments.for_pod(uid)}
+
+
+async def _drain(plans: PlanStore, attachments: AttachmentStore, within: float) -> None:
+    """Keep NRI served (the kubelet is already left, so nothing new gets prepared) until every pod
+    prepared here has had its RunPodSandbox, or `within` seconds. Without it, a pod prepared just before
+    a rolling upgrade's SIGTERM starts in the gap before the next instance connects and runs without its
+    devices until that instance's late attach."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    waiting = unstarted_pods(plans, attachments)
+    if waiting and within > 0:
+        log.info("waiting up to %.0fs for %d prepared pods to start", within, len(waiting))
+    while waiting and loop.time() < deadline:
+        await asyncio.sleep(0.1)
+        waiting = unstarted_pods(plans, attachments)
+    if waiting:
+        log.warning(
+            "stopping with %d prepared pods not started here; the next instance attaches them late",
+            len(waiting),
+        )
 
 
 async def _resync(reporter: StatusReporter, every: float) -> None:

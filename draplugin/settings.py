@@ -41,6 +41,10 @@ class Settings:
     offer: frozenset[str] = frozenset()
     http_address: str = "127.0.0.1:9402"
     resync_seconds: float = 60.0
+    drain_seconds: float = 10.0
+    """At SIGTERM, after leaving the kubelet: how long NRI stays served for pods already prepared but
+    not started, so a rolling upgrade's gap does not start them without their devices. Fits the
+    chart's terminationGracePeriodSeconds (30) with the kubelet calls' own grace (10)."""
     log_format: str = "json"
     log_level: str = "INFO"
     cni_bin_dirs: tuple[str, ...] = ("/opt/cni/bin", "/usr/lib/cni")
@@ -152,6 +156,17 @@ def positive_seconds(value: str) -> float:
     return seconds
 
 
+def non_negative_seconds(value: str) -> float:
+    """A wait bound: zero (do not wait) or a finite number of seconds."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not seconds >= 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r} must be a finite number of seconds, 0 or more")
+    return seconds
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Every `netclaim run` flag. String defaults go through the flag's type, so help shows them as typed."""
     d = Settings(node_name="")
@@ -247,6 +262,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="republish ResourceSlices at least this often (seconds, > 0)",
     )
     parser.add_argument(
+        "--drain-seconds",
+        type=non_negative_seconds,
+        default=str(d.drain_seconds),
+        help="at shutdown, keep serving NRI this long for pods prepared but not started yet (0: none)",
+    )
+    parser.add_argument(
         "--log-format", choices=("json", "text"), default=d.log_format, help="json: one object per line"
     )
     parser.add_argument(
@@ -279,6 +300,7 @@ def from_args(args: argparse.Namespace) -> Settings:
         cni_bin_dirs=args.cni_bin_dir,
         http_address=args.http_address,
         resync_seconds=args.resync_seconds,
+        drain_seconds=args.drain_seconds,
         log_format=args.log_format,
         log_level=args.log_level,
         device_filter=device_filter_from_args(args),

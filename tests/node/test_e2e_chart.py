@@ -121,6 +121,8 @@ def _apply_status(
                     "driver": e2e.DRIVER,
                     "pool": result["pool"],
                     "device": result["device"],
+                    # The entry's key includes the allocation's shareID (consumable capacity).
+                    **({"shareID": result["shareID"]} if result.get("shareID") else {}),
                     "conditions": [
                         {
                             "type": "Ready",
