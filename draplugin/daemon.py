@@ -201,6 +201,7 @@ class Daemon:
             status.start()
             await health.start()
             tasks.append(asyncio.create_task(self.stub.run(), name="nri"))
+            await _nri_first(self.stub, within=NRI_FIRST_SECONDS)
             await self.kubelet.start()
             tasks.append(asyncio.create_task(publisher.run(link_events()), name="publisher"))
             tasks.append(asyncio.create_task(ReservationWatcher(api, plans).run(), name="reservations"))
@@ -273,6 +274,20 @@ async def _load_addresses(allocator: Allocator) -> None:
         await asyncio.wait_for(allocator.refresh(), timeout=10.0)
     except Exception as error:  # start anyway; the GC task retries the list
         log.warning("cannot list IPAddresses at start: %s", error)
+
+
+NRI_FIRST_SECONDS = 10.0
+"""How long start waits for the runtime's NRI Synchronize before registering with the kubelet anyway."""
+
+
+async def _nri_first(stub: Stub, within: float) -> None:
+    """Register with the kubelet only once NRI is synchronized (bounded): registered first, the kubelet
+    could prepare a pod whose RunPodSandbox then arrives before this instance hears NRI events, and the
+    pod would start without its devices until a late attach (a rolling upgrade's new pod hit that)."""
+    try:
+        await asyncio.wait_for(stub.wait_synchronized(), within)
+    except TimeoutError:
+        log.warning("NRI not synchronized after %.0fs; registering with the kubelet anyway", within)
 
 
 def unstarted_pods(plans: PlanStore, attachments: AttachmentStore) -> set[str]:
