@@ -156,6 +156,9 @@ class ChartDriver:
                 "netnsDir": str(node.containerd.netns_dir),
                 "containerdRunDir": str(node.containerd.netns_dir.parent),
                 "stateDir": str(self.state_dir),
+                # The node's own directory, never the host's /var/run/cdi (containerd 1.7/2.1 here:
+                # auto attaches through NRI and writes no spec).
+                "cdiSpecDir": str(self.node.workdir / "cdi"),
             },
             "driver": {
                 "logFormat": "text",
