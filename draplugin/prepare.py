@@ -169,11 +169,12 @@ class Preparer:
         self, fresh: Sequence[ClaimRef], outcomes: dict[ClaimRef, ClaimPlan | _Failed]
     ) -> None:
         """Addresses of claims that failed after allocation (a clash, a checkpoint write) go back now;
-        kubelet's retry allocates again."""
+        kubelet's retry allocates again. Not when another call prepared the claim meanwhile (kubelet
+        may prepare a shared claim twice at once): its plan holds the same addresses."""
         if self._allocator is None:
             return
         for ref in fresh:
-            if isinstance(outcomes[ref], _Failed):
+            if isinstance(outcomes[ref], _Failed) and self._store.get(ref.uid) is None:
                 try:
                     await self._allocator.release(ref.uid)
                 except Exception as error:  # the GC collects them: no plan holds them

@@ -57,6 +57,8 @@ class Allocator:
         self._held: dict[str, Holder] = {}
         self._pending: set[str] = set()
         self._busy: Counter[str] = Counter()
+        self._claim_locks: dict[str, asyncio.Lock] = {}
+        self._claim_users: Counter[str] = Counter()
 
     @property
     def held(self) -> Mapping[str, Holder]:
@@ -82,7 +84,22 @@ class Allocator:
     async def allocate(self, claim: ClaimRef, pools: Mapping[DeviceRef, Pool]) -> dict[DeviceRef, list[str]]:
         """One `addr/prefix` per family for each device; what a device of this claim already holds (a
         retried Prepare, a Prepare whose checkpoint failed) is reused. All or nothing: on any error
-        the addresses this call created are released before it raises."""
+        the addresses this call created are released before it raises.
+
+        Calls for one claim run one after the other: kubelet may prepare a claim shared by two pods
+        twice at once (each pod's worker finds it unprepared), and two interleaved calls would each
+        create an address of a family the other has in flight, one of which no plan would use."""
+        lock = self._claim_locks.setdefault(claim.uid, asyncio.Lock())
+        self._claim_users[claim.uid] += 1
+        try:
+            async with lock:
+                return await self._allocate(claim, pools)
+        finally:
+            self._claim_users[claim.uid] -= 1
+            if not self._claim_users[claim.uid]:  # the last caller for this claim: forget its lock
+                del self._claim_users[claim.uid], self._claim_locks[claim.uid]
+
+    async def _allocate(self, claim: ClaimRef, pools: Mapping[DeviceRef, Pool]) -> dict[DeviceRef, list[str]]:
         created: list[Holder] = []
         result: dict[DeviceRef, list[str]] = {}
         try:

@@ -107,3 +107,17 @@ async def test_a_stale_view_is_refreshed_before_calling_the_pool_exhausted() -> 
         await a.allocate(claim(10), {REF: POOL})  # a's view now knows all six as taken
     await b.release("uid-3")
     assert await a.allocate(claim(11), {REF: POOL}) == {REF: ["203.0.113.4/29"]}
+
+
+async def test_one_claim_prepared_twice_at_once_gets_one_address_per_family() -> None:
+    """kubelet may prepare a claim shared by two pods twice at once (each pod's worker finds it
+    unprepared): every call answers with the same addresses and nothing is created beside them."""
+    store = FakeStore()
+    allocator = Allocator(store, node="a")
+    dual = build_pool("dual", ["203.0.113.0/29", "2001:db8::/125"], [])
+    results = await asyncio.gather(*(allocator.allocate(claim(1), {REF: dual}) for _ in range(3)))
+    assert results[0][REF] == ["203.0.113.1/29", "2001:db8::1/125"]
+    assert all(r == results[0] for r in results), results
+    assert set(store.objects) == {"203.0.113.1", "2001:db8::1"}
+    await allocator.release(claim(1).uid)
+    assert store.objects == {}

@@ -3,6 +3,7 @@ and at Unprepare, and a driver without an allocator refusing ipam configs instea
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from draplugin_builders import DEVICES, DRIVER, NODE, claim, claim_config, device, params
@@ -74,3 +75,34 @@ async def test_without_an_allocator_an_ipam_config_is_refused(tmp_path: Path) ->
     preparer, _ = make(tmp_path, one, with_allocator=False)
     error = (await preparer.prepare([one.ref]))[one.ref.uid].error
     assert error == "claim ns/one: netdev.ipam: this driver runs without address pools (no API access)"
+
+
+async def test_a_shared_claim_prepared_twice_at_once_holds_one_address(tmp_path: Path) -> None:
+    """kubelet may call NodePrepareResources for one claim from two pods' workers at once."""
+    config = claim_config(0, params(netdev={"ipam": POOL}), "m")
+    shared = claim("shared", device("m", "macvlan-up0"), configs=(config,), pods=("p1", "p2"))
+    preparer, store = make(tmp_path, shared)
+    results = await asyncio.gather(preparer.prepare([shared.ref]), preparer.prepare([shared.ref]))
+    assert [r[shared.ref.uid].error for r in results] == [None, None]
+    plan = preparer._store.get(shared.ref.uid)
+    assert plan is not None and plan.devices[0].netdev is not None
+    assert plan.devices[0].netdev.addresses == ("203.0.113.1/30",)
+    assert list(store.objects) == ["203.0.113.1"]
+
+
+async def test_a_call_that_fails_does_not_release_what_a_concurrent_call_prepared(tmp_path: Path) -> None:
+    """The second call puts the shared claim after a claim of the same pod with the same interface
+    name, so there it is refused after allocation; the first call prepared it with that address."""
+    config = claim_config(0, params(netdev={"ipam": POOL, "interfaceName": "data0"}), "m")
+    shared = claim("shared", device("m", "macvlan-up0"), configs=(config,), pods=("p1",))
+    other = pooled("other", "p1", interfaceName="data0")
+    preparer, store = make(tmp_path, shared, other)
+    first, second = await asyncio.gather(
+        preparer.prepare([shared.ref]), preparer.prepare([other.ref, shared.ref])
+    )
+    assert first[shared.ref.uid].error is None
+    assert "is taken by another claim of the pod" in (second[shared.ref.uid].error or "")
+    plan = preparer._store.get(shared.ref.uid)
+    assert plan is not None and plan.devices[0].netdev is not None
+    (address,) = plan.devices[0].netdev.addresses
+    assert store.objects[address.split("/")[0]].claim_uid == shared.ref.uid, "the prepared plan's address"
