@@ -334,6 +334,7 @@ def running_driver(
         yield instance
     finally:
         left = local_node.delete_all_pods()
+        left += instance.wait_unprepared()
         left += instance.uninstall()
         left += instance.leftovers()
         print(f"driver starts (s): {instance.starts}; log {instance.log}")

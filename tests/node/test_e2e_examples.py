@@ -21,6 +21,9 @@ from testbed.chart import ChartDriver
 from testbed.node import LocalNode
 
 START_TIMEOUT = 90.0
+ON_NEWEST_RUNTIME = True
+"""Also on containerd 2.4 + runc 1.5, where the driver's `--attach-mode=auto` hands host devices and
+macvlans to the runtime as CDI netDevices (see conftest.NEWEST)."""
 
 
 def _pod_and_claims(

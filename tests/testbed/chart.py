@@ -156,9 +156,8 @@ class ChartDriver:
                 "netnsDir": str(node.containerd.netns_dir),
                 "containerdRunDir": str(node.containerd.netns_dir.parent),
                 "stateDir": str(self.state_dir),
-                # The node's own directory, never the host's /var/run/cdi (containerd 1.7/2.1 here:
-                # auto attaches through NRI and writes no spec).
-                "cdiSpecDir": str(self.node.workdir / "cdi"),
+                # The node containerd's only cdi_spec_dirs entry, never the host's /var/run/cdi.
+                "cdiSpecDir": str(node.containerd.layout.cdi_dir),
             },
             "driver": {
                 "logFormat": "text",
@@ -239,18 +238,33 @@ class ChartDriver:
             "--values", str(self._write_values()), *extra,
         )  # fmt: skip
 
+    def wait_unprepared(self, timeout: float = 60.0) -> list[str]:
+        """Wait until the kubelet has unprepared every claim here (the plan checkpoint is empty).
+
+        The kubelet deletes a pod's object before it unprepares the pod's claims (seen here: pods gone,
+        NodeUnprepareResources still to come), so "pods gone" is not "driver idle": uninstalled in that
+        window, the driver never hears the unprepare and its plans and records stay on the node until
+        a driver is back. Operators get the same advice: uninstall once claims are unprepared."""
+        plans = self.state_dir / "plans.json"
+        deadline = time.monotonic() + timeout
+        while plans.exists() and _holds_state(plans) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return (
+            [f"claims still prepared after {timeout:.0f}s"] if plans.exists() and _holds_state(plans) else []
+        )
+
     def uninstall(self, timeout: float = 120.0) -> list[str]:
         """`helm uninstall`, wait for the driver pods to go; returns what is left of the release."""
         self.collect_logs()
         left: list[str] = []
         try:
-            wait = ("--wait", "--timeout", f"{int(timeout)}s")
-            self.helm("uninstall", RELEASE, "--namespace", NAMESPACE, *wait)
+            self.helm("uninstall", RELEASE, "--namespace", NAMESPACE)
         except RuntimeError as error:
             left.append(str(error))
         deadline = time.monotonic() + timeout
         while self.pods() and time.monotonic() < deadline:
-            time.sleep(0.5)
+            self.collect_logs()  # the shutdown's own lines, before the kubelet deletes the log files
+            time.sleep(0.2)
         left += [f"driver pod {p.metadata.name} still there" for p in self.pods()]
         self.node.system_namespaces.discard(NAMESPACE)
         self._unshare_netns_dir()

@@ -209,7 +209,7 @@ class Containerd:
 
     def write_config(self) -> None:
         """Written before the first start: containerd's CNI reload misses files moved into the dir."""
-        for sub in ("cni/net.d", "cni/ipam", "nri/plugins", "nri/conf.d", "pods"):
+        for sub in ("cni/net.d", "cni/ipam", "nri/plugins", "nri/conf.d", "pods", "cdi"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         conflist = self.workdir / "cni" / "net.d" / f"10-{self.network}.conflist"
         conflist.write_text(

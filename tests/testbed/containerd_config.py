@@ -50,6 +50,11 @@ class Layout:
         return self.workdir / "cni" / "net.d"
 
     @property
+    def cdi_dir(self) -> Path:
+        """The instance's only `cdi_spec_dirs` entry (the driver's --cdi-spec-dir in the node tier)."""
+        return self.workdir / "cdi"
+
+    @property
     def netns_dir(self) -> Path:
         """netns_mounts_under_state_dir puts pod netns files here, on 1.7 and on 2.1 alike."""
         return self.workdir / "state" / "io.containerd.grpc.v1.cri" / "netns"
@@ -120,6 +125,9 @@ def containerd_config(line: str, layout: Layout, sandbox_image: str, runc: str =
         # (the upstream guard against "the plugin timed out, the pod ran without it").
         plugins["io.containerd.nri.v1.nri"]["default_validator"] = {"enable": True}
     runtime = _runtime_part(layout, runc)
+    # CDI specs only from this instance's own directory, never the host's /etc/cdi or /var/run/cdi.
+    runtime["enable_cdi"] = True
+    runtime["cdi_spec_dirs"] = [str(layout.cdi_dir)]
     if line == "1.7":
         version = 2
         runtime["sandbox_image"] = sandbox_image

@@ -205,6 +205,7 @@ class Demo:
             if self.driver is not None:
                 self.driver.stop()
             if self.chart is not None:
+                left += self.chart.wait_unprepared()
                 left += self.chart.uninstall()
                 left += self.chart.leftovers()
             left += self.node.destroy()
