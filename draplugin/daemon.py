@@ -173,6 +173,7 @@ class Daemon:
             lookup=inventory,
             store=plans,
             cleanup=hooks.sandboxes.cleanup_for_unprepare,
+            settled=hooks.sandboxes.forget_idle,
             allocator=allocator,
             finish=CniFinisher(s.cni_bin_dirs, lambda: _stacking_parents(inventory), KubeNadReader(api)),
             cdi=moves,

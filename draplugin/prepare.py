@@ -72,7 +72,10 @@ class Preparer:
         allocator: Allocator | None = None,
         finish: PlanFinisher | None = None,
         cdi: RuntimeMoves | None = None,
+        settled: Callable[[], object] | None = None,
     ) -> None:
+        """`settled` runs after each unprepare is checkpointed (the sandbox service drops records of
+        pods left with no prepared claim)."""
         self.driver = driver
         self.node = node
         self._reader = reader
@@ -82,6 +85,7 @@ class Preparer:
         self._allocator = allocator
         self._finish = finish
         self._cdi = cdi
+        self._settled = settled
 
     async def prepare(self, claims: Sequence[ClaimRef]) -> dict[str, PrepareResult]:
         """Results keyed by claim UID, one per requested claim."""
@@ -193,6 +197,9 @@ class Preparer:
         except OSError as error:
             log.exception("checkpoint write failed")
             errors.update({uid: f"cannot checkpoint: {error}" for uid in done})
+            return errors
+        if done and self._settled is not None:
+            self._settled()
         return errors
 
     async def _clean(self, ref: ClaimRef) -> str | None:

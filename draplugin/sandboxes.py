@@ -253,25 +253,26 @@ class SandboxService:
                 if any(result.ref in refs for result in record.results):
                     async with self._locks[pod_uid]:
                         await self._cleanup(record)
-            self._forget_finished(pod_uid, plan.claim.uid)
         if self.status is not None:
             self.status.forget(plan.claim.uid)
 
-    def _forget_finished(self, pod_uid: str, unprepared_claim: str) -> None:
-        """Drop the pod's sandbox records once its last claim is unprepared and nothing is attached.
+    def forget_idle(self) -> int:
+        """Drop sandbox records that hold nothing and whose pod has no prepared claim left here.
 
-        kubelet unprepares only after the pod's sandboxes stopped, and never restarts a stopped
-        sandbox, so an empty record can only wait for a RemovePodSandbox that may come minutes later
-        (kubelet's sandbox GC) or never reach this instance (driver uninstalled or replaced meanwhile):
-        kept, it is stale state on the node. A record still holding results is a failed detach and
-        stays for RemovePodSandbox and reconcile to clean."""
-        if any(p.claim.uid != unprepared_claim for p in self.plans.plans_for_pod(pod_uid)):
-            return
-        records = self.attachments.for_pod(pod_uid)
-        if records and not any(r.results for r in records):
-            for record in records:
-                self.attachments.remove(record.sandbox_id)
-            self._locks.pop(pod_uid, None)
+        Called once an unprepare is checkpointed. kubelet unprepares only after the pod's sandboxes
+        stopped, and never restarts a stopped sandbox, so such a record can only wait for a
+        RemovePodSandbox that kubelet's sandbox GC sends minutes later, or that never reaches this
+        instance (driver uninstalled or replaced meanwhile): kept, it is stale state on the node. Keyed
+        by the records' pods, not the plans' `pod_uids`: a direct claim's pods leave its reservedFor
+        (and so the plan) before it is unprepared. A record still holding results is a failed detach:
+        it stays for RemovePodSandbox and reconcile. Returns how many records went."""
+        idle = [
+            r for r in self.attachments.all() if not r.results and not self.plans.plans_for_pod(r.pod_uid)
+        ]
+        for record in idle:
+            self.attachments.remove(record.sandbox_id)
+            self._locks.pop(record.pod_uid, None)
+        return len(idle)
 
     # --- reconcile ------------------------------------------------------------------------------------
 

@@ -6,8 +6,10 @@ with the token of a second node's DaemonSet pod; `helm uninstall` leaves nothing
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -81,9 +83,17 @@ def other_node_pod(local_node: LocalNode, driver: ChartDriver) -> Iterator[k.V1P
             yield e2e.wait_for("the DaemonSet's pod for the second node", scheduled, 60.0, driver.describe)
         finally:
             core.delete_node(OTHER_NODE)
-            for pod in driver.pods():
-                if pod.spec.node_name == OTHER_NODE:
-                    core.delete_namespaced_pod(pod.metadata.name, chart.NAMESPACE, grace_period_seconds=0)
+            # No kubelet will ever confirm these pods' end: force them out, also the one the DaemonSet
+            # controller may recreate before it sees the node gone.
+            deadline = time.monotonic() + 30.0
+            while time.monotonic() < deadline:
+                stray = [p for p in driver.pods() if p.spec.node_name == OTHER_NODE]
+                if not stray:
+                    break
+                for pod in stray:
+                    with contextlib.suppress(k.ApiException):
+                        core.delete_namespaced_pod(pod.metadata.name, chart.NAMESPACE, grace_period_seconds=0)
+                time.sleep(1.0)
 
 
 def _token_for(api: k.ApiClient, pod: k.V1Pod) -> str:

@@ -65,11 +65,18 @@ async def started(
     return sandboxes, store, records
 
 
+async def unprepare(sandboxes: SandboxService, store: PlanStore, plan: ClaimPlan) -> None:
+    """What Preparer.unprepare does around the sandbox service: cleanup, checkpoint, then settle."""
+    await sandboxes.cleanup_for_unprepare(plan)
+    await store.drop([plan.claim.uid])
+    sandboxes.forget_idle()
+
+
 async def test_last_unprepare_after_stop_forgets_the_record(tmp_path: Path) -> None:
-    sandboxes, _store, records = await started(tmp_path, [PLAN_A])
+    sandboxes, store, records = await started(tmp_path, [PLAN_A])
     assert await sandboxes.stopped("sb-1")
     assert records.get("sb-1") is not None, "a stopped sandbox is remembered until unprepare"
-    await sandboxes.cleanup_for_unprepare(PLAN_A)
+    await unprepare(sandboxes, store, PLAN_A)
     assert records.get("sb-1") is None
     assert not await sandboxes.removed("sb-1"), "RemovePodSandbox afterwards finds nothing to do"
 
@@ -77,15 +84,31 @@ async def test_last_unprepare_after_stop_forgets_the_record(tmp_path: Path) -> N
 async def test_record_stays_while_another_claim_of_the_pod_is_prepared(tmp_path: Path) -> None:
     sandboxes, store, records = await started(tmp_path, [PLAN_A, PLAN_B])
     assert await sandboxes.stopped("sb-1")
-    await sandboxes.cleanup_for_unprepare(PLAN_A)
-    await store.drop([PLAN_A.claim.uid])
+    await unprepare(sandboxes, store, PLAN_A)
     assert records.get("sb-1") is not None, "claim b of the same pod is still prepared"
-    await sandboxes.cleanup_for_unprepare(PLAN_B)
+    await unprepare(sandboxes, store, PLAN_B)
+    assert records.get("sb-1") is None
+
+
+async def test_a_claim_whose_pods_left_its_plan_still_ends_the_record(tmp_path: Path) -> None:
+    """A direct claim's pod leaves reservedFor (and the plan's pod_uids) before kubelet unprepares."""
+    sandboxes, store, records = await started(tmp_path, [PLAN_A])
+    assert await sandboxes.stopped("sb-1")
+    await store.put([ClaimPlan(PLAN_A.claim, (), PLAN_A.devices)])
+    await unprepare(sandboxes, store, store.get(PLAN_A.claim.uid))  # type: ignore[arg-type]
     assert records.get("sb-1") is None
 
 
 async def test_unprepare_without_stop_cleans_then_forgets(tmp_path: Path) -> None:
     """StopPodSandbox missed (plugin away): unprepare cleans what is left, then the record goes."""
-    sandboxes, _store, records = await started(tmp_path, [PLAN_A])
-    await sandboxes.cleanup_for_unprepare(PLAN_A)
+    sandboxes, store, records = await started(tmp_path, [PLAN_A])
+    await unprepare(sandboxes, store, PLAN_A)
     assert records.get("sb-1") is None
+
+
+async def test_a_failed_detach_keeps_its_record(tmp_path: Path) -> None:
+    """A record that still holds results is not idle: RemovePodSandbox and reconcile clean it."""
+    sandboxes, store, records = await started(tmp_path, [PLAN_A])
+    await store.drop([PLAN_A.claim.uid])
+    assert sandboxes.forget_idle() == 0
+    assert records.get("sb-1") is not None
