@@ -95,6 +95,7 @@ class ChartDriver:
     starts: list[float] = field(default_factory=list)
     _logs: dict[str, str] = field(default_factory=dict)
     _shared_netns: Path | None = None
+    _restarts_before_kill: int = -1
 
     # --- paths ----------------------------------------------------------------------------------------
 
@@ -392,7 +393,7 @@ class ChartDriver:
     def start(self, timeout: float = 90.0) -> float:
         """After `kill()`: wait for the kubelet's restart of the container to be Ready."""
         t0 = time.monotonic()
-        self.wait_ready(timeout, restarts_above=getattr(self, "_restarts_before_kill", -1))
+        self.wait_ready(timeout, restarts_above=self._restarts_before_kill)
         seconds = time.monotonic() - t0
         self.starts.append(round(seconds, 2))
         return seconds
