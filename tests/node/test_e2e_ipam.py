@@ -16,7 +16,7 @@ from typing import Any
 
 import e2e
 import kubernetes.client as k
-from testbed.driver import Driver
+from testbed.chart import ChartDriver
 from testbed.node import LocalNode
 
 from draplugin.ipam.api import MANAGED_BY
@@ -137,7 +137,7 @@ def _wait_released(api: k.ApiClient) -> None:
     )
 
 
-def test_macvlan_pool_example(local_node: LocalNode, driver: Driver, node_namespace: str) -> None:
+def test_macvlan_pool_example(local_node: LocalNode, driver: ChartDriver, node_namespace: str) -> None:
     docs = e2e.example(EXAMPLE)
     names = [p["metadata"]["name"] for p in e2e.of_kind(docs, "Pod")]
     before = e2e.host_links()
@@ -172,7 +172,7 @@ def _shared(docs: list[e2e.Doc]) -> list[e2e.Doc]:
 
 
 def test_a_shared_pool_claim_serves_one_pod_at_a_time(
-    local_node: LocalNode, driver: Driver, node_namespace: str
+    local_node: LocalNode, driver: ChartDriver, node_namespace: str
 ) -> None:
     """Both pods name one claim: one runs with the pool address, the other is refused by the hook with
     an event naming netdev.ipam and the holder, and starts with that address once the holder is gone."""
