@@ -218,6 +218,12 @@ class Daemon:
             await self._wait(tasks)
         finally:
             log.info("netclaim stopping")
+            # Publishing, watches and GC stop first: at `helm uninstall` the RBAC goes at the same time
+            # as the pod, and a publish racing it only logs a 403. The NRI task serves the drain.
+            background = [task for task in tasks if task.get_name() != "nri"]
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             await self.kubelet.stop(grace=10.0)
             if self.stub.synchronized:  # without a runtime connection no RunPodSandbox can come
                 await _drain(plans, attachments, s.drain_seconds)

@@ -127,6 +127,9 @@ class SandboxService:
             record = self.attachments.get(sandbox_id)
             if record is not None and record.results:
                 await self._detach(record)
+        # A detach the runtime stopped waiting for (NRI request timeout) can end after kubelet already
+        # unprepared the pod's claims: the record it leaves behind is idle at once.
+        self.forget_idle()
         return True
 
     async def removed(self, sandbox_id: str) -> bool:

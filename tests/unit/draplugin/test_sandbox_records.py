@@ -112,3 +112,14 @@ async def test_a_failed_detach_keeps_its_record(tmp_path: Path) -> None:
     await store.drop([PLAN_A.claim.uid])
     assert sandboxes.forget_idle() == 0
     assert records.get("sb-1") is not None
+
+
+async def test_a_stop_that_ends_after_the_unprepare_leaves_no_record(tmp_path: Path) -> None:
+    """containerd stops waiting for a slow StopPodSandbox hook at its NRI timeout and kubelet unprepares
+    meanwhile: the detach finishing afterwards must not leave an idle record behind."""
+    sandboxes, store, records = await started(tmp_path, [PLAN_A])
+    await store.drop([PLAN_A.claim.uid])
+    sandboxes.forget_idle()
+    assert records.get("sb-1") is not None, "still attached: not idle yet"
+    assert await sandboxes.stopped("sb-1")
+    assert records.get("sb-1") is None
