@@ -7,9 +7,10 @@ reference in the same run, and the load average is recorded at the start and end
 
 Quick by default (a few minutes); --full adds the slow parts: 1,000 pod cycles for the RSS drift, more
 samples, and the runtime benchmarks on the containerd 1.7 line too (metrics suffixed
-`_containerd_1_7`).
+`_containerd_1_7`). `--only cdi` (~1 min; not in the default set) compares the CDI and the NRI move
+of one NIC on containerd 2.2 and 2.4, metrics suffixed `_containerd_2_2`/`_2_4` (bench/cdi.py).
 
-usage: python -m bench [--full] [--only attach,apiserver,runtime] [--lines 2.1[,1.7]] [--cycles N]
+usage: python -m bench [--full] [--only attach,apiserver,runtime,cdi] [--lines 2.1[,1.7]] [--cycles N]
 """
 
 from __future__ import annotations
@@ -83,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cycles", type=int, default=None, help="pod cycles for RSS (default 0; --full 1000)"
     )
+    parser.add_argument(
+        "--cdi-cycles", type=int, default=40, help="pod cycles per attach mode and line for cdi (default 40)"
+    )
     parser.add_argument("--trace-rss", action="store_true", help="tracemalloc report of RSS growth (slow)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
@@ -111,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
         print(f"bench: {name} done in {time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
 
-    from bench import apiserver, attach_floor, ipam, runtime, webhook
+    from bench import apiserver, attach_floor, cdi, ipam, runtime, webhook
 
     section("attach", lambda: attach_floor.run(runs, runs // 2))
     section("apiserver", lambda: apiserver.measure(claims=200, status_claims=200, vfs=1000))
@@ -124,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                 line, pairs=pairs, storm=args.storm, cycles=cycles, trace=args.trace_rss
             ),  # type: ignore[misc]
         )
+    for line in cdi.LINES:
+        section(f"cdi:{line}", lambda line=line: cdi.measure(line, cycles=args.cdi_cycles))  # type: ignore[misc]
     load_end = load_average()
     results.update(
         {
