@@ -54,6 +54,7 @@ class HealthBoard:
         self._published: dict[DeviceKey, DeviceHealth] = {}
         self._pending: dict[DeviceKey, _Pending] = {}
         self.version = 0
+        self.closed = False
         self._changed = asyncio.Condition()
 
     def snapshot(self) -> list[DeviceHealth]:
@@ -100,9 +101,19 @@ class HealthBoard:
         async with self._changed:
             self._changed.notify_all()
 
+    async def close(self) -> None:
+        """Ends every watcher's wait for good: at shutdown the health streams return on their own, so
+        the gRPC server's stop does not have to cancel them (grpc logs a cancelled servicer as an
+        unhandled exception, a traceback in the driver's log at every uninstall)."""
+        self.closed = True
+        await self._notify()
+
     async def wait_change(self, seen_version: int, within: float) -> int:
-        """Returns the current version once it differs from `seen_version`, or after `within` s."""
+        """Returns the current version once it differs from `seen_version`, after `within` s, or at
+        once when the board is closed."""
         async with self._changed:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait_for(lambda: self.version != seen_version), within)
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self.closed or self.version != seen_version), within
+                )
         return self.version

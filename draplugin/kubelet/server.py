@@ -63,6 +63,7 @@ class KubeletServers:
             health_v1alpha1_grpc.add_DRAResourceHealthServicer_to_server(
                 HealthServiceV1alpha1(health), self._dra
             )
+        self._health = health
         self._reg = grpc.aio.server()
         registration_grpc.add_RegistrationServicer_to_server(self.registration, self._reg)
         self._bound: set[Path] = set()
@@ -78,6 +79,8 @@ class KubeletServers:
         """Returns when in-flight calls finished or `grace` seconds passed; new calls are refused."""
         self._unlink(self.paths.registration)
         await self._reg.stop(0)
+        if self._health is not None:
+            await self._health.close()  # open health streams end now, not cancelled after `grace`
         await self._dra.stop(grace)
         self._unlink(self.paths.dra)
 

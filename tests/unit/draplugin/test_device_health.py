@@ -5,6 +5,7 @@ periodically), with the registration advertising both versions."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -151,3 +152,27 @@ async def test_stream_repeats_the_list_when_nothing_changes() -> None:
     got = [await anext(messages) for _ in range(4)]
     assert asyncio.get_running_loop().time() - started >= 0.15
     assert all(len(m.devices) == 1 and m.devices[0].health == h1.HEALTHY for m in got)
+
+
+async def test_stop_ends_open_streams_without_cancelling_them(
+    short_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The kubelet keeps its health stream open; at shutdown the stream must end as a finished call,
+    well inside the grace, not be cancelled by the server (grpc logs that as an unhandled exception,
+    which the node tier caught as a traceback in the driver's log at helm uninstall)."""
+    paths = SocketPaths(driver=DRIVER, registry_dir=short_dir / "reg", plugins_dir=short_dir / "plugins")
+    store = PlanStore.open(Checkpoint(short_dir / "plans.json"))
+    preparer = Preparer(driver=DRIVER, node=NODE, reader=None, lookup=DEVICES, store=store)  # type: ignore[arg-type]
+    board = HealthBoard(settle=0.0)
+    board.observe({NIC: (Health.HEALTHY, "up")})
+    servers = KubeletServers(paths, preparer, health=board)
+    await servers.start()
+    async with grpc.aio.insecure_channel(f"unix://{paths.dra}") as channel:
+        call = h1_grpc.DRAResourceHealthStub(channel).NodeWatchResources(h1.NodeWatchResourcesRequest())
+        await asyncio.wait_for(call.read(), 2)
+        started = asyncio.get_running_loop().time()
+        await servers.stop(grace=5.0)
+        assert asyncio.get_running_loop().time() - started < 2.0
+        assert await asyncio.wait_for(call.read(), 2) is grpc.aio.EOF
+        assert await call.code() == grpc.StatusCode.OK
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
