@@ -45,8 +45,9 @@ def response(board: HealthBoard, pb: _Messages) -> Any:
 
 
 async def stream(board: HealthBoard, pb: _Messages, resend: float, api: str) -> AsyncIterator[Any]:
-    """Until the kubelet goes away or the board closes (shutdown). Opening and closing are logged: the one sign in the driver's log that
-    the kubelet watches health at all, and with which API version (it picks the newest it knows)."""
+    """Until the kubelet goes away or the board closes (shutdown). Opening and closing are logged: the
+    one sign in the driver's log that the kubelet watches health at all, and with which API version (it
+    picks the newest it knows)."""
     log.info("kubelet opened a %s.DRAResourceHealth stream", api)
     try:
         version = board.version
