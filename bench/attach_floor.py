@@ -33,7 +33,7 @@ from pathlib import Path
 
 from pyroute2 import AsyncIPRoute
 
-from bench.common import ADDRESS, Bed, claim_plan, macvlan_device, ms
+from bench.common import ADDRESS, Bed, claim_plan, macvlan_device, ms, record_series
 from draplugin.attach import Executor
 from draplugin.attachments import AttachmentStore
 from draplugin.checkpoint import Checkpoint
@@ -213,6 +213,15 @@ async def measure(runs: int, runs_8if: int) -> dict[str, float]:
             eight = await interleaved(
                 runs_8if, {"hook8": (hook8.attach, hook8.undo), "floor8": (floor8.attach, floor8.undo)}
             )
+    for name, label in (
+        ("hook", "1 macvlan: hook"),
+        ("floor", "1 macvlan: floor"),
+        ("cni", "1 macvlan: CNI"),
+    ):
+        if name in samples:
+            record_series(label, samples[name])
+    record_series("8 macvlans: hook", eight["hook8"])
+    record_series("8 macvlans: floor", eight["floor8"])
     out["attach_macvlan_ms_p50"] = ms(samples["hook"], 50)
     out["attach_macvlan_ms_p99"] = ms(samples["hook"], 99)
     out["floor_macvlan_ms_p50"] = ms(samples["floor"], 50)

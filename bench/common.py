@@ -20,6 +20,14 @@ DRIVER = DRIVER_NAME
 ADDRESS = "203.0.113.81/24"  # what macvlan_device(parent, 1) gets
 
 
+SERIES: dict[str, list[float]] = {}
+"""Raw samples (seconds) the sections keep for the report's plot: series name -> samples."""
+
+
+def record_series(name: str, samples_s: list[float]) -> None:
+    SERIES[name] = list(samples_s)
+
+
 def percentile(samples: list[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100): with 100 samples p99 is the 99th value, not interpolated
     towards the maximum, and with few samples it is an observed value rather than an extrapolation."""

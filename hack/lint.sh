@@ -10,7 +10,7 @@ cd "$ROOT"
 "$PY" -m ruff check .
 "$PY" -m ruff format --check .
 "$PY" -m mypy draplugin nriplugin bench tests/testbed tests/conftest.py
-for dir in tests/unit/draplugin tests/unit/nriplugin tests/unit/deploy tests/unit/reliability tests/netns tests/runtime tests/apiserver tests/node tests/soak; do
+for dir in tests/unit/draplugin tests/unit/nriplugin tests/unit/deploy tests/unit/bench tests/unit/reliability tests/netns tests/runtime tests/apiserver tests/node tests/soak; do
   [ -d "$dir" ] || continue
   (cd "$dir" && MYPYPATH="$ROOT/tests:$ROOT" "$PY" -m mypy --config-file "$ROOT/pyproject.toml" \
      --cache-dir "$ROOT/.mypy_cache" .)
