@@ -30,7 +30,8 @@ def markdown(
     for name, value in results.items():
         judged = verdict(name, value)
         target, word = judged if judged is not None else ("", "")
-        rows.append(f"| `{name}` | {value:g} | {target} | {'**MISSED**' if word == 'MISSED' else word} |")
+        shown = str(int(value)) if float(value).is_integer() else f"{value:g}"
+        rows.append(f"| `{name}` | {shown} | {target} | {'**MISSED**' if word == 'MISSED' else word} |")
     return "\n".join(rows) + "\n"
 
 
