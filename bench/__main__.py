@@ -77,7 +77,8 @@ def table(results: dict[str, float]) -> str:
             continue
         rows.append(f"{name:<44} {value:>12g}  {judged[0]:>10}  {judged[1]}")
     missing = [name for name in TARGETS if not any(target_for(k) and k.startswith(name) for k in results)]
-    rows += [f"{name:<44} {'not measured':>12}  (not in this run: --full, or --only podstart)" for name in missing]
+    hint = "(not in this run: --full, or --only podstart)"
+    rows += [f"{name:<44} {'not measured':>12}  {hint}" for name in missing]
     return "\n".join(rows)
 
 
