@@ -41,6 +41,20 @@ class Conflict(Exception):
     """Raised by a store when an object changed under us (HTTP 409)."""
 
 
+class StoreFailed(Exception):
+    """Raised by a store when the apiserver refused a request or could not be reached (HTTP 401 after
+    the driver's ServiceAccount was deleted, 403 after an RBAC change, 5xx, a dropped connection).
+    These are the cluster's state, not bugs: the publisher logs them in one line that names the
+    answer, without a traceback, and retries with a growing pause."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+FAILED_MAX_DELAY = 30.0
+
+
 class NotReady(Exception):
     """Raised by a store that cannot write a correct object yet (the Node's UID, needed for the owner
     reference, is still unknown): nothing was written, the round is retried later."""
@@ -203,6 +217,7 @@ class Publisher:
         try:
             self._trigger.set()
             waiting = 0
+            failing = 0
             while True:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._trigger.wait(), self.resync_seconds)
@@ -210,7 +225,9 @@ class Publisher:
                 self._trigger.clear()
                 try:
                     await self.reconcile()
-                    waiting = 0
+                    if failing:
+                        log.info("ResourceSlices published again after %d failed attempts", failing)
+                    waiting = failing = 0
                 except asyncio.CancelledError:
                     raise
                 except NotReady as error:
@@ -219,7 +236,19 @@ class Publisher:
                         log.warning("ResourceSlices not published yet (attempt %d): %s", waiting, error)
                     await asyncio.sleep(min(NOT_READY_MAX_DELAY, NOT_READY_DELAY * waiting))
                     self._trigger.set()
-                except Exception:
+                except StoreFailed as error:
+                    failing += 1
+                    delay = min(FAILED_MAX_DELAY, NOT_READY_DELAY * 2 ** min(failing - 1, 5))
+                    if failing & (failing - 1) == 0:
+                        log.error(
+                            "publishing ResourceSlices failed (attempt %d), retrying in %.1fs: %s",
+                            failing,
+                            delay,
+                            error,
+                        )
+                    await asyncio.sleep(delay)
+                    self._trigger.set()
+                except Exception:  # a bug: keep the traceback, keep publishing
                     log.exception("publishing ResourceSlices failed; retrying")
                     await asyncio.sleep(1.0)
                     self._trigger.set()

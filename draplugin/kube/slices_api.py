@@ -8,17 +8,37 @@ compares is exactly what the apiserver stored. No decisions are made here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import aiohttp
 import orjson
 from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
 
-from draplugin.publisher import Conflict, NotReady
+from draplugin.publisher import Conflict, NotReady, StoreFailed
 
 log = logging.getLogger(__name__)
+
+HINTS = {
+    401: "the apiserver no longer accepts the driver's credentials (ServiceAccount deleted, token revoked?)",
+    403: "the driver's ServiceAccount may not do this: check the chart's ClusterRole",
+}
+
+
+@contextlib.contextmanager
+def _answers(action: str) -> Iterator[None]:
+    """Turn the apiserver's refusals and transport failures into `StoreFailed` naming the action."""
+    try:
+        yield
+    except ApiException as error:
+        hint = HINTS.get(error.status or 0)
+        text = f"{action}: HTTP {error.status} {error.reason}" + (f" ({hint})" if hint else "")
+        raise StoreFailed(text, error.status) from None
+    except (aiohttp.ClientError, TimeoutError, OSError) as error:
+        raise StoreFailed(f"{action}: apiserver unreachable: {error!r}") from None
 
 API_VERSION = "resource.k8s.io/v1"
 WATCH_SECONDS = 240
@@ -98,9 +118,11 @@ class SliceApi:
         return parsed
 
     async def _list(self) -> tuple[list[dict[str, Any]], str]:
-        resp = await self.api.list_resource_slice_without_preload_content(field_selector=self.selector)
-        data = orjson.loads(await resp.read())
-        _raise_for(resp.status, data)
+        with _answers("listing ResourceSlices"):
+            selector = self.selector
+            resp = await self.api.list_resource_slice_without_preload_content(field_selector=selector)
+            data = orjson.loads(await resp.read())
+            _raise_for(resp.status, data)
         return list(data.get("items") or []), str(data["metadata"].get("resourceVersion", ""))
 
     async def list(self) -> tuple[list[dict[str, Any]], str]:
@@ -113,27 +135,32 @@ class SliceApi:
 
     async def create(self, name: str, spec: dict[str, Any], annotations: dict[str, str]) -> dict[str, Any]:
         await self._resolve_owner()
-        resp = await self.api.create_resource_slice_without_preload_content(
-            self._body(name, spec, annotations, None), field_manager=self.driver, field_validation="Strict"
-        )
-        return _checked(resp.status, orjson.loads(await resp.read()))
+        with _answers(f"creating ResourceSlice {name}"):
+            resp = await self.api.create_resource_slice_without_preload_content(
+                self._body(name, spec, annotations, None),
+                field_manager=self.driver,
+                field_validation="Strict",
+            )
+            return _checked(resp.status, orjson.loads(await resp.read()))
 
     async def update(
         self, name: str, spec: dict[str, Any], annotations: dict[str, str], resource_version: str
     ) -> dict[str, Any]:
         await self._resolve_owner()
-        resp = await self.api.replace_resource_slice_without_preload_content(
-            name,
-            self._body(name, spec, annotations, resource_version),
-            field_manager=self.driver,
-            field_validation="Strict",
-        )
-        return _checked(resp.status, orjson.loads(await resp.read()))
+        with _answers(f"updating ResourceSlice {name}"):
+            resp = await self.api.replace_resource_slice_without_preload_content(
+                name,
+                self._body(name, spec, annotations, resource_version),
+                field_manager=self.driver,
+                field_validation="Strict",
+            )
+            return _checked(resp.status, orjson.loads(await resp.read()))
 
     async def delete(self, name: str) -> None:
         try:
-            await self.api.delete_resource_slice(name)
-        except ApiException as error:
+            with _answers(f"deleting ResourceSlice {name}"):
+                await self.api.delete_resource_slice(name)
+        except StoreFailed as error:
             if error.status != 404:
                 raise
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+
 from draplugin.model import DeviceKind, PublishedDevice
-from draplugin.publisher import CONTENT_ANNOTATION, Conflict, Publisher
+from draplugin.publisher import CONTENT_ANNOTATION, Conflict, Publisher, StoreFailed
 
 
 class MemoryStore:
@@ -138,3 +141,62 @@ async def test_run_republishes_when_the_store_reports_a_deletion() -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_refusals_are_logged_in_one_line_and_retried_until_they_stop(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A revoked token (HTTP 401 while helm uninstall deletes the ServiceAccount before the pod stops)
+    is the cluster's state, not a bug: no traceback, and publishing resumes when the answer changes."""
+    store = MemoryStore()
+    refusals = 3
+    real_list = store.list
+
+    async def refusing_list() -> tuple[list[dict[str, Any]], str]:
+        nonlocal refusals
+        if refusals:
+            refusals -= 1
+            raise StoreFailed("listing ResourceSlices: HTTP 401 Unauthorized", 401)
+        return await real_list()
+
+    store.list = refusing_list  # type: ignore[method-assign]
+    monkeypatch.setattr("draplugin.publisher.NOT_READY_DELAY", 0.01)
+
+    async def discover() -> list[PublishedDevice]:
+        return nics(1)
+
+    publisher = Publisher(store, discover, node="n1", resync_seconds=3600, debounce_seconds=0.0)
+    task = asyncio.create_task(publisher.run())
+    try:
+        with caplog.at_level(logging.INFO, logger="draplugin.publisher"):
+            async with asyncio.timeout(5):
+                await store.written.wait()
+                await asyncio.sleep(0)  # the round that wrote logs its recovery right after
+                await asyncio.sleep(0)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert refusals == 0 and set(store.items) == {"n1-netclaim.dev-0"}
+    failures = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [r.getMessage().split(",")[0] for r in failures] == [
+        "publishing ResourceSlices failed (attempt 1)",
+        "publishing ResourceSlices failed (attempt 2)",
+    ]  # the 3rd is not repeated: 1st, 2nd, 4th... keep a long outage from flooding the log
+    assert all(r.exc_info is None for r in caplog.records)
+    assert "HTTP 401 Unauthorized" in failures[0].getMessage()
+    assert any("published again after 3 failed attempts" in r.getMessage() for r in caplog.records)
+
+
+def test_the_adapter_names_the_action_the_answer_and_the_likely_cause() -> None:
+    from kubernetes.aio.client.exceptions import ApiException
+
+    from draplugin.kube.slices_api import _answers
+
+    with pytest.raises(StoreFailed) as caught, _answers("listing ResourceSlices"):
+        raise ApiException(status=401, reason="Unauthorized")
+    assert caught.value.status == 401
+    assert str(caught.value).startswith("listing ResourceSlices: HTTP 401 Unauthorized (")
+    assert "ServiceAccount" in str(caught.value)
+    with pytest.raises(StoreFailed) as unreachable, _answers("creating ResourceSlice x"):
+        raise ConnectionRefusedError(111, "refused")
+    assert unreachable.value.status is None and "unreachable" in str(unreachable.value)
