@@ -40,6 +40,7 @@ def _answers(action: str) -> Iterator[None]:
     except (aiohttp.ClientError, TimeoutError, OSError) as error:
         raise StoreFailed(f"{action}: apiserver unreachable: {error!r}") from None
 
+
 API_VERSION = "resource.k8s.io/v1"
 WATCH_SECONDS = 240
 
