@@ -42,12 +42,14 @@ from draplugin.ipam.api import IPAddressApi
 from draplugin.ipam.gc import collect_forever
 from draplugin.kube.claims import KubeClaimReader
 from draplugin.kube.connect import connect
+from draplugin.kube.policies import PolicyEvents, PolicyWatcher
 from draplugin.kube.reservations import ReservationWatcher
 from draplugin.kube.slices_api import SliceApi
 from draplugin.kubelet.server import KubeletServers, SocketPaths
 from draplugin.metrics import Metrics
 from draplugin.model import ClaimRef, PublishedDevice
 from draplugin.planstore import PlanStore
+from draplugin.policy.book import PolicyBook
 from draplugin.prepare import Preparer, PrepareResult
 from draplugin.publisher import Publisher
 from draplugin.settings import Settings
@@ -155,11 +157,14 @@ class Daemon:
             rdma=s.rdma,
             device_filter=s.device_filter,
         )
+        policy_events = PolicyEvents(api, s.driver, s.node_name)
+        device_policies = PolicyBook(s.node_name, report=policy_events)
         inventory = Inventory(
             sysfs=SysfsReader(s.sysfs_root),
             policy=policy,
             allocated=attachments.in_use_host_names,
             dev_root=s.dev_root,
+            device_policy=device_policies,
         )
         moves = await self._attach_mode(hooks, plans)
         allocator = Allocator(IPAddressApi(api, manager=s.driver), node=s.node_name)
@@ -193,17 +198,20 @@ class Daemon:
             driver=s.driver,
             resync_seconds=s.resync_seconds,
         )
+        policy_watcher = PolicyWatcher(api, s.node_name, device_policies, publisher.poke)
         inventory.seed(_moved_devices(plans))
         await inventory.refresh()  # the planner needs the inventory before the first prepare
         await _load_addresses(allocator)
         tasks: list[asyncio.Task[None]] = []
         try:
+            tasks.append(asyncio.create_task(policy_watcher.run(), name="device-policies"))
             attachments.start()
             status.start()
             await health.start()
             tasks.append(asyncio.create_task(self.stub.run(), name="nri"))
             await _nri_first(self.stub, within=NRI_FIRST_SECONDS)
             await self.kubelet.start()
+            await _policies_first(device_policies, within=POLICY_FIRST_SECONDS)
             tasks.append(asyncio.create_task(publisher.run(link_events()), name="publisher"))
             tasks.append(asyncio.create_task(ReservationWatcher(api, plans).run(), name="reservations"))
             tasks.append(asyncio.create_task(self._gauges(status, publisher, inventory), name="gauges"))
@@ -232,6 +240,7 @@ class Daemon:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await hooks.aclose()
+            await policy_events.aclose()
             await status.wait_idle(within=2.0)
             await status.aclose()
             await attachments.aclose()
@@ -295,6 +304,19 @@ async def _nri_first(stub: Stub, within: float) -> None:
         await asyncio.wait_for(stub.wait_synchronized(), within)
     except TimeoutError:
         log.warning("NRI not synchronized after %.0fs; registering with the kubelet anyway", within)
+
+
+POLICY_FIRST_SECONDS = 5.0
+"""How long the first publish waits for the DevicePolicies and the Node's labels."""
+
+
+async def _policies_first(book: PolicyBook, within: float) -> None:
+    """Publish the first time with the policies applied: published before them, every device would be
+    offered for a moment and the scheduler could allocate one that a policy withholds."""
+    try:
+        await asyncio.wait_for(book.ready.wait(), within)
+    except TimeoutError:
+        log.warning("DevicePolicies or the Node's labels not read after %.0fs; publishing anyway", within)
 
 
 def unstarted_pods(plans: PlanStore, attachments: AttachmentStore) -> set[str]:

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from draplugin.discovery import naming
 from draplugin.discovery.devicefilter import screen
@@ -177,6 +178,18 @@ def live_rdma_mode() -> str | None:
         return None
 
 
+class DeviceScreen(Protocol):
+    """What the cluster's device policies let through (`policy.book.PolicyBook`), applied after the
+    node-local safety rules and the operator's device filter."""
+
+    def screen(
+        self,
+        devices: Sequence[PublishedDevice],
+        facts: Mapping[str, SysfsFacts],
+        rdma: Sequence[RdmaInfo] = (),
+    ) -> list[PublishedDevice]: ...
+
+
 class Inventory:
     """Rediscovers on demand and remembers the last result for `lookup`.
 
@@ -194,6 +207,7 @@ class Inventory:
         dev_root: Path = Path("/dev"),
         *,
         rdma_mode: Callable[[], str | None] = live_rdma_mode,
+        device_policy: DeviceScreen | None = None,
     ) -> None:
         self.netns = netns
         self.sysfs = sysfs or SysfsReader()
@@ -201,6 +215,7 @@ class Inventory:
         self.policy = policy or FilterPolicy()
         self.allocated = allocated
         self.rdma_mode = rdma_mode
+        self.device_policy = device_policy
         self.rdma_withheld = False
         """True while the kernel runs RDMA in exclusive netns mode and RDMA devices are not offered."""
         self._devices: dict[str, PublishedDevice] = {}
@@ -251,6 +266,8 @@ class Inventory:
     ) -> list[PublishedDevice]:
         """Replace the inventory with what `snapshot` shows, keeping allocated devices that left."""
         devices, self.decisions = build_devices(snapshot, facts, self.policy, rdma)
+        if self.device_policy is not None:
+            devices = self.device_policy.screen(devices, facts, rdma)
         present = {d.host_name for d in devices if d.host_name is not None}
         names = {d.name for d in devices}
         in_pods = set(self.allocated())

@@ -25,6 +25,8 @@ class SysfsFacts:
     numa_node: int | None = None
     is_vf: bool = False
     pf_name: str | None = None
+    pf_pci_address: str | None = None
+    """A VF's PF as a PCI address (the device policy's `rootDevices`)."""
     vf_index: int | None = None
     total_vfs: int | None = None
     rdma_devices: tuple[str, ...] = ()
@@ -143,6 +145,7 @@ class SysfsReader:
             numa_node=numa if numa is not None and numa >= 0 else None,
             is_vf=is_vf,
             pf_name=_first_netdev(pf) if pf is not None else None,
+            pf_pci_address=pf.name if pf is not None else None,
             vf_index=vf_index,
             total_vfs=_read_int(pci / "sriov_totalvfs"),
             rdma_devices=rdma,

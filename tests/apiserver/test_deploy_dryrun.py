@@ -35,6 +35,7 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "ValidatingAdmissionPolicy": (ADMISSION, "validatingadmissionpolicies", False),
     "ValidatingAdmissionPolicyBinding": (ADMISSION, "validatingadmissionpolicybindings", False),
     "ValidatingWebhookConfiguration": (ADMISSION, "validatingwebhookconfigurations", False),
+    "CustomResourceDefinition": ("/apis/apiextensions.k8s.io/v1", "customresourcedefinitions", False),
 }
 
 
@@ -48,6 +49,10 @@ def _placed(objects: Iterable[KubeObject], namespace: str, suffix: str) -> list[
         assert obj["apiVersion"] == prefix.removeprefix("/apis/").removeprefix("/api/"), obj["apiVersion"]
         if namespaced:
             obj["metadata"]["namespace"] = namespace
+        elif obj["kind"] == "CustomResourceDefinition":
+            # A CRD's name must be <plural>.<group>: the group takes the suffix instead.
+            obj["spec"]["group"] = f"{suffix.strip('-')}.{obj['spec']['group']}"
+            obj["metadata"]["name"] = f"{obj['spec']['names']['plural']}.{obj['spec']['group']}"
         else:
             obj["metadata"]["name"] += suffix
         if obj["kind"] == "ValidatingAdmissionPolicyBinding":

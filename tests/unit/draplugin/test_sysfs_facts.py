@@ -34,6 +34,7 @@ def test_pf_and_vf_facts(tmp_path: Path) -> None:
         numa_node=1,
         is_vf=True,
         pf_name="ens1f0",
+        pf_pci_address="0000:03:00.0",
         vf_index=2,
         total_vfs=None,
         rdma_devices=("mlx5_3",),
