@@ -198,7 +198,7 @@ class Daemon:
             driver=s.driver,
             resync_seconds=s.resync_seconds,
         )
-        policy_watcher = PolicyWatcher(api, s.node_name, device_policies, publisher.poke)
+        policy_watcher = PolicyWatcher.over(api, s.node_name, device_policies, publisher.poke)
         inventory.seed(_moved_devices(plans))
         await inventory.refresh()  # the planner needs the inventory before the first prepare
         await _load_addresses(allocator)

@@ -134,16 +134,32 @@ class PolicyWatcher:
 
     def __init__(
         self,
+        node: str,
+        book: PolicyBook,
+        changed: Callable[[], None],
+        *,
+        policies: Lister,
+        nodes: Lister,
+        recheck_seconds: float = RECHECK_SECONDS,
+    ) -> None:
+        self.book = book
+        self.changed = changed
+        self.recheck_seconds = recheck_seconds
+        self._policies = _Stream(f"{KIND}s ({API_VERSION})", policies, self._set_policies)
+        self._node = _Stream(f"Node {node}", nodes, self._set_node)
+        self._node_name = node
+
+    @classmethod
+    def over(
+        cls,
         api: kclient.ApiClient,
         node: str,
         book: PolicyBook,
         changed: Callable[[], None],
         *,
         recheck_seconds: float = RECHECK_SECONDS,
-    ) -> None:
-        self.book = book
-        self.changed = changed
-        self.recheck_seconds = recheck_seconds
+    ) -> PolicyWatcher:
+        """The watcher on the apiserver: every policy, and this one Node by field selector."""
         custom = kclient.CustomObjectsApi(api)
         core = kclient.CoreV1Api(api)
 
@@ -155,9 +171,7 @@ class PolicyWatcher:
             call = core.list_node_without_preload_content
             return cast(Awaitable[Any], call(field_selector=f"metadata.name={node}", **kw))
 
-        self._policies = _Stream(f"{KIND}s ({API_VERSION})", policies, self._set_policies)
-        self._node = _Stream(f"Node {node}", nodes, self._set_node)
-        self._node_name = node
+        return cls(node, book, changed, policies=policies, nodes=nodes, recheck_seconds=recheck_seconds)
 
     def _set_policies(self, objects: Mapping[str, dict[str, Any]]) -> None:
         self.book.set_policies(objects[name] for name in sorted(objects))

@@ -190,7 +190,7 @@ async def driver(
     publisher = Publisher(
         SliceApi(aio_api, DRIVER, cluster.node), discover, node=cluster.node, debounce_seconds=0.1
     )
-    watcher = PolicyWatcher(aio_api, cluster.node, book, publisher.poke, recheck_seconds=1.0)
+    watcher = PolicyWatcher.over(aio_api, cluster.node, book, publisher.poke, recheck_seconds=1.0)
     tasks = [asyncio.create_task(watcher.run()), asyncio.create_task(publisher.run())]
     try:
         yield book
