@@ -64,7 +64,9 @@ def crd(control_plane: ControlPlane) -> Iterator[None]:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             _, got = request(admin, "GET", f"{CRDS}/{name}")
-            conditions = {c["type"]: c["status"] for c in got.get("status", {}).get("conditions", [])}
+            # Right after the create, status.conditions is null until the apiserver has judged the names.
+            found = (got.get("status") or {}).get("conditions") or []
+            conditions = {c["type"]: c["status"] for c in found}
             if conditions.get("Established") == "True":
                 break
             time.sleep(0.2)
