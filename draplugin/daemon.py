@@ -211,8 +211,8 @@ class Daemon:
             tasks.append(asyncio.create_task(self.stub.run(), name="nri"))
             await _nri_first(self.stub, within=NRI_FIRST_SECONDS)
             await self.kubelet.start()
-            await _policies_first(device_policies, within=POLICY_FIRST_SECONDS)
-            tasks.append(asyncio.create_task(publisher.run(link_events()), name="publisher"))
+            publishing = _publish(publisher, device_policies)
+            tasks.append(asyncio.create_task(publishing, name="publisher"))
             tasks.append(asyncio.create_task(ReservationWatcher(api, plans).run(), name="reservations"))
             tasks.append(asyncio.create_task(self._gauges(status, publisher, inventory), name="gauges"))
             tasks.append(asyncio.create_task(_resync(reporter, s.resync_seconds), name="status-resync"))
@@ -310,13 +310,14 @@ POLICY_FIRST_SECONDS = 5.0
 """How long the first publish waits for the DevicePolicies and the Node's labels."""
 
 
-async def _policies_first(book: PolicyBook, within: float) -> None:
+async def _publish(publisher: Publisher, book: PolicyBook, within: float = POLICY_FIRST_SECONDS) -> None:
     """Publish the first time with the policies applied: published before them, every device would be
     offered for a moment and the scheduler could allocate one that a policy withholds."""
     try:
         await asyncio.wait_for(book.ready.wait(), within)
     except TimeoutError:
         log.warning("DevicePolicies or the Node's labels not read after %.0fs; publishing anyway", within)
+    await publisher.run(link_events())
 
 
 def unstarted_pods(plans: PlanStore, attachments: AttachmentStore) -> set[str]:

@@ -25,6 +25,7 @@ import kubernetes.aio.client
 import kubernetes.client
 import pytest
 import yaml
+from test_status_rbac import DEPLOY, aio_impersonating, apply_manifest, delete_cluster_objects, eventually
 from testbed.apiserver import ControlPlane
 from testbed.namespaces import request
 from testbed.sysfs_fixture import sriov_tree
@@ -171,28 +172,26 @@ def fake_link(i: int, name: str) -> LinkInfo:
     return LinkInfo(name, i + 2, mac, 1500, None, None, None, None, False, False)
 
 
-@pytest.fixture
-async def driver(
-    cluster: Cluster, aio_api: kubernetes.aio.client.ApiClient, tmp_path: Path
+@contextlib.asynccontextmanager
+async def publishing(
+    node: str, api: kubernetes.aio.client.ApiClient, sysfs: Path, vfs: int = VFS
 ) -> AsyncIterator[PolicyBook]:
-    """The driver's publishing half for `cluster.node`: 1,000 FAKE VFs -> inventory with the policy
-    book -> publisher -> the apiserver, with the real policy watcher poking it."""
-    functions = sriov_tree(tmp_path / "sys", pf_name="ens1f0", num_vfs=VFS)
+    """The driver's publishing half for `node`: FAKE VFs -> inventory with the policy book ->
+    publisher -> the apiserver, with the real policy watcher poking it and Events sent through `api`."""
+    functions = sriov_tree(sysfs, pf_name="ens1f0", num_vfs=vfs)
     snapshot = LinkSnapshot(
         links=tuple(fake_link(i, fn.name) for i, fn in enumerate(functions)), uplinks=frozenset()
     )
-    facts = SysfsReader(tmp_path / "sys").facts_for([fn.name for fn in functions])
-    events = PolicyEvents(aio_api, DRIVER, cluster.node)
-    book = PolicyBook(cluster.node, report=events)
+    facts = SysfsReader(sysfs).facts_for([fn.name for fn in functions])
+    events = PolicyEvents(api, DRIVER, node)
+    book = PolicyBook(node, report=events)
     inventory = Inventory(device_policy=book)
 
     async def discover() -> list[PublishedDevice]:
         return inventory.update(snapshot, facts)
 
-    publisher = Publisher(
-        SliceApi(aio_api, DRIVER, cluster.node), discover, node=cluster.node, debounce_seconds=0.1
-    )
-    watcher = PolicyWatcher.over(aio_api, cluster.node, book, publisher.poke, recheck_seconds=1.0)
+    publisher = Publisher(SliceApi(api, DRIVER, node), discover, node=node, debounce_seconds=0.1)
+    watcher = PolicyWatcher.over(api, node, book, publisher.poke, recheck_seconds=1.0)
     tasks = [asyncio.create_task(watcher.run()), asyncio.create_task(publisher.run())]
     try:
         yield book
@@ -201,6 +200,14 @@ async def driver(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await events.aclose()
+
+
+@pytest.fixture
+async def driver(
+    cluster: Cluster, aio_api: kubernetes.aio.client.ApiClient, tmp_path: Path
+) -> AsyncIterator[PolicyBook]:
+    async with publishing(cluster.node, aio_api, tmp_path / "sys") as book:
+        yield book
 
 
 async def until(
@@ -318,3 +325,39 @@ async def _event(cluster: Cluster, policy: str, reason: str) -> dict[str, Any]:
             return event
         await asyncio.sleep(0.1)
     raise AssertionError(f"no {reason} Event on DevicePolicy {policy} within {WITHIN}s")
+
+
+async def test_the_driver_service_account_may_read_policies_and_its_node_and_send_events(
+    cluster: Cluster, control_plane: ControlPlane, admin_api: kubernetes.client.ApiClient, tmp_path: Path
+) -> None:
+    """Everything above, as the driver's ServiceAccount under deploy/rbac.yaml alone (impersonated, as
+    tests/apiserver/test_status_rbac.py does): list/watch of policies and of its Node, slices, Events."""
+    objects = apply_manifest(admin_api, DEPLOY / "rbac.yaml")
+    api = aio_impersonating(control_plane, None)
+    try:
+        assert await eventually(lambda: _may_list_policies(api))
+        async with publishing(cluster.node, api, tmp_path / "sys", vfs=16):
+            await until(cluster, lambda p: len(p) == 1 + 16 + 3, within=15.0)
+            tag = secrets.token_hex(3)
+            cluster.create_policy(f"a-{tag}", [{"resourceName": "low", "filters": {"names": ["ens1f0v1*"]}}])
+            cluster.create_policy(f"b-{tag}", [{"resourceName": "vfs", "filters": {"kinds": ["sriov-vf"]}}])
+            await until(cluster, lambda p: len(names(p, "low")) == 7 and len(names(p, "vfs")) == 9)
+            await _event(cluster, f"b-{tag}", CONFLICT_REASON)  # sent by the ServiceAccount
+            cluster.label_node(None)
+            await until(cluster, everything_of(1 + 16 + 3))
+    finally:
+        await api.close()
+        delete_cluster_objects(admin_api, objects)
+
+
+async def _may_list_policies(api: kubernetes.aio.client.ApiClient) -> bool:
+    """RBAC objects reach the authorizer through an informer: true once the grant is visible."""
+    response = await kubernetes.aio.client.CustomObjectsApi(
+        api
+    ).list_cluster_custom_object_without_preload_content(GROUP, VERSION, PLURAL)
+    response.release()
+    return int(response.status) == 200
+
+
+def everything_of(count: int) -> Callable[[dict[str, dict[str, Any]]], bool]:
+    return lambda pool: len(pool) == count and names(pool, None) == set(pool)
