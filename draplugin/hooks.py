@@ -2,7 +2,8 @@
 
 Thin on purpose (the lifecycle contract and all netlink work live in `draplugin/sandboxes.py`): an
 event becomes a `Sandbox`, the service is called, a `SandboxError` becomes the NRI handler error that
-fails the sandbox (kubelet retries), and character devices become the container adjustment. Each
+fails the sandbox (kubelet retries), and character devices and host mounts become the container
+adjustment. Each
 handler is timed as `netclaim_calls{method,result}`.
 """
 
@@ -14,7 +15,7 @@ from collections.abc import Callable, Sequence
 from draplugin.attach import Executor
 from draplugin.attachments import AttachmentStore
 from draplugin.metrics import Metrics
-from draplugin.model import CharDevice
+from draplugin.model import CharDevice, HostMount
 from draplugin.planstore import PlanStore
 from draplugin.sandboxes import Sandbox, SandboxError, SandboxService
 from draplugin.status.reporter import StatusReporter
@@ -33,10 +34,25 @@ def sandbox_of(pod: api.PodSandbox) -> Sandbox:
     return Sandbox(pod.id, PodRef(pod.namespace, pod.name, pod.uid), pod_netns_path(pod))
 
 
-def adjustment(devices: Sequence[CharDevice]) -> api.ContainerAdjustment | None:
-    if not devices:
+MOUNT_OPTIONS = ("rbind", "rw")
+"""A read-write bind: a vhost-user socket is created by whichever side is the server, host or pod."""
+
+
+def adjustment(
+    devices: Sequence[CharDevice], mounts: Sequence[HostMount] = ()
+) -> api.ContainerAdjustment | None:
+    if not devices and not mounts:
         return None
     adjust = api.ContainerAdjustment()
+    for mount in mounts:
+        adjust.mounts.append(
+            api.Mount(
+                destination=mount.container_path,
+                type="bind",
+                source=mount.host_path,
+                options=list(MOUNT_OPTIONS),
+            )
+        )
     for dev in devices:
         adjust.linux.devices.append(
             api.LinuxDevice(
@@ -101,7 +117,8 @@ class NetworkHooks(Plugin):
     async def create_container(
         self, pod: api.PodSandbox, container: api.Container
     ) -> api.ContainerAdjustment | None:
-        """RDMA kinds hand the pod character devices; also the last chance for a late attach."""
+        """RDMA kinds and vfio VFs hand the pod character devices, vhost-user claims a host directory;
+        also the last chance for a late attach."""
         if not self.sandboxes.has_plans(pod.uid):
             return None
         with self.metrics.timed("CreateContainer"):
@@ -109,7 +126,7 @@ class NetworkHooks(Plugin):
                 devices = await self.sandboxes.container_created(sandbox_of(pod))
             except SandboxError as error:
                 raise HandlerError(str(error)) from error
-        return adjustment(devices)
+        return adjustment(devices, self.sandboxes.mounts(pod.uid))
 
     async def start_container(self, pod: api.PodSandbox, container: api.Container) -> None:
         """CDI attach: runc has created the container, moving what it could; verify and configure."""

@@ -112,6 +112,33 @@ class CharDevice:
     file_mode: int = 0o666
 
 
+VFIO_DRIVER = "vfio-pci"
+"""The kernel driver a VF is bound to for userspace (DPDK) use: config `driver` value and sysfs name."""
+
+
+@dataclass(frozen=True)
+class VfioSpec:
+    """A VF handed to the pod as a vfio-pci function instead of a netdev.
+
+    `original_driver` is read at Prepare before the VF is rebound and checkpointed with the plan, so
+    Unprepare gives the function back to it even after a driver restart. `iommu_group` names
+    /dev/vfio/<group>, the node (with /dev/vfio/vfio) the pod's containers get.
+    """
+
+    pci_address: str
+    iommu_group: str = ""
+    original_driver: str | None = None
+
+
+@dataclass(frozen=True)
+class HostMount:
+    """A host directory bind-mounted into every container of the pod (vhost-user sockets), its host
+    path checked at Prepare against the daemon's allowed root."""
+
+    host_path: str
+    container_path: str
+
+
 @dataclass(frozen=True)
 class CniSpec:
     """The CNI network a `cni` device runs, resolved at Prepare (a NetworkAttachmentDefinition is read
@@ -150,6 +177,10 @@ class DevicePlan:
     """Published device facts copied into status `data` (pci address, parent, vf index...)."""
     cni: CniSpec | None = None
     """Only for the `cni` kind: the chain to run."""
+    vfio: VfioSpec | None = None
+    """Only for sriov-vf with `driver: vfio-pci`: then there is no netdev; Prepare binds the function."""
+    mounts: tuple[HostMount, ...] = ()
+    """Host directories (vhost-user sockets) every container of the pod gets through CreateContainer."""
 
 
 @dataclass(frozen=True)

@@ -31,14 +31,17 @@ from draplugin.devices.registry import default_registry
 from draplugin.devices.rules import merged_problems, netdev_problems
 from draplugin.ipam.pool import Pool, build_pool
 from draplugin.model import (
+    VFIO_DRIVER,
     CharDevice,
     ClaimPlan,
     DeviceKind,
     DevicePlan,
     DeviceRef,
+    HostMount,
     NetdevSpec,
     PublishedDevice,
     Route,
+    VfioSpec,
 )
 
 MAX_REPORTED = 20
@@ -169,9 +172,14 @@ def _plan_device(
     config = _layered_config(claim.configs_for(driver, ref.request), published)
     vlan = config.netdev.vlan if config.netdev is not None else None
     missing = merged_problems(published.kind, vlan_id=vlan.id if vlan is not None else None)
+    missing.extend(_vfio_problems(config, published))
+    missing.extend(_mount_problems(config))
     if missing:
         raise ConfigError(missing)
-    netdev = _netdev_spec(config, published, _suffix(claim, ref)) if published.kind.has_netdev else None
+    mounts = _mounts(config)
+    vfio = _vfio(config, published)
+    has_netdev = published.kind.has_netdev and vfio is None
+    netdev = _netdev_spec(config, published, _suffix(claim, ref)) if has_netdev else None
     cni = None
     if published.kind is DeviceKind.CNI:
         cni = cni_plan.cni_spec(config.cni, default_interface_name(_suffix(claim, ref)))
@@ -189,8 +197,53 @@ def _plan_device(
         char_devices=_char_devices(config, published),
         attributes=attributes,
         cni=cni,
+        vfio=vfio,
+        mounts=mounts,
     )
     return plan, pool
+
+
+def _vfio(config: NetworkConfig, device: PublishedDevice) -> VfioSpec | None:
+    """The function to bind at Prepare; its original driver and IOMMU group are read there (sysfs)."""
+    if config.driver != VFIO_DRIVER:
+        return None
+    return VfioSpec(pci_address=str(device.attributes["pciAddress"]))
+
+
+def _vfio_problems(config: NetworkConfig, device: PublishedDevice) -> list[FieldError]:
+    """On the merged config: a class may choose vfio-pci and a claim add a netdev section, or the
+    reverse; either way the VF has no netdev once bound, so the combination is refused."""
+    if config.driver != VFIO_DRIVER:
+        return []
+    if device.kind is not DeviceKind.SRIOV_VF:
+        return []  # `_misfits` names the entry that set `driver` on another kind
+    errors = []
+    if not isinstance(device.attributes.get("pciAddress"), str):
+        errors.append(FieldError("driver", f"device {device.name} has no known PCI address to bind"))
+    if config.netdev is not None:
+        message = f"the VF is bound to {VFIO_DRIVER} and has no network interface; leave netdev out"
+        errors.append(FieldError("netdev", message))
+    return errors
+
+
+def _mount_problems(config: NetworkConfig) -> list[FieldError]:
+    """Both paths are required once merged: a class may fix the host directory, each claim the path."""
+    vhost = config.vhost_user
+    if vhost is None:
+        return []
+    return [
+        FieldError(f"vhostUser.{name}", "required (in the class's or the claim's config)")
+        for name, value in (("hostPath", vhost.host_path), ("mountPath", vhost.mount_path))
+        if value is None
+    ]
+
+
+def _mounts(config: NetworkConfig) -> tuple[HostMount, ...]:
+    """`vhostUser` as a mount; whether the host path is allowed is the node's question (Prepare)."""
+    vhost = config.vhost_user
+    if vhost is None or vhost.host_path is None or vhost.mount_path is None:
+        return ()
+    return (HostMount(vhost.host_path, vhost.mount_path),)
 
 
 def _pool(netdev: NetdevConfig) -> Pool | None:
@@ -254,6 +307,8 @@ def _misfits(config: NetworkConfig, device: PublishedDevice) -> list[FieldError]
             )
     if netdev is not None and kind.has_netdev:
         errors.extend(_handler_problems(netdev, kind))
+    if config.driver is not None and kind is not DeviceKind.SRIOV_VF:
+        errors.append(FieldError("driver", f"only for sriov-vf devices; {device.name} is {kind}"))
     if rdma is not None and kind not in (DeviceKind.RDMA, DeviceKind.ROCE):
         errors.append(FieldError("rdma", f"only for rdma and roce devices; {device.name} is {kind}"))
     available = {cd.path.rsplit("/", 1)[-1] for cd in device.char_devices}

@@ -19,6 +19,7 @@ from draplugin.allocation import AllocatedClaim
 from draplugin.cdi.moves import RuntimeMoves
 from draplugin.ipam.allocator import Allocator, PoolExhausted
 from draplugin.model import ClaimPlan, ClaimRef, DeviceKind, DeviceRef
+from draplugin.nodesetup import NodeSetup, SetupError, needs_setup
 from draplugin.planner import DeviceLookup, PlanError, assign_addresses, plan_claim_with_pools
 from draplugin.planstore import PlanStore
 
@@ -73,9 +74,11 @@ class Preparer:
         finish: PlanFinisher | None = None,
         cdi: RuntimeMoves | None = None,
         settled: Callable[[], object] | None = None,
+        node_setup: NodeSetup | None = None,
     ) -> None:
         """`settled` runs after each unprepare is checkpointed (the sandbox service drops records of
-        pods left with no prepared claim)."""
+        pods left with no prepared claim). `node_setup` binds vfio-pci VFs and checks vhost-user
+        directories; without it claims asking for either fail with a message saying so."""
         self.driver = driver
         self.node = node
         self._reader = reader
@@ -86,6 +89,7 @@ class Preparer:
         self._finish = finish
         self._cdi = cdi
         self._settled = settled
+        self._node_setup = node_setup
 
     async def prepare(self, claims: Sequence[ClaimRef]) -> dict[str, PrepareResult]:
         """Results keyed by claim UID, one per requested claim."""
@@ -106,7 +110,32 @@ class Preparer:
             log.exception("checkpoint write failed")
             outcomes = [_Failed(f"claim {ref}: cannot checkpoint the plan: {error}") for ref in claims]
         await self._release_failed(fresh, dict(zip(claims, outcomes, strict=True)))
-        return {ref.uid: await self._with_cdi(outcome) for ref, outcome in zip(claims, outcomes, strict=True)}
+        return {
+            ref.uid: await self._with_cdi(await self._bound(outcome))
+            for ref, outcome in zip(claims, outcomes, strict=True)
+        }
+
+    async def _bound(self, outcome: ClaimPlan | _Failed) -> ClaimPlan | _Failed:
+        """Binds the claim's vfio VFs once the plan holding their original drivers is checkpointed, and
+        checkpoints the plan again with their /dev/vfio nodes. A failure fails the claim (its VFs rolled
+        back) but keeps its plan, as `_with_cdi` does: the retried Prepare binds again, Unprepare
+        restores."""
+        if self._node_setup is None or not isinstance(outcome, ClaimPlan):
+            return outcome
+        if not any(device.vfio is not None for device in outcome.devices):
+            return outcome
+        try:
+            bound = await asyncio.to_thread(self._node_setup.bind, outcome)
+        except SetupError as error:
+            log.warning("claim %s: %s", outcome.claim, error)
+            return _Failed(f"claim {outcome.claim}, {error}")
+        if bound != outcome:
+            try:
+                await self._store.put([bound])
+            except OSError as error:
+                log.exception("checkpoint write failed")
+                return _Failed(f"claim {outcome.claim}: cannot checkpoint the plan: {error}")
+        return bound
 
     async def _with_cdi(self, outcome: ClaimPlan | _Failed) -> PrepareResult:
         """Writes the claim's CDI specs (CDI mode) after its plan is checkpointed.
@@ -154,6 +183,11 @@ class Preparer:
             except ValueError as error:
                 log.info("claim %s rejected: %s", ref, error)
                 return _Failed(f"claim {ref}, {error}")
+        try:
+            plan = await self._set_up(plan)
+        except SetupError as error:
+            log.info("claim %s rejected: %s", ref, error)
+            return _Failed(f"claim {ref}, {error}")
         if not pools:
             return plan
         if self._allocator is None:
@@ -168,6 +202,14 @@ class Preparer:
         except Exception as error:
             log.warning("allocating addresses for claim %s failed: %s", ref, error)
             return _Failed(f"claim {ref}: netdev.ipam: cannot allocate addresses: {error}")
+
+    async def _set_up(self, plan: ClaimPlan) -> ClaimPlan:
+        """Reads what binding needs (original driver, IOMMU group) and checks vhost-user directories."""
+        if not needs_setup(plan):
+            return plan
+        if self._node_setup is None:
+            raise SetupError("driver vfio-pci and vhostUser are not enabled on this node's driver")
+        return await asyncio.to_thread(self._node_setup.resolve, plan)
 
     async def _release_failed(
         self, fresh: Sequence[ClaimRef], outcomes: dict[ClaimRef, ClaimPlan | _Failed]
@@ -210,6 +252,9 @@ class Preparer:
             except Exception as error:
                 log.warning("cleanup for claim %s failed: %s", ref, error)
                 return f"claim {ref}: cleanup failed: {error}"
+            problem = await self._release_vfio(plan)
+            if problem is not None:
+                return problem
         if self._cdi is not None:
             try:
                 await self._cdi.unprepare(plan, ref.uid)
@@ -222,6 +267,20 @@ class Preparer:
             except Exception as error:  # kubelet retries; the plan stays until the addresses are gone
                 log.warning("releasing addresses of claim %s failed: %s", ref, error)
                 return f"claim {ref}: cannot release its pool addresses: {error}"
+        return None
+
+    async def _release_vfio(self, plan: ClaimPlan) -> str | None:
+        """The VFs back on the drivers the checkpointed plan remembers; kubelet retries on failure, and
+        the plan stays until they are back."""
+        if not any(device.vfio is not None for device in plan.devices):
+            return None
+        if self._node_setup is None:
+            return f"claim {plan.claim}: holds vfio-pci VFs but this driver runs without node setup"
+        try:
+            await asyncio.to_thread(self._node_setup.release, plan)
+        except SetupError as error:
+            log.warning("claim %s: %s", plan.claim, error)
+            return f"claim {plan.claim}, {error}"
         return None
 
 

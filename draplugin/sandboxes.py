@@ -30,7 +30,7 @@ from draplugin.attach import AttachError, DetachError, Executor
 from draplugin.attachments import AttachmentStore, SandboxRecord
 from draplugin.ipam.shared import PoolAddressBusy, SharedClaimGuard
 from draplugin.metrics import Metrics
-from draplugin.model import CharDevice, ClaimPlan, DeviceKind, DeviceRef
+from draplugin.model import CharDevice, ClaimPlan, DeviceKind, DeviceRef, HostMount
 from draplugin.planstore import PlanStore
 from draplugin.status.reporter import StatusReporter, record_pod
 from draplugin.status.types import Checked, Failed, PodRef
@@ -160,6 +160,17 @@ class SandboxService:
             return ()
         await self._late_attach(sandbox, self._before_containers(plans), strict=True)
         return tuple(dev for claim in plans for plan in claim.devices for dev in plan.char_devices)
+
+    def mounts(self, pod_uid: str) -> tuple[HostMount, ...]:
+        """Host directories every container of the pod gets (vhost-user); checked at Prepare, so this
+        only reads the plans in memory. One mount per container path: two claims naming the same
+        path would make the runtime fail the container, so the first claim (by UID) wins."""
+        seen: dict[str, HostMount] = {}
+        for claim in self.plans.plans_for_pod(pod_uid):
+            for plan in claim.devices:
+                for mount in plan.mounts:
+                    seen.setdefault(mount.container_path, mount)
+        return tuple(seen.values())
 
     async def container_starting(self, sandbox: Sandbox) -> int:
         """Devices left to the runtime (CDI) are due now: runc has created the container and moved those

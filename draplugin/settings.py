@@ -56,6 +56,9 @@ class Settings:
     the runtime reports it can (auto); see `draplugin.cdi.mode`."""
     cdi_spec_dir: Path = DEFAULT_CDI_DIR
     """Where CDI specs are written (one of the runtime's `cdi_spec_dirs`)."""
+    vhost_user_root: Path = Path("/var/run/netclaim/vhost-user")
+    """The only host directory tree a claim's `vhostUser.hostPath` may name: ours, empty unless an
+    administrator points a vswitch's sockets there, so a claim cannot mount arbitrary host paths."""
 
     @property
     def plans_path(self) -> Path:
@@ -85,6 +88,14 @@ def _bin_dirs(value: str) -> tuple[str, ...]:
     if not dirs or any(not d.startswith("/") for d in dirs):
         raise argparse.ArgumentTypeError("must be absolute directories separated by ':'")
     return dirs
+
+
+def _absolute_dir(value: str) -> Path:
+    """Absolute and not `/`: the root of what claims may mount must be a directory of its own."""
+    path = Path(value)
+    if not path.is_absolute() or path == Path("/"):
+        raise argparse.ArgumentTypeError(f"{value!r} must be an absolute directory other than /")
+    return path
 
 
 # Kubernetes' IsDNS1123Subdomain: what a Node name must be (kubelet lowercases the hostname for it).
@@ -247,6 +258,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where CDI specs are written in the cdi/auto modes (a cdi_spec_dirs entry of the runtime)",
     )
     parser.add_argument(
+        "--vhost-user-root",
+        type=_absolute_dir,
+        default=d.vhost_user_root,
+        help="host directory below which claims may mount vhost-user socket directories (vhostUser)",
+    )
+    parser.add_argument(
         "--offer", type=_names, default="", help="comma list of veth ends to offer as host devices (labs)"
     )
     parser.add_argument(
@@ -306,6 +323,7 @@ def from_args(args: argparse.Namespace) -> Settings:
         device_filter=device_filter_from_args(args),
         attach_mode=AttachMode(args.attach_mode),
         cdi_spec_dir=args.cdi_spec_dir,
+        vhost_user_root=args.vhost_user_root,
     )
 
 

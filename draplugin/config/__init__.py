@@ -13,6 +13,7 @@ from draplugin.config.types import (
     NetworkConfig,
     RdmaConfig,
     VethConfig,
+    VhostUserConfig,
     VlanConfig,
 )
 
@@ -28,6 +29,7 @@ __all__ = [
     "NetworkConfig",
     "RdmaConfig",
     "VethConfig",
+    "VhostUserConfig",
     "VlanConfig",
     "merge_configs",
     "parse_network_config",

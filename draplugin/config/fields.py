@@ -174,6 +174,26 @@ def char_device_name(value: object) -> str:
     return text
 
 
+MAX_PATH_BYTES = 4095
+"""PATH_MAX less the trailing NUL."""
+
+
+def absolute_path(value: object) -> str:
+    """An absolute, already normalised path: no `..`, `.`, `//` or trailing `/`, so the string a
+    Prepare-time check compares is the path the runtime mounts."""
+    text = string(value)
+    if not text.startswith("/"):
+        raise Invalid(f"must be an absolute path, got {quote(text)}")
+    if "\0" in text or len(text.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        raise Invalid(f"must be at most {MAX_PATH_BYTES} bytes and contain no NUL")
+    if text == "/":
+        raise Invalid("must not be /")
+    parts = text.split("/")[1:]
+    if any(part in ("", ".", "..") for part in parts):
+        raise Invalid(f"must be normalised (no empty, '.' or '..' components), got {quote(text)}")
+    return text
+
+
 def pool_name(value: object) -> str:
     """A DNS label: the name goes into a label value of every IPAddress object of the pool."""
     text = string(value)

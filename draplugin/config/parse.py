@@ -16,6 +16,7 @@ from draplugin.config import fields
 from draplugin.config.errors import ConfigError, FieldError
 from draplugin.config.types import (
     API_VERSION,
+    DRIVERS,
     KIND,
     IpamConfig,
     IpvlanConfig,
@@ -24,6 +25,7 @@ from draplugin.config.types import (
     NetworkConfig,
     RdmaConfig,
     VethConfig,
+    VhostUserConfig,
     VlanConfig,
 )
 from draplugin.devices import modes
@@ -56,7 +58,8 @@ def join(path: str, key: str | int) -> str:
 def parse_network_config(raw: object) -> NetworkConfig:
     """Raises `ConfigError` and nothing else, whatever `raw` holds."""
     errors: Errors = []
-    obj = _object(raw, "", ("apiVersion", "kind", "netdev", "rdma", "cni"), errors)
+    known = ("apiVersion", "kind", "netdev", "rdma", "cni", "driver", "vhostUser")
+    obj = _object(raw, "", known, errors)
     if obj is None:
         raise ConfigError(errors)
     _require_constant(obj, "apiVersion", API_VERSION, errors)
@@ -65,6 +68,8 @@ def parse_network_config(raw: object) -> NetworkConfig:
         netdev=_section(obj, "netdev", "", _netdev, errors),
         rdma=_section(obj, "rdma", "", _rdma, errors),
         cni=_section(obj, "cni", "", _cni, errors),
+        driver=_value(obj, "driver", "", _driver, errors),
+        vhost_user=_section(obj, "vhostUser", "", _vhost_user, errors),
     )
     if errors:
         raise ConfigError(errors)
@@ -297,3 +302,19 @@ def _rdma_devices(raw: object, path: str, errors: Errors) -> tuple[str, ...] | N
         errors.append(FieldError(path, "must name at least one device (leave it out for all of them)"))
         return None
     return _unique_items(raw, path, MAX_RDMA_DEVICES, fields.char_device_name, errors)
+
+
+def _driver(value: object) -> str:
+    return fields.one_of(value, DRIVERS)
+
+
+def _vhost_user(raw: object, path: str, errors: Errors) -> VhostUserConfig | None:
+    """Each path on its own; that both are set, and that `hostPath` lies below the daemon's allowed
+    root, is checked at Prepare once configs are merged (`draplugin.nodesetup.vhostuser`)."""
+    obj = _object(raw, path, ("hostPath", "mountPath"), errors)
+    if obj is None:
+        return None
+    return VhostUserConfig(
+        host_path=_value(obj, "hostPath", path, fields.absolute_path, errors),
+        mount_path=_value(obj, "mountPath", path, fields.absolute_path, errors),
+    )

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from draplugin.devices import modes
-from draplugin.model import DRIVER_NAME, DeviceKind, Route
+from draplugin.model import DRIVER_NAME, VFIO_DRIVER, DeviceKind, Route
 
 if TYPE_CHECKING:  # draplugin.cni builds on this package; the annotation alone needs no import
     from draplugin.cni.section import CniConfig
@@ -22,6 +22,10 @@ KIND = "NetworkConfig"
 MACVLAN_MODES = modes.MACVLAN.names
 IPVLAN_MODES = modes.IPVLAN.names
 VLAN_PROTOCOLS = modes.VLAN_PROTOCOLS.names
+KERNEL_DRIVER = "kernel"
+DRIVERS = (KERNEL_DRIVER, VFIO_DRIVER)
+"""`driver` of an sriov-vf device: `kernel` keeps the VF on its own driver and moves its netdev (the
+default; lets a claim undo a class's `vfio-pci`), `vfio-pci` binds it for userspace drivers (DPDK)."""
 
 
 @dataclass(frozen=True)
@@ -88,8 +92,21 @@ class RdmaConfig:
 
 
 @dataclass(frozen=True)
+class VhostUserConfig:
+    """`vhostUser`: a host directory holding vhost-user sockets, mounted into every container of the
+    pod. Both fields are required once configs are merged; `hostPath` must lie below the daemon's
+    `--vhost-user-root` (checked at Prepare, where that setting is known)."""
+
+    host_path: str | None = None
+    mount_path: str | None = None
+
+
+@dataclass(frozen=True)
 class NetworkConfig:
     netdev: NetdevConfig | None = None
     rdma: RdmaConfig | None = None
     cni: CniConfig | None = None
     """A CNI network run in the pod (draplugin/cni), only for `cni` devices."""
+    driver: str | None = None
+    """sriov-vf only: one of `DRIVERS`."""
+    vhost_user: VhostUserConfig | None = None

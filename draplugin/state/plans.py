@@ -18,7 +18,17 @@ from typing import Any
 import orjson
 
 from draplugin.cni.codec import cni_from_dict, cni_to_dict
-from draplugin.model import CharDevice, ClaimPlan, ClaimRef, DeviceKind, DevicePlan, NetdevSpec, Route
+from draplugin.model import (
+    CharDevice,
+    ClaimPlan,
+    ClaimRef,
+    DeviceKind,
+    DevicePlan,
+    HostMount,
+    NetdevSpec,
+    Route,
+    VfioSpec,
+)
 from draplugin.state.fields import (
     array,
     device_ref_from_dict,
@@ -56,7 +66,22 @@ def _device_to_dict(device: DevicePlan) -> dict[str, Any]:
         ],
         "attributes": dict(device.attributes),
         **({"cni": cni_to_dict(device.cni)} if device.cni is not None else {}),
+        # Optional keys, so plans without them keep the bytes they had before vfio and vhost-user.
+        **({"vfio": _vfio_to_dict(device.vfio)} if device.vfio is not None else {}),
+        **({"mounts": [_mount_to_dict(m) for m in device.mounts]} if device.mounts else {}),
     }
+
+
+def _vfio_to_dict(spec: VfioSpec) -> dict[str, Any]:
+    return {
+        "pciAddress": spec.pci_address,
+        "iommuGroup": spec.iommu_group,
+        "originalDriver": spec.original_driver,
+    }
+
+
+def _mount_to_dict(mount: HostMount) -> dict[str, Any]:
+    return {"hostPath": mount.host_path, "containerPath": mount.container_path}
 
 
 def _netdev_to_dict(spec: NetdevSpec) -> dict[str, Any]:
@@ -102,7 +127,23 @@ def _device_from_dict(value: object) -> DevicePlan:
         char_devices=tuple(items(data["charDevices"], _char_device_from_dict, "charDevices")),
         attributes={string(k): string(v) for k, v in obj(data["attributes"]).items()},
         cni=cni_from_dict(data["cni"]) if "cni" in data else None,
+        vfio=_vfio_from_dict(data["vfio"]) if "vfio" in data else None,
+        mounts=tuple(items(data.get("mounts", []), _mount_from_dict, "mounts")),
     )
+
+
+def _vfio_from_dict(value: object) -> VfioSpec:
+    data = obj(value)
+    return VfioSpec(
+        pci_address=string(data["pciAddress"]),
+        iommu_group=string(data["iommuGroup"]),
+        original_driver=opt_string(data["originalDriver"]),
+    )
+
+
+def _mount_from_dict(value: object) -> HostMount:
+    data = obj(value)
+    return HostMount(string(data["hostPath"]), string(data["containerPath"]))
 
 
 def _char_device_from_dict(value: object) -> CharDevice:

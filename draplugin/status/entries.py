@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from draplugin.model import AttachResult, ClaimRef, DeviceKind, DevicePlan, DeviceRef
+from draplugin.model import VFIO_DRIVER, AttachResult, ClaimRef, DeviceKind, DevicePlan, DeviceRef
 from draplugin.status.types import (
     Checked,
     ClaimStatus,
@@ -224,6 +224,13 @@ def _data(ref: DeviceRef, state: DeviceState, plan: DevicePlan | None) -> Entry:
             data["hostInterface"] = plan.netdev.host_interface_name
         if "ipamPool" in plan.attributes:  # the pool its addresses came from (planner.POOL_ATTRIBUTE)
             data["ipamPool"] = plan.attributes["ipamPool"]
+        if plan.vfio is not None:
+            # What a DPDK application needs: the function to open and the group node it sits in.
+            data["driver"] = VFIO_DRIVER
+            data["pciAddress"] = plan.vfio.pci_address
+            data["iommuGroup"] = plan.vfio.iommu_group
+        if plan.mounts:
+            data["mounts"] = [mount.container_path for mount in plan.mounts]
         if plan.char_devices:
             # What an RDMA application opens: the ib device (for ibv_open_device) and its nodes.
             if "rdmaDevice" in plan.attributes:

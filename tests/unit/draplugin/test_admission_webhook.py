@@ -101,7 +101,10 @@ def test_every_problem_is_reported_once_capped_like_prepare() -> None:
     obj = claim_object({f"bogus{i}": 1 for i in range(30)} | {"apiVersion": "x"})
     got = denial(answer(review(obj))).split("; config[1].")
     assert len(got) == 20 and got[-1].endswith("; and 12 more problems")
-    assert got[0] == "config[1].bogus0: unknown field (known: apiVersion, kind, netdev, rdma, cni)"
+    assert (
+        got[0]
+        == "config[1].bogus0: unknown field (known: apiVersion, kind, netdev, rdma, cni, driver, vhostUser)"
+    )
 
 
 def test_message_names_the_object() -> None:
