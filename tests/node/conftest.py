@@ -18,6 +18,7 @@ Missing binaries skip locally and fail in CI (``make deps-node``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import tempfile
@@ -60,7 +61,11 @@ CI inside its time budget; the runtime tier covers the rest of that line."""
 NODE_LINES = (*LINES, NEWEST)
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own reordering by fixture parameters
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Drops the newest line's items of modules not meant for it, and puts the items of modules that
+    set `RUN_FIRST = True` first (they need the machine without any node of this run on it)."""
+    first: list[pytest.Item] = []
     keep: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
     for item in items:
@@ -69,11 +74,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         module = getattr(item, "module", None)
         if line == NEWEST and not getattr(module, "ON_NEWEST_RUNTIME", False):
             dropped.append(item)
+        elif getattr(module, "RUN_FIRST", False):
+            first.append(item)
         else:
             keep.append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
-        items[:] = keep
+    items[:] = first + keep
 
 
 @pytest.fixture(scope="session", params=NODE_LINES, ids=[f"containerd-{line}" for line in NODE_LINES])
@@ -83,8 +90,14 @@ def local_node(request: pytest.FixtureRequest) -> Iterator[LocalNode]:
     node's own teardown fails the last test of its line if anything is left on the host."""
     line: str = request.param
     _require_node(line)
-    node = LocalNode(Path(tempfile.mkdtemp(prefix="ncn-", dir="/tmp")), line)
-    node.start()
+    node = LocalNode(Path(tempfile.mkdtemp(prefix="ncn-", dir="/tmp")), line, take_demo=True)
+    try:
+        node.start()
+    finally:
+        capture = request.config.pluginmanager.get_plugin("capturemanager")
+        for notice in node.notices:  # a demo stopped: said on the terminal, not in captured output
+            with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+                print("\n" + "".join(f"[local node] {text}\n" for text in notice.splitlines()), flush=True)
     try:
         yield node
     finally:

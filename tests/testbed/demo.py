@@ -85,7 +85,7 @@ class Demo:
         self.root = root
         self.line = line
         self.node_only = node_only
-        self.node = LocalNode(root / "node", line, lock_wait=0)
+        self.node = LocalNode(root / "node", line, lock_wait=0, purpose=f"make demo (state {root})")
         self.driver: driver_mod.Driver | None = None
         self.chart: ChartDriver | None = None
         self.mode = os.environ.get("NETCLAIM_DEMO_DRIVER", "chart")
@@ -95,6 +95,7 @@ class Demo:
 
     def up(self) -> dict[str, Any]:
         t0 = time.monotonic()
+        self.node.reserve()  # before the uplink: a node held elsewhere may be using the same link name
         self._uplink()
         self.node.start()
         assert self.node.plane is not None and self.node.containerd is not None

@@ -16,7 +16,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -38,15 +41,28 @@ class NodeBusy(RuntimeError):
     """Another local node holds this machine's kubelet ports and /kubepods."""
 
 
-def _take_node_lock(purpose: str, wait: float | None) -> int:
+DEMO_HOLDER = re.compile(r"make demo \(state (?P<root>/\S+)\)")
+"""How a demo names itself in the lock file, with the state directory `make demo-down` cleans."""
+TAKE_DEMO_ENV = "NETCLAIM_TAKE_DEMO"
+
+
+def _take_node_lock(
+    purpose: str, wait: float | None, take_demo: bool = False, notices: list[str] | None = None
+) -> int:
     """Hold the machine's local-node lock, waiting for the holder (named in the file) to finish.
 
     Why a lock and not "find free ports": the kubelet's ports and cgroup root are fixed by what the
     examples and the driver's flags assume, so two nodes on one machine would fight over them; a second
-    one waits (test runs) or fails with the holder's name instead of breaking the first."""
+    one waits (test runs) or fails with the holder's name instead of breaking the first.
+
+    `take_demo`: a node held by `make demo` is stopped (as `make demo-down` does) instead of waited
+    for, unless $NETCLAIM_TAKE_DEMO=0. The README's quick start is `make demo` then `make test`: the
+    demo stays up until someone stops it, so waiting would make that sequence fail after the wait. What
+    was done is appended to `notices` (a test run shows them outside pytest's output capture)."""
     fd = os.open(NODE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     if wait is None:
         wait = float(os.environ.get(NODE_LOCK_WAIT_ENV, "1800"))
+    take_demo = take_demo and os.environ.get(TAKE_DEMO_ENV, "1") != "0"
     deadline = time.monotonic() + wait
     announced = False
     while True:
@@ -55,6 +71,13 @@ def _take_node_lock(purpose: str, wait: float | None) -> int:
             break
         except BlockingIOError:
             holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "unknown"
+            demo = DEMO_HOLDER.search(holder) if take_demo else None
+            if demo is not None:
+                text = _stop_demo(Path(demo["root"]), holder)
+                if notices is not None:
+                    notices.append(text)
+                take_demo = False  # once: a demo started again meanwhile is waited for like any holder
+                continue
             if time.monotonic() >= deadline:
                 os.close(fd)
                 raise NodeBusy(
@@ -68,6 +91,23 @@ def _take_node_lock(purpose: str, wait: float | None) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()}: {purpose}\n".encode(), 0)
     return fd
+
+
+def _stop_demo(root: Path, holder: str) -> str:
+    """`make demo-down` for the demo whose state is in `root` (its own command, so it cleans exactly
+    what it would; a failure there is reported and the lock is then waited for as usual). Returns
+    what it said and what the command printed."""
+    said = (
+        f"the local node is held by {holder}: stopping that demo to use this machine's node "
+        f"(make demo brings it back; {TAKE_DEMO_ENV}=0 waits for it instead)\n"
+    )
+    print(said, end="", flush=True)
+    env = {**os.environ, "NETCLAIM_DEMO_STATE": str(root), "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-m", "testbed.demo", "down"], env=env, capture_output=True, text=True, check=False
+    )
+    print(done.stdout + done.stderr, end="", flush=True)
+    return said + done.stdout + done.stderr
 
 
 def pod_cgroups() -> list[str]:
@@ -93,11 +133,24 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
 
 
 class LocalNode:
-    def __init__(self, workdir: Path, containerd_line: str, lock_wait: float | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        containerd_line: str,
+        lock_wait: float | None = None,
+        purpose: str | None = None,
+        take_demo: bool = False,
+    ) -> None:
         """`lock_wait`: seconds to wait for another local node to go (None: $NETCLAIM_NODE_LOCK_WAIT or
-        30 minutes, for test runs queued behind each other; 0 for an interactive demo)."""
+        30 minutes, for test runs queued behind each other; 0 for an interactive demo). `purpose`: how
+        the lock file names this node to whoever waits for it. `take_demo`: stop a running `make demo`
+        instead of waiting for it (test runs)."""
         self.workdir = workdir
         self._lock_wait = lock_wait
+        self._purpose = purpose or f"local node in {workdir}"
+        self._take_demo = take_demo
+        self.notices: list[str] = []
+        """What taking the machine's node involved (a demo stopped), for the caller to show."""
         self.line = containerd_line
         self.plane: ControlPlane | None = None
         self.controller_manager: ControllerManager | None = None
@@ -119,10 +172,14 @@ class LocalNode:
     def _timed(self, name: str, t0: float) -> None:
         self.timings[name] = round(time.monotonic() - t0, 2)
 
+    def reserve(self) -> None:
+        """Take the machine's local-node lock now (before creating host links the node will use)."""
+        if self._lock_fd is None:
+            self._lock_fd = _take_node_lock(self._purpose, self._lock_wait, self._take_demo, self.notices)
+
     def start(self) -> None:
         """Bring everything up in order; on failure, stop what was started and re-raise."""
-        if self._lock_fd is None:
-            self._lock_fd = _take_node_lock(f"local node in {self.workdir}", self._lock_wait)
+        self.reserve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
             self._start_components()
