@@ -55,7 +55,7 @@ async def _body(response: Any) -> bytes:
         data: bytes = await response.read()
     finally:
         response.release()
-    if response.status != 200:
+    if not 200 <= response.status < 300:  # a create answers 201
         raise Refused(response.status, data)
     return data
 

@@ -271,7 +271,7 @@ async def test_policies_select_and_deselect_1000_vfs_within_seconds(
 
 
 async def test_conflicting_policies_follow_the_rule_and_the_loser_gets_an_event(
-    cluster: Cluster, driver: PolicyBook
+    cluster: Cluster, driver: PolicyBook, caplog: pytest.LogCaptureFixture
 ) -> None:
     await until(cluster, everything, within=15.0)
     tag = secrets.token_hex(3)
@@ -300,6 +300,8 @@ async def test_conflicting_policies_follow_the_rule_and_the_loser_gets_an_event(
         assert words in event["message"], event["message"]
     assert event["type"] == "Warning" and event["source"] == {"component": DRIVER, "host": cluster.node}
     assert cluster.events(winner) == []
+    refused = [r.getMessage() for r in caplog.records if "Event on DevicePolicy" in r.getMessage()]
+    assert refused == []  # the apiserver's 201 is a success, not a refusal to log
 
     # An invalid policy is reported with its field and selects nothing; the others keep working.
     broken = f"c-{tag}"

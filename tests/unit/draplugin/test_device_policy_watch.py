@@ -17,7 +17,7 @@ import pytest
 
 from draplugin.kube import policies
 from draplugin.kube.policies import PolicyWatcher
-from draplugin.policy.book import PolicyBook
+from draplugin.policy.book import Notice, PolicyBook
 
 
 class Content:
@@ -183,3 +183,48 @@ async def test_an_error_event_relists() -> None:
     await run(PolicyWatcher("node-a", book, lambda: None, policies=policies_call, nodes=nodes_call))
     assert [p.name for p in book.policies] == ["p3"]
     assert len(calls) == 4
+
+
+class FakeCore:
+    """The one CoreV1Api call PolicyEvents makes, answering with `status`."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    async def create_namespaced_event_without_preload_content(
+        self, namespace: str, body: dict[str, Any], **kw: Any
+    ) -> Response:
+        self.sent.append((namespace, body))
+        return Response(self.status, {"message": "events is forbidden"} if self.status >= 300 else body)
+
+
+@pytest.mark.parametrize(("status", "warned"), [(201, False), (403, True)])
+async def test_events_go_on_the_policy_and_only_a_refusal_is_logged(
+    caplog: pytest.LogCaptureFixture, status: int, warned: bool
+) -> None:
+    events = policies.PolicyEvents.__new__(policies.PolicyEvents)
+    core = FakeCore(status)
+    events._core = core  # type: ignore[assignment]
+    events.driver, events.node, events._tasks = "netclaim.dev", "node-a", set()
+    notice = Notice("b-wide", "uid-b", "DeviceConflict", "node node-a: 8 device(s) ...")
+    with caplog.at_level(logging.WARNING, logger="draplugin.kube.policies"):
+        events(notice)
+        await settle()
+    ((namespace, body),) = core.sent
+    assert namespace == "default"
+    assert body["involvedObject"] == {
+        "apiVersion": "netclaim.dev/v1alpha1",
+        "kind": "DevicePolicy",
+        "name": "b-wide",
+        "uid": "uid-b",
+    }
+    assert (body["reason"], body["type"], body["source"]) == (
+        "DeviceConflict",
+        "Warning",
+        {"component": "netclaim.dev", "host": "node-a"},
+    )
+    refusals = [r.getMessage() for r in caplog.records if "Event on DevicePolicy b-wide" in r.getMessage()]
+    assert bool(refusals) is warned, refusals
+    if warned:
+        assert "HTTP 403" in refusals[0]
