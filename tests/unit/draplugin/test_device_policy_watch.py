@@ -205,7 +205,7 @@ async def test_events_go_on_the_policy_and_only_a_refusal_is_logged(
 ) -> None:
     events = policies.PolicyEvents.__new__(policies.PolicyEvents)
     core = FakeCore(status)
-    events._core = core  # type: ignore[assignment]
+    events._core = core
     events.driver, events.node, events._tasks = "netclaim.dev", "node-a", set()
     notice = Notice("b-wide", "uid-b", "DeviceConflict", "node node-a: 8 device(s) ...")
     with caplog.at_level(logging.WARNING, logger="draplugin.kube.policies"):
