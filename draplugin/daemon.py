@@ -48,6 +48,7 @@ from draplugin.kube.slices_api import SliceApi
 from draplugin.kubelet.server import KubeletServers, SocketPaths
 from draplugin.metrics import Metrics
 from draplugin.model import ClaimRef, PublishedDevice
+from draplugin.nodesetup import NodeSetup
 from draplugin.planstore import PlanStore
 from draplugin.policy.book import PolicyBook
 from draplugin.prepare import Preparer, PrepareResult
@@ -59,6 +60,12 @@ from draplugin.status.writer import ApiStatusSink
 from nriplugin import Stub
 
 log = logging.getLogger(__name__)
+
+
+def _bound_for_vfio(plans: PlanStore) -> set[str]:
+    """Host names of VFs a prepared claim bound to vfio-pci: their netdev is gone from the host until
+    Unprepare, yet the device stays allocated and must stay published (like a netdev in a pod)."""
+    return {d.host_name for p in plans.all() for d in p.devices if d.vfio is not None and d.host_name}
 
 
 class ReportingPreparer(Preparer):
@@ -162,7 +169,7 @@ class Daemon:
         inventory = Inventory(
             sysfs=SysfsReader(s.sysfs_root),
             policy=policy,
-            allocated=attachments.in_use_host_names,
+            allocated=lambda: attachments.in_use_host_names() | _bound_for_vfio(plans),
             dev_root=s.dev_root,
             device_policy=device_policies,
         )
@@ -182,6 +189,7 @@ class Daemon:
             allocator=allocator,
             finish=CniFinisher(s.cni_bin_dirs, lambda: _stacking_parents(inventory), KubeNadReader(api)),
             cdi=moves,
+            node_setup=NodeSetup(s.sysfs_root, s.dev_root, s.vhost_user_root),
         )
         health = HealthServer(s.http_address, self.metrics.registry, self.readiness)
         self.stub = Stub(

@@ -140,6 +140,24 @@ def test_chart_values_become_flags_the_driver_accepts() -> None:
     assert volumes["plugins-registry"]["hostPath"]["path"] == "/data/kubelet/plugins_registry"
 
 
+def test_chart_dpdk_vfio_makes_sys_writable_and_mounts_the_vfio_nodes() -> None:
+    """Off by default: /sys read-only and no /dev/vfio. On: what Prepare's vfio-pci bind writes and
+    reads. The vhost-user root is always mounted at the path the flag names."""
+    default = only(render({}), "DaemonSet")
+    mounts = {m["name"]: m for m in container(default)["volumeMounts"]}
+    assert mounts["sys"]["readOnly"] is True and "vfio" not in mounts
+    enabled = only(render({"dpdk.vfio": "true", "dpdk.vhostUserRoot": "/srv/vhost"}), "DaemonSet")
+    main = container(enabled)
+    mounts = {m["name"]: m for m in main["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(enabled)["volumes"]}
+    assert mounts["sys"]["readOnly"] is False
+    assert mounts["vfio"] == {"name": "vfio", "mountPath": "/dev/vfio", "readOnly": True}
+    assert volumes["vfio"]["hostPath"]["path"] == "/dev/vfio"
+    namespace = build_parser().parse_args(["run", "--node-name", "n", *main["args"]])
+    assert str(namespace.vhost_user_root) == "/srv/vhost"
+    assert mounts["vhost-user"]["mountPath"] == volumes["vhost-user"]["hostPath"]["path"] == "/srv/vhost"
+
+
 BAD_VALUES: list[tuple[str, dict[str, str]]] = [
     ("unknown top-level key", {"imagee.tag": "x"}),
     ("unknown nested key", {"driver.logformat": "json"}),
@@ -151,6 +169,7 @@ BAD_VALUES: list[tuple[str, dict[str, str]]] = [
     ("relative host path", {"paths.stateDir": "var/lib/netclaim"}),
     ("pull policy enum", {"image.pullPolicy": "Sometimes"}),
     ("boolean type", {"rdma.enabled": "maybe"}),
+    ("relative vhost-user root", {"dpdk.vhostUserRoot": "run/vhost"}),
 ]
 
 

@@ -15,7 +15,7 @@ import yaml
 from draplugin.config import ConfigError, parse_network_config
 from draplugin.config import fields as rules
 from draplugin.config import parse as parser
-from draplugin.config.types import IPVLAN_MODES, MACVLAN_MODES, VLAN_PROTOCOLS
+from draplugin.config.types import DRIVERS, IPVLAN_MODES, MACVLAN_MODES, VLAN_PROTOCOLS
 from draplugin.devices.modes import VLAN_IDS
 from draplugin.model import DeviceKind
 
@@ -66,6 +66,7 @@ SECTIONS: dict[str, tuple[dict[str, Any], Callable[[str], dict[str, Any]]]] = {
     "netdev.routes[0]": (DEFS["route"], lambda f: base(netdev={"routes": [{f: None}]})),
     "netdev.ipam": (DEFS["ipam"], lambda f: base(netdev={"ipam": {f: None}})),
     "rdma": (DEFS["rdma"], lambda f: base(rdma={f: None})),
+    "vhostUser": (DEFS["vhostUser"], lambda f: base(vhostUser={f: None})),
 }
 
 
@@ -79,7 +80,7 @@ def test_schema_and_validator_know_the_same_fields(section: str) -> None:
 
 
 def test_schema_top_level() -> None:
-    assert set(SCHEMA["properties"]) == {"apiVersion", "kind", "netdev", "rdma", "cni"}
+    assert set(SCHEMA["properties"]) == {"apiVersion", "kind", "netdev", "rdma", "cni", "driver", "vhostUser"}
     assert set(SCHEMA["required"]) == {"apiVersion", "kind"}
     assert unknown_fields(base(bogus=1)) == ["bogus"]
 
@@ -96,6 +97,7 @@ def test_schema_enums_and_limits_match_the_validator() -> None:
     assert netdev["addresses"]["maxItems"] == parser.MAX_ADDRESSES
     assert netdev["routes"]["maxItems"] == parser.MAX_ROUTES
     assert DEFS["rdma"]["properties"]["devices"]["maxItems"] == parser.MAX_RDMA_DEVICES
+    assert SCHEMA["properties"]["driver"]["enum"] == list(DRIVERS)
     ipam = DEFS["ipam"]["properties"]
     assert ipam["subnets"]["maxItems"] == parser.MAX_SUBNETS
     assert ipam["exclude"]["maxItems"] == parser.MAX_EXCLUDES
