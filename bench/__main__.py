@@ -9,8 +9,11 @@ Quick by default (a few minutes); --full adds the slow parts: 1,000 pod cycles f
 samples, and the runtime benchmarks on the containerd 1.7 line too (metrics suffixed
 `_containerd_1_7`). `--only cdi` (~1 min; not in the default set) compares the CDI and the NRI move
 of one NIC on containerd 2.2 and 2.4, metrics suffixed `_containerd_2_2`/`_2_4` (bench/cdi.py).
+`--only podstart` (~15 min, after `make deps-node`; not in the default set) times pod created ->
+Running on a whole local node with the chart-installed driver, plain vs 1 and 4 interfaces, and a burst
+of 100 pods, on containerd 2.1 and 1.7 (`_containerd_1_7`) (bench/podstart.py).
 
-usage: python -m bench [--full] [--only attach,apiserver,runtime,cdi] [--lines 2.1[,1.7]]
+usage: python -m bench [--full] [--only attach,apiserver,runtime,cdi,podstart] [--lines 2.1[,1.7]]
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ TARGETS: dict[str, tuple[str, float]] = {
     "rss_mib_steady": ("<=", 100.0),
     "rss_drift_mib_1000": ("<=", 2.0),
     "concurrent_100_pods_unconfigured": ("<=", 0.0),
+    "pod_start_overhead_1if_ms_p50": ("<=", 30.0),
+    "burst_100_pods_unconfigured": ("<=", 0.0),
 }
 
 
@@ -72,7 +77,7 @@ def table(results: dict[str, float]) -> str:
             continue
         rows.append(f"{name:<44} {value:>12g}  {judged[0]:>10}  {judged[1]}")
     missing = [name for name in TARGETS if not any(target_for(k) and k.startswith(name) for k in results)]
-    hint = "(not in this run; slow ones: --full)"
+    hint = "(not in this run: --full, or --only podstart)"
     rows += [f"{name:<44} {'not measured':>12}  {hint}" for name in missing]
     return "\n".join(rows)
 
@@ -95,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cdi-cycles", type=int, default=40, help="pod cycles per attach mode and line for cdi (default 40)"
     )
+    parser.add_argument(
+        "--podstart-rounds", type=int, default=51, help="podstart: rounds of the three shapes (first untimed)"
+    )
+    parser.add_argument("--podstart-lines", default="2.1,1.7", help="podstart: containerd lines")
     parser.add_argument("--trace-rss", action="store_true", help="tracemalloc report of RSS growth (slow)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
@@ -138,6 +147,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     for line in cdi.LINES:
         section(f"cdi:{line}", lambda line=line: cdi.measure(line, cycles=args.cdi_cycles))  # type: ignore[misc]
+    if "podstart" in sections:
+        from bench import podstart  # the node tier's helpers: imported only when asked for
+
+        for line in args.podstart_lines.split(","):
+            section(
+                f"podstart:{line}",
+                lambda line=line: podstart.measure(line, rounds=args.podstart_rounds, burst=args.storm),  # type: ignore[misc]
+            )
     load_end = load_average()
     results.update(
         {

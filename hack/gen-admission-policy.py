@@ -19,7 +19,15 @@ import yaml
 
 from draplugin.config import fields
 from draplugin.config import parse as parser
-from draplugin.config.types import API_VERSION, IPVLAN_MODES, KIND, MACVLAN_MODES, VLAN_PROTOCOLS
+from draplugin.config.types import (
+    API_VERSION,
+    DRIVERS,
+    IPVLAN_MODES,
+    KIND,
+    MACVLAN_MODES,
+    VHOST_USER_FIELDS,
+    VLAN_PROTOCOLS,
+)
 from draplugin.devices.modes import VLAN_IDS
 from draplugin.devices.rules import POD_OWN_INTERFACES
 from draplugin.model import DRIVER_NAME, DeviceKind
@@ -152,10 +160,21 @@ validations = [
         + s(f".kind: required; must be '{KIND}'")
         + ")",
     ),
-    unknown("", P, ["apiVersion", "kind", "netdev", "rdma", "cni"]),
+    unknown("", P, ["apiVersion", "kind", "netdev", "rdma", "cni", "driver", "vhostUser"]),
     section("netdev", f"{P}.netdev", f"has({P}.netdev)"),
     section("rdma", f"{P}.rdma", f"has({P}.rdma)"),
     section("cni", f"{P}.cni", f"has({P}.cni)"),  # its contents are Prepare's (CNI shape, binaries, NADs)
+    # Whether the device is an sriov-vf, and whether hostPath lies below the node's vhost-user root,
+    # only Prepare knows: here the shapes.
+    enum("driver", f"{P}.driver", f"has({P}.driver)", list(DRIVERS)),
+    section("vhostUser", f"{P}.vhostUser", f"has({P}.vhostUser)"),
+    check(
+        "objects",
+        f"!(has({P}.vhostUser) && type({P}.vhostUser) == map) || {P}.vhostUser.all(k, k in {list(VHOST_USER_FIELDS)})",
+        s(".vhostUser.")
+        + f" + {P}.vhostUser.filter(k, !(k in {list(VHOST_USER_FIELDS)}))[0] + "
+        + s(f": unknown field (known: {', '.join(VHOST_USER_FIELDS)})"),
+    ),
     unknown(
         "netdev",
         N,

@@ -18,6 +18,7 @@ from draplugin.config.types import (
     API_VERSION,
     DRIVERS,
     KIND,
+    VHOST_USER_FIELDS,
     IpamConfig,
     IpvlanConfig,
     MacvlanConfig,
@@ -311,7 +312,7 @@ def _driver(value: object) -> str:
 def _vhost_user(raw: object, path: str, errors: Errors) -> VhostUserConfig | None:
     """Each path on its own; that both are set, and that `hostPath` lies below the daemon's allowed
     root, is checked at Prepare once configs are merged (`draplugin.nodesetup.vhostuser`)."""
-    obj = _object(raw, path, ("hostPath", "mountPath"), errors)
+    obj = _object(raw, path, VHOST_USER_FIELDS, errors)
     if obj is None:
         return None
     return VhostUserConfig(

@@ -91,6 +91,10 @@ class RdmaConfig:
     """Base names of the published character devices to inject (`uverbs0`, `rdma_cm`); unset = all."""
 
 
+VHOST_USER_FIELDS = ("hostPath", "mountPath")
+"""The `vhostUser` section's fields (parser and admission policy)."""
+
+
 @dataclass(frozen=True)
 class VhostUserConfig:
     """`vhostUser`: a host directory holding vhost-user sockets, mounted into every container of the

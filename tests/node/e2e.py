@@ -305,6 +305,7 @@ def running_driver(
     virtual_kinds: Sequence[str] | None = None,
     sysfs_root: Path | None = None,
     dev_root: Path | None = None,
+    sysfs_writable: bool = False,
     extra_args: Sequence[str] = (),
     values: dict[str, Any] | None = None,
 ) -> Iterator[ChartDriver]:
@@ -323,6 +324,7 @@ def running_driver(
         extra_args=tuple(extra_args),
         sysfs_root=sysfs_root,
         dev_root=dev_root,
+        sysfs_writable=sysfs_writable,
         values_overrides=dict(values or {}),
     )
     if virtual_kinds is not None:

@@ -89,6 +89,8 @@ class ChartDriver:
     extra_args: Sequence[str] = ()
     sysfs_root: Path | None = None
     dev_root: Path | None = None
+    sysfs_writable: bool = False
+    """The sysfs fixture mounted read-write, as the chart's dpdk.vfio mounts /sys (vfio-pci binds)."""
     values_overrides: dict[str, Any] = field(default_factory=dict)
     port: int = 0
     image: str = ""
@@ -146,7 +148,8 @@ class ChartDriver:
                 args.append(f"{flag}={root}")
                 name = f"fixture-{flag[2:-5]}"
                 volumes.append({"name": name, "hostPath": {"path": str(root), "type": "Directory"}})
-                mounts.append({"name": name, "mountPath": str(root), "readOnly": True})
+                writable = self.sysfs_writable and flag == "--sysfs-root"
+                mounts.append({"name": name, "mountPath": str(root), "readOnly": not writable})
         values: dict[str, Any] = {
             "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
             "apiServer": {"host": "127.0.0.1", "port": node.plane.apiserver.port},
@@ -170,6 +173,9 @@ class ChartDriver:
             },
             "extraVolumes": volumes,
             "extraVolumeMounts": mounts,
+            # The chart mounts the vhost-user root with DirectoryOrCreate: inside our work dir, so a
+            # test install leaves nothing in the host's /var/run (the DPDK e2e sets the default back).
+            "dpdk": {"vhostUserRoot": str(self.workdir / "vhost-user")},
             # No RDMA hardware on this node: RDMA only with the e2e's fixture trees, whose
             # infiniband/ stands in for the host's /dev/infiniband.
             "rdma": (

@@ -118,7 +118,8 @@ class Demo:
     def _host_driver(self) -> None:
         assert self.node.plane is not None
         with self.node.api_client() as api:
-            for name in ("deviceclasses.yaml", "rbac.yaml", "rbac-host-process.yaml"):
+            manifests = ("devicepolicy-crd.yaml", "deviceclasses.yaml", "rbac.yaml", "rbac-host-process.yaml")
+            for name in manifests:
                 _apply(api, ROOT / "deploy" / name)
         kubeconfig = self.node.plane.kubeconfig_for(
             "netclaim", driver_mod.service_account_identity(self.node.plane), "netclaim"

@@ -103,6 +103,14 @@ BAD: tuple[Case, ...] = (
         "rdma.devices",
         device="rdma-mlx0",
     ),
+    Case("driver-enum", params(driver="uio"), "driver", device="vf-eth2v0"),
+    Case("vhostUser-not-object", params(vhostUser="/run/vhost"), "vhostUser", device="vf-eth2v0"),
+    Case(
+        "vhostUser-unknown-field",
+        params(vhostUser={"hostPath": "/run/netclaim/vhost-user/a", "mountPath": "/run/v", "socket": "x"}),
+        "vhostUser.socket",
+        device="vf-eth2v0",
+    ),
     # Beyond CEL's cheap checks: only the webhook (Prepare's parser) sees these.
     Case("address-no-prefix", params(netdev={"addresses": ["203.0.113.5"]}), "netdev.addresses[0]", False),
     Case(
@@ -185,6 +193,15 @@ GOOD: tuple[Case, ...] = (
     ),
     Case("rdma", params(rdma={"devices": ["uverbs0", "rdma_cm"]}), "", device="rdma-mlx0"),
     Case("utf8-name-15-bytes", params(netdev={"interfaceName": "é" * 7 + "x"}), ""),
+    Case(
+        "sriov-dpdk",
+        params(
+            driver="vfio-pci",
+            vhostUser={"hostPath": "/var/run/netclaim/vhost-user/ovs", "mountPath": "/var/run/vhost-user"},
+        ),
+        "",
+        device="vf-eth3v0",
+    ),
 )
 
 

@@ -24,6 +24,12 @@ DEVICES: dict[str, PublishedDevice] = {
         host_name="eth2v0",
         attributes={"vfIndex": 0, "rdma": True},
     ),
+    "vf-eth3v0": PublishedDevice(  # a VF vfio-pci can bind (its PCI address known)
+        name="vf-eth3v0",
+        kind=DeviceKind.SRIOV_VF,
+        host_name="eth3v0",
+        attributes={"vfIndex": 0, "pciAddress": "0000:03:02.0"},
+    ),
     "macvlan-up0": PublishedDevice(
         name="macvlan-up0", kind=DeviceKind.MACVLAN, host_name="up0", multi_allocatable=True
     ),

@@ -1,0 +1,251 @@
+"""Pod start as a user sees it: pod created -> Running, with and without netclaim interfaces.
+
+Per containerd line, one whole local node (etcd, kube-apiserver, controller-manager, scheduler,
+containerd with NRI, kubelet: `testbed.node.LocalNode`) with the driver installed from the Helm chart
+as a DaemonSet pod (`testbed.chart.ChartDriver`, as the node tier and operators run it), and two
+stand-in uplinks (veths whose peers sit in scratch netns, `testbed.standin`) as macvlan parents.
+
+Three pod shapes, one busybox container each:
+- `plain`: no claim (the reference);
+- `1if`: one claim from a template, a macvlan on the uplink as `net1`;
+- `4if`: four claims from four templates, macvlans `net1`..`net4`.
+
+Sequential part: pods are created one at a time, shapes interleaved (the order rotates each round), and
+each is timed from the create call (a plain POST, no discovery) to the moment a watch on the namespace
+sees it `Running`; then, untimed, its interfaces are checked inside the pod (CRI exec `ip link`), and it
+is deleted. The overheads are p50(shape) - p50(plain) of the same run. Burst part: `burst` one-interface
+pods created at once; the figure is the time from the first create to the last `Running`, and every
+pod's `net1` is then checked (`burst_..._unconfigured` counts pods Running without it).
+
+Run as root after `make deps-node`: `python -m bench --only podstart [--podstart-rounds N]`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import kubernetes.client as k
+import kubernetes.watch
+from node import e2e  # tests/node/e2e.py: the node tier's helpers
+from testbed.chart import ChartDriver
+from testbed.cri import BUSYBOX_IMAGE
+from testbed.node import LocalNode
+from testbed.standin import stand_in
+
+from bench.common import DRIVER, ms, record_series
+
+UPLINK = e2e.UPLINK
+SECOND_UPLINK = "ncbp-up1"
+"""A second macvlan parent: one parent offers `slots` (64) macvlans at once, fewer than the burst's
+100 pods; with two the scheduler spreads the burst's claims over both by their remaining capacity."""
+SHAPES = {"plain": 0, "1if": 1, "4if": 4}
+NAMESPACE = "bench"
+START_TIMEOUT = 180.0
+
+
+def _template(index: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaimTemplate",
+        "metadata": {"name": f"net{index}"},
+        "spec": {
+            "spec": {
+                "devices": {
+                    "requests": [{"name": "nic", "exactly": {"deviceClassName": "macvlan.netclaim.dev"}}],
+                    "config": [
+                        {
+                            "opaque": {
+                                "driver": DRIVER,
+                                "parameters": {
+                                    "apiVersion": "netclaim.dev/v1alpha1",
+                                    "kind": "NetworkConfig",
+                                    "netdev": {"interfaceName": f"net{index}"},
+                                },
+                            }
+                        }
+                    ],
+                }
+            }
+        },
+    }
+
+
+def _pod(name: str, interfaces: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"bench": "podstart"}},
+        "spec": {
+            "terminationGracePeriodSeconds": 0,
+            "containers": [
+                {
+                    "name": "app",
+                    "image": BUSYBOX_IMAGE,
+                    "imagePullPolicy": "Never",
+                    "command": ["/bin/sleep", "3600"],
+                }
+            ],
+            "resourceClaims": [
+                {"name": f"c{i}", "resourceClaimTemplateName": f"net{i}"} for i in range(1, interfaces + 1)
+            ],
+        },
+    }
+
+
+class RunningWatch:
+    """When each pod of the namespace was first seen Running (time.monotonic), from one watch."""
+
+    def __init__(self, core: k.CoreV1Api, namespace: str) -> None:
+        self.core, self.namespace = core, namespace
+        self.seen: dict[str, float] = {}
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._watch = kubernetes.watch.Watch()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for event in self._watch.stream(
+                    self.core.list_namespaced_pod, self.namespace, timeout_seconds=30
+                ):
+                    pod = event["object"]
+                    if pod.status is not None and pod.status.phase == "Running":
+                        with self._cond:
+                            self.seen.setdefault(pod.metadata.name, time.monotonic())
+                            self._cond.notify_all()
+                    if self._stop.is_set():
+                        return
+            except Exception:  # a dropped watch: start it again (the set keeps the first sighting)
+                time.sleep(0.2)
+
+    def wait(self, names: list[str], timeout: float) -> dict[str, float]:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not all(n in self.seen for n in names):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    missing = [n for n in names if n not in self.seen]
+                    raise TimeoutError(f"pods not Running after {timeout:.0f}s: {missing[:10]}")
+                self._cond.wait(min(left, 1.0))
+            return {n: self.seen[n] for n in names}
+
+    def close(self) -> None:
+        self._stop.set()
+        self._watch.stop()
+
+
+def _interfaces(node: LocalNode, core: k.CoreV1Api, name: str) -> set[str]:
+    pod = core.read_namespaced_pod(name, NAMESPACE)
+    out = e2e.exec_in(node, pod, "ip", "-o", "link", "show")
+    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line}
+
+
+def _delete_pods(core: k.CoreV1Api, names: list[str]) -> None:
+    for name in names:
+        core.delete_namespaced_pod(name, NAMESPACE, grace_period_seconds=0)
+
+
+def _wait_gone(core: k.CoreV1Api, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while core.list_namespaced_pod(NAMESPACE).items:
+        if time.monotonic() > deadline:
+            raise TimeoutError("bench pods still there after delete")
+        time.sleep(0.5)
+
+
+def _sequential(node: LocalNode, api: k.ApiClient, rounds: int) -> dict[str, list[float]]:
+    core = k.CoreV1Api(api)
+    watch = RunningWatch(core, NAMESPACE)
+    times: dict[str, list[float]] = {shape: [] for shape in SHAPES}
+    shapes = list(SHAPES)
+    try:
+        for round_ in range(rounds):
+            order = shapes[round_ % 3 :] + shapes[: round_ % 3]
+            for shape in order:
+                name = f"{shape}-{round_}"
+                body = _pod(name, SHAPES[shape])
+                t0 = time.monotonic()
+                core.create_namespaced_pod(NAMESPACE, body)
+                seen = watch.wait([name], START_TIMEOUT)[name]
+                expected = {f"net{i}" for i in range(1, SHAPES[shape] + 1)}
+                missing = expected - _interfaces(node, core, name)
+                if missing:
+                    raise AssertionError(f"{name} Running without {sorted(missing)}")
+                if round_ > 0:  # the first round warms the image and the driver's paths up
+                    times[shape].append(seen - t0)
+                _delete_pods(core, [name])
+        _wait_gone(core)
+    finally:
+        watch.close()
+    return times
+
+
+def _burst(node: LocalNode, api: k.ApiClient, count: int) -> tuple[float, int]:
+    core = k.CoreV1Api(api)
+    watch = RunningWatch(core, NAMESPACE)
+    names = [f"burst-{i}" for i in range(count)]
+    bodies = [_pod(name, 1) for name in names]
+    try:
+        t0 = time.monotonic()
+        for body in bodies:
+            core.create_namespaced_pod(NAMESPACE, body)
+        seen = watch.wait(names, 600.0)
+        elapsed = max(seen.values()) - t0
+    finally:
+        watch.close()
+    unconfigured = sum(1 for name in names if "net1" not in _interfaces(node, core, name))
+    _delete_pods(core, names)
+    _wait_gone(core)
+    return elapsed, unconfigured
+
+
+def measure(line: str, rounds: int = 51, burst: int = 100) -> dict[str, float]:
+    work = Path(tempfile.mkdtemp(prefix="ncbp-", dir="/tmp"))
+    node = LocalNode(work / "n", line)
+    suffix = "" if line == "2.1" else f"_containerd_{line.replace('.', '_')}"
+    node.start()
+    try:
+        with stand_in(work, UPLINK), stand_in(work, SECOND_UPLINK):
+            driver = ChartDriver(node, work / "driver", parents=(UPLINK, SECOND_UPLINK))
+            driver.install()
+            try:
+                with node.api_client() as api:
+                    e2e.wait_slices(api, node.node_name, {f"macvlan-{UPLINK}", f"macvlan-{SECOND_UPLINK}"})
+                    k.CoreV1Api(api).create_namespace(k.V1Namespace(metadata=k.V1ObjectMeta(name=NAMESPACE)))
+                    node.wait_default_service_account(NAMESPACE)
+                    e2e.apply(api, [_template(i) for i in range(1, 5)], NAMESPACE)
+                    times = _sequential(node, api, rounds)
+                    burst_s, unconfigured = _burst(node, api, burst)
+            finally:
+                left = node.delete_all_pods()
+                left += driver.wait_unprepared()
+                left += driver.uninstall()
+                left += driver.leftovers()
+            if left:
+                raise AssertionError(f"left after the benchmark: {left}")
+    finally:
+        left = node.destroy()
+    if left:
+        raise AssertionError(f"node teardown left: {left}")
+    for shape in SHAPES:
+        record_series(f"pod start {shape} (containerd {line})", times[shape])
+    plain50 = ms(times["plain"], 50)
+    return {
+        f"pod_start_plain_ms_p50{suffix}": plain50,
+        f"pod_start_plain_ms_p99{suffix}": ms(times["plain"], 99),
+        f"pod_start_1if_ms_p50{suffix}": ms(times["1if"], 50),
+        f"pod_start_1if_ms_p99{suffix}": ms(times["1if"], 99),
+        f"pod_start_4if_ms_p50{suffix}": ms(times["4if"], 50),
+        f"pod_start_4if_ms_p99{suffix}": ms(times["4if"], 99),
+        f"pod_start_overhead_1if_ms_p50{suffix}": round(ms(times["1if"], 50) - plain50, 3),
+        f"pod_start_overhead_4if_ms_p50{suffix}": round(ms(times["4if"], 50) - plain50, 3),
+        f"pod_start_samples{suffix}": float(len(times["plain"])),
+        f"burst_{burst}_pods_s{suffix}": round(burst_s, 2),
+        f"burst_{burst}_pods_unconfigured{suffix}": float(unconfigured),
+    }
