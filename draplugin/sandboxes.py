@@ -259,10 +259,18 @@ class SandboxService:
         """Whatever attach left for a claim being unprepared, whose sandboxes are gone.
 
         kubelet unprepares after the pod's sandbox stopped, so normally `stopped` already undid the
-        attach; this covers a StopPodSandbox the plugin missed (disconnected, restarted).
+        attach; this covers a StopPodSandbox the plugin missed (disconnected, restarted, replaced by an
+        upgrade). The pods are the plan's and those of records holding this claim's devices whose pod
+        has no plan left: a deleted pod leaves reservedFor, and so `plan.pod_uids`, before kubelet
+        unprepares. A pod that still holds a plan is never touched through another claim's devices.
         """
         refs = {device.ref for device in plan.devices}
-        for pod_uid in plan.pod_uids:
+        pods = set(plan.pod_uids) | {
+            record.pod_uid
+            for record in self.attachments.all()
+            if not self.plans.plans_for_pod(record.pod_uid)
+        }
+        for pod_uid in pods:
             for record in self.attachments.for_pod(pod_uid):
                 if any(result.ref in refs for result in record.results):
                     async with self._locks[pod_uid]:

@@ -288,7 +288,11 @@ class ChartDriver:
         for directory in (self.node.kubelet.plugins_registry, self.node.kubelet.plugins_dir):
             left += [f"socket {s}" for s in directory.rglob("*netclaim*") if s.is_socket()]
         if self.state_dir.exists():
-            left += [f"state {f}" for f in self.state_dir.rglob("*") if f.is_file() and _holds_state(f)]
+            left += [
+                f"state {f}: {f.read_text(errors='replace')[:600]}"
+                for f in self.state_dir.rglob("*")
+                if f.is_file() and _holds_state(f)
+            ]
         with self.node.api_client() as api:
             apps = k.AppsV1Api(api).list_namespaced_daemon_set(NAMESPACE).items
             accounts = k.CoreV1Api(api).list_namespaced_service_account(NAMESPACE).items

@@ -106,6 +106,26 @@ async def test_unprepare_without_stop_cleans_then_forgets(tmp_path: Path) -> Non
     assert records.get("sb-1") is None
 
 
+async def test_a_missed_stop_of_a_pod_that_left_the_plan_is_cleaned_at_unprepare(tmp_path: Path) -> None:
+    """StopPodSandbox missed (the driver was being replaced) and the pod already gone from reservedFor:
+    the unprepare still gives the devices back and ends the record (seen in the rolling-upgrade e2e:
+    a macvlan record with results outlived the uninstall)."""
+    sandboxes, store, records = await started(tmp_path, [PLAN_A])
+    await store.put([ClaimPlan(PLAN_A.claim, (), PLAN_A.devices)])
+    await unprepare(sandboxes, store, store.get(PLAN_A.claim.uid))  # type: ignore[arg-type]
+    assert records.get("sb-1") is None
+
+
+async def test_unprepare_leaves_a_running_pod_of_another_claim_alone(tmp_path: Path) -> None:
+    """The search by device stops at pods that still hold a plan: claim b's running pod keeps its
+    devices when claim a, whose pods left its plan, is unprepared."""
+    sandboxes, store, records = await started(tmp_path, [PLAN_A, PLAN_B])
+    await store.put([ClaimPlan(PLAN_A.claim, (), PLAN_A.devices)])
+    await unprepare(sandboxes, store, store.get(PLAN_A.claim.uid))  # type: ignore[arg-type]
+    record = records.get("sb-1")
+    assert record is not None and record.results, "pod p still holds claim b: its sandbox is untouched"
+
+
 async def test_a_failed_detach_keeps_its_record(tmp_path: Path) -> None:
     """A record that still holds results is not idle: RemovePodSandbox and reconcile clean it."""
     sandboxes, store, records = await started(tmp_path, [PLAN_A])
