@@ -9,7 +9,7 @@ Quick by default (a few minutes); --full adds the slow parts: 1,000 pod cycles f
 samples, and the runtime benchmarks on the containerd 1.7 line too (metrics suffixed
 `_containerd_1_7`). `--only cdi` (~1 min; not in the default set) compares the CDI and the NRI move
 of one NIC on containerd 2.2 and 2.4, metrics suffixed `_containerd_2_2`/`_2_4` (bench/cdi.py).
-`--only podstart` (~15 min, after `make deps-node`; not in the default set) times pod created ->
+`--only podstart` (~4 min per line, after `make deps-node`; not in the default set) times pod created ->
 Running on a whole local node with the chart-installed driver, plain vs 1 and 4 interfaces, and a burst
 of 100 pods, on containerd 2.1 and 1.7 (`_containerd_1_7`) (bench/podstart.py).
 
