@@ -36,7 +36,7 @@ from testbed.cri import BUSYBOX_IMAGE
 from testbed.node import LocalNode
 from testbed.standin import stand_in
 
-from bench.common import DRIVER, ms, record_series
+from bench.common import ms, record_series
 
 UPLINK = e2e.UPLINK
 SECOND_UPLINK = "ncbp-up1"
@@ -45,33 +45,6 @@ SECOND_UPLINK = "ncbp-up1"
 SHAPES = {"plain": 0, "1if": 1, "4if": 4}
 NAMESPACE = "bench"
 START_TIMEOUT = 180.0
-
-
-def _template(index: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaimTemplate",
-        "metadata": {"name": f"net{index}"},
-        "spec": {
-            "spec": {
-                "devices": {
-                    "requests": [{"name": "nic", "exactly": {"deviceClassName": "macvlan.netclaim.dev"}}],
-                    "config": [
-                        {
-                            "opaque": {
-                                "driver": DRIVER,
-                                "parameters": {
-                                    "apiVersion": "netclaim.dev/v1alpha1",
-                                    "kind": "NetworkConfig",
-                                    "netdev": {"interfaceName": f"net{index}"},
-                                },
-                            }
-                        }
-                    ],
-                }
-            }
-        },
-    }
 
 
 def _pod(name: str, interfaces: int) -> dict[str, Any]:
@@ -219,7 +192,11 @@ def measure(line: str, rounds: int = 51, burst: int = 100) -> dict[str, float]:
                     e2e.wait_slices(api, node.node_name, {f"macvlan-{UPLINK}", f"macvlan-{SECOND_UPLINK}"})
                     k.CoreV1Api(api).create_namespace(k.V1Namespace(metadata=k.V1ObjectMeta(name=NAMESPACE)))
                     node.wait_default_service_account(NAMESPACE)
-                    e2e.apply(api, [_template(i) for i in range(1, 5)], NAMESPACE)
+                    templates = [
+                        e2e.claim_template(f"net{i}", "macvlan.netclaim.dev", {"interfaceName": f"net{i}"})
+                        for i in range(1, 5)
+                    ]
+                    e2e.apply(api, templates, NAMESPACE)
                     times = _sequential(node, api, rounds)
                     burst_s, unconfigured = _burst(node, api, burst)
             finally:

@@ -67,6 +67,30 @@ def apply(api: k.ApiClient, docs: Iterable[Doc], namespace: str | None = None) -
         )
 
 
+def claim_template(
+    name: str, device_class: str, netdev: dict[str, Any], *, request: str = "nic", selector: str | None = None
+) -> Doc:
+    """A ResourceClaimTemplate of one request on `device_class` (optionally narrowed by a CEL `selector`)
+    whose single opaque config is a NetworkConfig with this `netdev` section."""
+    exactly: dict[str, Any] = {"deviceClassName": device_class}
+    if selector is not None:
+        exactly["selectors"] = [{"cel": {"expression": selector}}]
+    parameters = {"apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig", "netdev": netdev}
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaimTemplate",
+        "metadata": {"name": name},
+        "spec": {
+            "spec": {
+                "devices": {
+                    "requests": [{"name": request, "exactly": exactly}],
+                    "config": [{"opaque": {"driver": DRIVER, "parameters": parameters}}],
+                }
+            }
+        },
+    }
+
+
 def of_kind(docs: Iterable[Doc], kind: str) -> list[Doc]:
     return [d for d in docs if d["kind"] == kind]
 

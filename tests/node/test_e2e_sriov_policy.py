@@ -136,38 +136,9 @@ def test_a_pod_selecting_by_resource_name_gets_a_vf_of_that_pf(
                 lambda: str(published(api, node)),
             )
             selector = f'device.attributes["{e2e.DRIVER}"].resourceName == "bulk"'
-            template = {
-                "apiVersion": "resource.k8s.io/v1",
-                "kind": "ResourceClaimTemplate",
-                "metadata": {"name": "bulk-vf"},
-                "spec": {
-                    "spec": {
-                        "devices": {
-                            "requests": [
-                                {
-                                    "name": "vf",
-                                    "exactly": {
-                                        "deviceClassName": "sriov-vf.netclaim.dev",
-                                        "selectors": [{"cel": {"expression": selector}}],
-                                    },
-                                }
-                            ],
-                            "config": [
-                                {
-                                    "opaque": {
-                                        "driver": e2e.DRIVER,
-                                        "parameters": {
-                                            "apiVersion": "netclaim.dev/v1alpha1",
-                                            "kind": "NetworkConfig",
-                                            "netdev": NETDEV,
-                                        },
-                                    }
-                                }
-                            ],
-                        }
-                    }
-                },
-            }
+            template = e2e.claim_template(
+                "bulk-vf", "sriov-vf.netclaim.dev", NETDEV, request="vf", selector=selector
+            )
             pod = {
                 "apiVersion": "v1",
                 "kind": "Pod",

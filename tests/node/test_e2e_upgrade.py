@@ -47,33 +47,6 @@ def upgradable_driver(
         yield instance
 
 
-def _template(namespace: str) -> dict[str, object]:
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaimTemplate",
-        "metadata": {"name": "upgrade", "namespace": namespace},
-        "spec": {
-            "spec": {
-                "devices": {
-                    "requests": [{"name": "nic", "exactly": {"deviceClassName": CLASS}}],
-                    "config": [
-                        {
-                            "opaque": {
-                                "driver": e2e.DRIVER,
-                                "parameters": {
-                                    "apiVersion": "netclaim.dev/v1alpha1",
-                                    "kind": "NetworkConfig",
-                                    "netdev": {"interfaceName": IFNAME, "macvlan": {"mode": "bridge"}},
-                                },
-                            }
-                        }
-                    ],
-                }
-            }
-        },
-    }
-
-
 def _pod(name: str) -> k.V1Pod:
     return k.V1Pod(
         metadata=k.V1ObjectMeta(name=name),
@@ -159,7 +132,11 @@ def test_rolling_upgrade_under_load(
     assert new_tag.endswith("-next"), (old_tag, new_tag)
     before_links = e2e.host_links()
     with local_node.api_client() as api:
-        e2e.apply(api, [_template(node_namespace)])
+        e2e.apply(
+            api,
+            [e2e.claim_template("upgrade", CLASS, {"interfaceName": IFNAME, "macvlan": {"mode": "bridge"}})],
+            node_namespace,
+        )
     load = Load(local_node, node_namespace)
     workers = [threading.Thread(target=load.worker, daemon=True) for _ in range(WORKERS)]
     for w in workers:
