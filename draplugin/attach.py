@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from draplugin import netconf
 from draplugin.devices.base import AttachContext, DeviceHandler, Placement
 from draplugin.devices.registry import Registry, default_registry
-from draplugin.model import AttachResult, ClaimPlan, ClaimRef, DevicePlan, DeviceRef
+from draplugin.devices.sriov_vf import SriovVfHandler
+from draplugin.devices.vfsettings import VfSettingError
+from draplugin.model import AttachResult, ClaimPlan, ClaimRef, DeviceKind, DevicePlan, DeviceRef, VfSettings
 from draplugin.netns import HostNetns, Netns, NetnsGone, entered
 
 log = logging.getLogger(__name__)
@@ -144,6 +146,23 @@ class Executor:
             failures += await self._undo(path, group)
         if failures:
             raise DetachError(failures)
+
+    async def settle_vfs(self, vfs: Sequence[VfSettings]) -> None:
+        """Puts back VF settings a lost teardown left on their PFs (Unprepare calls it for VFs no pod
+        holds); tries them all, then raises VfSettingError naming each failure."""
+        handler = self._registry.handler(DeviceKind.SRIOV_VF)
+        if not vfs or not isinstance(handler, SriovVfHandler):
+            return
+        host = await self._host.open()
+        failures = []
+        for vf in vfs:
+            try:
+                await handler.settle(host, vf)
+            except Exception as error:
+                log.warning("putting back VF %d of %s failed: %s", vf.vf_index, vf.pf_name, error)
+                failures.append(str(error))
+        if failures:
+            raise VfSettingError("; ".join(failures))
 
     async def cleanup_leftovers(self, netns_path: str | None, results: Sequence[AttachResult]) -> None:
         """For sandboxes that vanished without StopPodSandbox: when a netns dies, the kernel destroys

@@ -31,6 +31,7 @@ from draplugin.devicehealth import links as device_links
 from draplugin.devicehealth.board import HealthBoard
 from draplugin.devices.cni import CniHandler
 from draplugin.devices.registry import default_registry
+from draplugin.devices.sriov_vf import SriovVfHandler
 from draplugin.discovery.filters import MULTI_KINDS, FilterPolicy
 from draplugin.discovery.inventory import Inventory
 from draplugin.discovery.netlink import link_events
@@ -54,6 +55,7 @@ from draplugin.policy.book import PolicyBook
 from draplugin.prepare import Preparer, PrepareResult
 from draplugin.publisher import Publisher
 from draplugin.settings import Settings
+from draplugin.state.vfledger import VfLedger
 from draplugin.status.queue import StatusQueue
 from draplugin.status.reporter import StatusReporter
 from draplugin.status.writer import ApiStatusSink
@@ -154,7 +156,8 @@ class Daemon:
         self.metrics.watch_status(status)
         reporter = StatusReporter(plans, attachments, status)
         cni = CniHandler(s.cni_bin_dirs, s.state_dir / "cni")
-        executor = Executor(registry=default_registry(cni))
+        sriov = SriovVfHandler(VfLedger(s.vf_ledger_path))
+        executor = Executor(registry=default_registry(cni, sriov))
         hooks = NetworkHooks(plans, executor, attachments, self.metrics, reporter)
         hooks.sandboxes.maintenance = CniMaintenance(cni, self.metrics)  # CHECK and GC on Synchronize
         policy = FilterPolicy(

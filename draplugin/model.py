@@ -130,6 +130,32 @@ class VfioSpec:
     original_driver: str | None = None
 
 
+VF_LINK_STATES = ("auto", "enable", "disable")
+"""`vf.linkState` values, in the order of the kernel's IFLA_VF_LINK_STATE_* numbers (0, 1, 2)."""
+
+
+@dataclass(frozen=True)
+class VfSettings:
+    """What the PF programs for one of its VFs (IFLA_VF_*), applied by the hook before the VF reaches the
+    pod and put back at teardown. These live on the PF, not on the VF: they hold for a VF bound to
+    vfio-pci as well, and a pod cannot undo them from inside (trust, spoof check, VLAN, rates).
+
+    Unset fields are left as the PF has them. `vlan` 0 means untagged; `qos` needs a VLAN."""
+
+    pf_name: str
+    vf_index: int
+    mac: str | None = None
+    vlan: int | None = None
+    qos: int | None = None
+    spoof_check: bool | None = None
+    trust: bool | None = None
+    link_state: str | None = None
+    min_tx_rate: int | None = None
+    """Mbit/s; 0 = no guarantee."""
+    max_tx_rate: int | None = None
+    """Mbit/s; 0 = no limit."""
+
+
 @dataclass(frozen=True)
 class HostMount:
     """A host directory bind-mounted into every container of the pod (vhost-user sockets), its host
@@ -181,6 +207,8 @@ class DevicePlan:
     """Only for sriov-vf with `driver: vfio-pci`: then there is no netdev; Prepare binds the function."""
     mounts: tuple[HostMount, ...] = ()
     """Host directories (vhost-user sockets) every container of the pod gets through CreateContainer."""
+    vf: VfSettings | None = None
+    """Only for sriov-vf with a `vf` config: what the PF sets for this VF while the pod holds it."""
 
 
 @dataclass(frozen=True)

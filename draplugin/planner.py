@@ -42,6 +42,7 @@ from draplugin.model import (
     PublishedDevice,
     Route,
     VfioSpec,
+    VfSettings,
 )
 
 MAX_REPORTED = 20
@@ -174,6 +175,7 @@ def _plan_device(
     missing = merged_problems(published.kind, vlan_id=vlan.id if vlan is not None else None)
     missing.extend(_vfio_problems(config, published))
     missing.extend(_mount_problems(config))
+    missing.extend(_vf_problems(config, published))
     if missing:
         raise ConfigError(missing)
     mounts = _mounts(config)
@@ -199,6 +201,7 @@ def _plan_device(
         cni=cni,
         vfio=vfio,
         mounts=mounts,
+        vf=_vf_settings(config, published),
     )
     return plan, pool
 
@@ -224,6 +227,41 @@ def _vfio_problems(config: NetworkConfig, device: PublishedDevice) -> list[Field
         message = f"the VF is bound to {VFIO_DRIVER} and has no network interface; leave netdev out"
         errors.append(FieldError("netdev", message))
     return errors
+
+
+def _vf_problems(config: NetworkConfig, device: PublishedDevice) -> list[FieldError]:
+    """On the merged config: a class may set the VLAN and a claim the priority, or the reverse."""
+    vf = config.vf
+    if vf is None or device.kind is not DeviceKind.SRIOV_VF:
+        return []  # `_misfits` names the entry that set `vf` on another kind
+    errors = []
+    if not isinstance(device.attributes.get("pfName"), str) or not isinstance(
+        device.attributes.get("vfIndex"), int
+    ):
+        errors.append(FieldError("vf", f"device {device.name} has no known PF and VF index to program"))
+    if vf.qos and not vf.vlan:
+        errors.append(FieldError("vf.qos", "needs vf.vlan (the priority goes in the VLAN tag)"))
+    if vf.min_tx_rate and vf.max_tx_rate and vf.min_tx_rate > vf.max_tx_rate:
+        errors.append(FieldError("vf.minTxRate", f"must be ≤ vf.maxTxRate ({vf.max_tx_rate})"))
+    return errors
+
+
+def _vf_settings(config: NetworkConfig, device: PublishedDevice) -> VfSettings | None:
+    vf = config.vf
+    if vf is None:
+        return None
+    return VfSettings(
+        pf_name=str(device.attributes["pfName"]),
+        vf_index=int(device.attributes["vfIndex"]),
+        mac=vf.mac,
+        vlan=vf.vlan,
+        qos=vf.qos,
+        spoof_check=vf.spoof_check,
+        trust=vf.trust,
+        link_state=vf.link_state,
+        min_tx_rate=vf.min_tx_rate,
+        max_tx_rate=vf.max_tx_rate,
+    )
 
 
 def _mount_problems(config: NetworkConfig) -> list[FieldError]:
@@ -309,6 +347,8 @@ def _misfits(config: NetworkConfig, device: PublishedDevice) -> list[FieldError]
         errors.extend(_handler_problems(netdev, kind))
     if config.driver is not None and kind is not DeviceKind.SRIOV_VF:
         errors.append(FieldError("driver", f"only for sriov-vf devices; {device.name} is {kind}"))
+    if config.vf is not None and kind is not DeviceKind.SRIOV_VF:
+        errors.append(FieldError("vf", f"only for sriov-vf devices; {device.name} is {kind}"))
     if rdma is not None and kind not in (DeviceKind.RDMA, DeviceKind.ROCE):
         errors.append(FieldError("rdma", f"only for rdma and roce devices; {device.name} is {kind}"))
     available = {cd.path.rsplit("/", 1)[-1] for cd in device.char_devices}

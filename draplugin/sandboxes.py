@@ -28,9 +28,10 @@ from typing import Protocol
 
 from draplugin.attach import AttachError, DetachError, Executor
 from draplugin.attachments import AttachmentStore, SandboxRecord
+from draplugin.devices.sriov_vf import VF_SETTINGS_KEY
 from draplugin.ipam.shared import PoolAddressBusy, SharedClaimGuard
 from draplugin.metrics import Metrics
-from draplugin.model import CharDevice, ClaimPlan, DeviceKind, DeviceRef, HostMount
+from draplugin.model import CharDevice, ClaimPlan, DeviceKind, DeviceRef, HostMount, VfSettings
 from draplugin.planstore import PlanStore
 from draplugin.status.reporter import StatusReporter, record_pod
 from draplugin.status.types import Checked, Failed, PodRef
@@ -275,8 +276,25 @@ class SandboxService:
                 if any(result.ref in refs for result in record.results):
                     async with self._locks[pod_uid]:
                         await self._cleanup(record)
+        await self.executor.settle_vfs(self._loose_vfs(plan))
         if self.status is not None:
             self.status.forget(plan.claim.uid)
+
+    def _loose_vfs(self, plan: ClaimPlan) -> list[VfSettings]:
+        """This claim's VFs with settings that no attachment record holds: a teardown lost to a crash
+        between programming the PF and writing the record left them to the ledger alone. A VF some
+        record still holds (another claim got it meanwhile) is that record's to put back."""
+        held = {
+            (vf.get("pfName"), vf.get("vfIndex"))
+            for record in self.attachments.all()
+            for result in record.results
+            if isinstance(vf := result.restore.get(VF_SETTINGS_KEY), dict)
+        }
+        return [
+            device.vf
+            for device in plan.devices
+            if device.vf is not None and (device.vf.pf_name, device.vf.vf_index) not in held
+        ]
 
     def forget_idle(self) -> int:
         """Drop sandbox records that hold nothing and whose pod has no prepared claim left here.

@@ -68,6 +68,10 @@ class Settings:
     def attachments_path(self) -> Path:
         return self.state_dir / "attachments.json"
 
+    @property
+    def vf_ledger_path(self) -> Path:
+        return self.state_dir / "vf-settings.json"
+
 
 def _names(value: str) -> frozenset[str]:
     return frozenset(v.strip() for v in value.split(",") if v.strip())

@@ -25,12 +25,16 @@ from draplugin.config.types import (
     IPVLAN_MODES,
     KIND,
     MACVLAN_MODES,
+    MAX_VF_QOS,
+    MAX_VF_RATE,
+    TOP_LEVEL_FIELDS,
+    VF_FIELDS,
     VHOST_USER_FIELDS,
     VLAN_PROTOCOLS,
 )
 from draplugin.devices.modes import VLAN_IDS
 from draplugin.devices.rules import POD_OWN_INTERFACES
-from draplugin.model import DRIVER_NAME, DeviceKind
+from draplugin.model import DRIVER_NAME, VF_LINK_STATES, DeviceKind
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = (
@@ -117,6 +121,66 @@ def maxlist(path, v, present, limit):
     ]
 
 
+def vf_checks():
+    """`vf`: shapes and ranges; whether the device is an sriov-vf, and `qos` without a VLAN once class
+    and claim configs are merged, only Prepare knows."""
+    v = f"{P}.vf"
+    where = f"has({P}.vf) && type({v}) == map"
+
+    def ranged(name, low, high):
+        f = f"{v}.{name}"
+        pre = f"!({where} && has({f})) || "
+        return [
+            check("objects", pre + f"type({f}) == int", s(f".vf.{name}: must be an integer")),
+            check(
+                "objects",
+                pre + f"type({f}) != int || ({f} >= {low} && {f} <= {high})",
+                s(f".vf.{name}: must be between {low} and {high}"),
+            ),
+        ]
+
+    def flag(name):
+        f = f"{v}.{name}"
+        return check(
+            "objects", f"!({where} && has({f})) || type({f}) == bool", s(f".vf.{name}: must be true or false")
+        )
+
+    mac = f"{v}.mac"
+    pre = f"!({where} && has({mac})) || "
+    return [
+        section("vf", v, f"has({P}.vf)"),
+        check(
+            "objects",
+            f"!({where}) || {v}.all(k, k in {list(VF_FIELDS)})",
+            s(".vf.")
+            + f" + {v}.filter(k, !(k in {list(VF_FIELDS)}))[0] + "
+            + s(f": unknown field (known: {', '.join(VF_FIELDS)})"),
+        ),
+        check(
+            "objects",
+            pre + f"(type({mac}) == string && {mac}.matches('^[0-9a-fA-F]{{2}}(:[0-9a-fA-F]{{2}}){{5}}$'))",
+            s(".vf.mac: must be a MAC address like 02:00:00:00:00:01"),
+        ),
+        check(
+            "objects",
+            pre + f"type({mac}) != string || !{mac}.matches('^.[13579bdfBDF]')",
+            s(".vf.mac: must be a unicast address (the lowest bit of the first octet must be 0)"),
+        ),
+        check(
+            "objects",
+            pre + f"type({mac}) != string || {mac} != '00:00:00:00:00:00'",
+            s(".vf.mac: must not be all zeros"),
+        ),
+        *ranged("vlan", 0, VLAN_IDS.stop - 1),
+        *ranged("qos", 0, MAX_VF_QOS),
+        *ranged("minTxRate", 0, MAX_VF_RATE),
+        *ranged("maxTxRate", 0, MAX_VF_RATE),
+        flag("spoofChk"),
+        flag("trust"),
+        enum("vf.linkState", f"{v}.linkState", f"{where} && has({v}.linkState)", list(VF_LINK_STATES)),
+    ]
+
+
 def section(path, v, present):
     return check("objects", f"!({present}) || type({v}) == map", s(f".{path}: must be an object"))
 
@@ -160,7 +224,7 @@ validations = [
         + s(f".kind: required; must be '{KIND}'")
         + ")",
     ),
-    unknown("", P, ["apiVersion", "kind", "netdev", "rdma", "cni", "driver", "vhostUser"]),
+    unknown("", P, list(TOP_LEVEL_FIELDS)),
     section("netdev", f"{P}.netdev", f"has({P}.netdev)"),
     section("rdma", f"{P}.rdma", f"has({P}.rdma)"),
     section("cni", f"{P}.cni", f"has({P}.cni)"),  # its contents are Prepare's (CNI shape, binaries, NADs)
@@ -175,6 +239,7 @@ validations = [
         + f" + {P}.vhostUser.filter(k, !(k in {list(VHOST_USER_FIELDS)}))[0] + "
         + s(f": unknown field (known: {', '.join(VHOST_USER_FIELDS)})"),
     ),
+    *vf_checks(),
     unknown(
         "netdev",
         N,

@@ -63,6 +63,20 @@ def integer(value: object) -> int:
     return value
 
 
+def boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise Invalid(f"must be true or false, not {type_name(value)}")
+    return value
+
+
+def bounded(value: object, low: int, high: int) -> int:
+    """An integer in [low, high]."""
+    number = integer(value)
+    if not low <= number <= high:
+        raise Invalid(f"must be between {low} and {high}")
+    return number
+
+
 def interface_name(value: object) -> str:
     """Linux netdev name rules (dev_valid_name), plus no control characters."""
     name = string(value)

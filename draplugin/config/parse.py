@@ -18,6 +18,10 @@ from draplugin.config.types import (
     API_VERSION,
     DRIVERS,
     KIND,
+    MAX_VF_QOS,
+    MAX_VF_RATE,
+    TOP_LEVEL_FIELDS,
+    VF_FIELDS,
     VHOST_USER_FIELDS,
     IpamConfig,
     IpvlanConfig,
@@ -26,11 +30,12 @@ from draplugin.config.types import (
     NetworkConfig,
     RdmaConfig,
     VethConfig,
+    VfConfig,
     VhostUserConfig,
     VlanConfig,
 )
 from draplugin.devices import modes
-from draplugin.model import DeviceKind, Route
+from draplugin.model import VF_LINK_STATES, DeviceKind, Route
 
 if TYPE_CHECKING:
     from draplugin.cni.section import CniConfig
@@ -59,8 +64,7 @@ def join(path: str, key: str | int) -> str:
 def parse_network_config(raw: object) -> NetworkConfig:
     """Raises `ConfigError` and nothing else, whatever `raw` holds."""
     errors: Errors = []
-    known = ("apiVersion", "kind", "netdev", "rdma", "cni", "driver", "vhostUser")
-    obj = _object(raw, "", known, errors)
+    obj = _object(raw, "", TOP_LEVEL_FIELDS, errors)
     if obj is None:
         raise ConfigError(errors)
     _require_constant(obj, "apiVersion", API_VERSION, errors)
@@ -71,6 +75,7 @@ def parse_network_config(raw: object) -> NetworkConfig:
         cni=_section(obj, "cni", "", _cni, errors),
         driver=_value(obj, "driver", "", _driver, errors),
         vhost_user=_section(obj, "vhostUser", "", _vhost_user, errors),
+        vf=_section(obj, "vf", "", _vf, errors),
     )
     if errors:
         raise ConfigError(errors)
@@ -319,3 +324,27 @@ def _vhost_user(raw: object, path: str, errors: Errors) -> VhostUserConfig | Non
         host_path=_value(obj, "hostPath", path, fields.absolute_path, errors),
         mount_path=_value(obj, "mountPath", path, fields.absolute_path, errors),
     )
+
+
+def _vf(raw: object, path: str, errors: Errors) -> VfConfig | None:
+    obj = _object(raw, path, VF_FIELDS, errors)
+    if obj is None:
+        return None
+    return VfConfig(
+        mac=_value(obj, "mac", path, fields.hardware_address, errors),
+        vlan=_value(obj, "vlan", path, _vf_vlan, errors),
+        qos=_value(obj, "qos", path, lambda v: fields.bounded(v, 0, MAX_VF_QOS), errors),
+        spoof_check=_value(obj, "spoofChk", path, fields.boolean, errors),
+        trust=_value(obj, "trust", path, fields.boolean, errors),
+        link_state=_value(obj, "linkState", path, lambda v: fields.one_of(v, VF_LINK_STATES), errors),
+        min_tx_rate=_value(obj, "minTxRate", path, lambda v: fields.bounded(v, 0, MAX_VF_RATE), errors),
+        max_tx_rate=_value(obj, "maxTxRate", path, lambda v: fields.bounded(v, 0, MAX_VF_RATE), errors),
+    )
+
+
+def _vf_vlan(value: object) -> int:
+    """0 is allowed here, unlike `netdev.vlan.id`: through the PF it means "untagged", which lets a
+    claim undo a class's VLAN."""
+    if value == 0 and not isinstance(value, bool):
+        return 0
+    return fields.vlan_id(value)

@@ -91,6 +91,29 @@ class RdmaConfig:
     """Base names of the published character devices to inject (`uverbs0`, `rdma_cm`); unset = all."""
 
 
+VF_FIELDS = ("mac", "vlan", "qos", "spoofChk", "trust", "linkState", "minTxRate", "maxTxRate")
+"""The `vf` section's fields (parser and admission policy)."""
+MAX_VF_QOS = 7
+"""802.1p priority: 3 bits."""
+MAX_VF_RATE = 2**32 - 1
+"""Mbit/s; the kernel's IFLA_VF_RATE fields are 32-bit."""
+
+
+@dataclass(frozen=True)
+class VfConfig:
+    """`vf`: what the PF programs for an sriov-vf device (draplugin.devices.vfsettings). How the fields
+    fit together (`qos` needs a VLAN, `minTxRate` ≤ `maxTxRate`) is checked once configs are merged."""
+
+    mac: str | None = None
+    vlan: int | None = None
+    qos: int | None = None
+    spoof_check: bool | None = None
+    trust: bool | None = None
+    link_state: str | None = None
+    min_tx_rate: int | None = None
+    max_tx_rate: int | None = None
+
+
 VHOST_USER_FIELDS = ("hostPath", "mountPath")
 """The `vhostUser` section's fields (parser and admission policy)."""
 
@@ -114,3 +137,9 @@ class NetworkConfig:
     driver: str | None = None
     """sriov-vf only: one of `DRIVERS`."""
     vhost_user: VhostUserConfig | None = None
+    vf: VfConfig | None = None
+    """sriov-vf only: settings the PF applies to the VF while the pod holds it."""
+
+
+TOP_LEVEL_FIELDS = ("apiVersion", "kind", "netdev", "rdma", "cni", "driver", "vhostUser", "vf")
+"""The config's top-level fields (parser and admission policy)."""

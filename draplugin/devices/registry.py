@@ -36,13 +36,14 @@ class Registry:
         return frozenset(self._by_kind)
 
 
-def default_registry(cni: CniHandler | None = None) -> Registry:
-    """`cni` carries the daemon's CNI bin dirs and cache dir; the default serves validation."""
+def default_registry(cni: CniHandler | None = None, sriov: SriovVfHandler | None = None) -> Registry:
+    """`cni` carries the daemon's CNI bin dirs and cache dir, `sriov` its VF-settings ledger; the
+    defaults serve validation."""
     return Registry(
         [
             cni or CniHandler(),
             HostDeviceHandler(),
-            SriovVfHandler(),
+            sriov or SriovVfHandler(),
             MacvlanHandler(),
             IpvlanHandler(),
             VlanHandler(),

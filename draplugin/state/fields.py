@@ -36,6 +36,12 @@ def opt_integer(value: object) -> int | None:
     return None if value is None else integer(value)
 
 
+def opt_bool(value: object) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(f"expected true, false or null, got {value!r}")
+    return value
+
+
 def obj(value: object) -> Mapping[str, Any]:
     if not isinstance(value, dict):
         raise TypeError(f"expected an object, got {type(value).__name__}")

@@ -28,6 +28,7 @@ from draplugin.model import (
     NetdevSpec,
     Route,
     VfioSpec,
+    VfSettings,
 )
 from draplugin.state.fields import (
     array,
@@ -36,6 +37,7 @@ from draplugin.state.fields import (
     integer,
     items,
     obj,
+    opt_bool,
     opt_integer,
     opt_string,
     string,
@@ -69,7 +71,40 @@ def _device_to_dict(device: DevicePlan) -> dict[str, Any]:
         # Optional keys, so plans without them keep the bytes they had before vfio and vhost-user.
         **({"vfio": _vfio_to_dict(device.vfio)} if device.vfio is not None else {}),
         **({"mounts": [_mount_to_dict(m) for m in device.mounts]} if device.mounts else {}),
+        **({"vf": vf_settings_to_dict(device.vf)} if device.vf is not None else {}),
     }
+
+
+def vf_settings_to_dict(spec: VfSettings) -> dict[str, Any]:
+    """Also the shape of the VF-settings ledger's entries (draplugin.state.vfledger)."""
+    return {
+        "pfName": spec.pf_name,
+        "vfIndex": spec.vf_index,
+        "mac": spec.mac,
+        "vlan": spec.vlan,
+        "qos": spec.qos,
+        "spoofChk": spec.spoof_check,
+        "trust": spec.trust,
+        "linkState": spec.link_state,
+        "minTxRate": spec.min_tx_rate,
+        "maxTxRate": spec.max_tx_rate,
+    }
+
+
+def vf_settings_from_dict(value: object) -> VfSettings:
+    data = obj(value)
+    return VfSettings(
+        pf_name=string(data["pfName"]),
+        vf_index=integer(data["vfIndex"]),
+        mac=opt_string(data["mac"]),
+        vlan=opt_integer(data["vlan"]),
+        qos=opt_integer(data["qos"]),
+        spoof_check=opt_bool(data["spoofChk"]),
+        trust=opt_bool(data["trust"]),
+        link_state=opt_string(data["linkState"]),
+        min_tx_rate=opt_integer(data["minTxRate"]),
+        max_tx_rate=opt_integer(data["maxTxRate"]),
+    )
 
 
 def _vfio_to_dict(spec: VfioSpec) -> dict[str, Any]:
@@ -129,6 +164,7 @@ def _device_from_dict(value: object) -> DevicePlan:
         cni=cni_from_dict(data["cni"]) if "cni" in data else None,
         vfio=_vfio_from_dict(data["vfio"]) if "vfio" in data else None,
         mounts=tuple(items(data.get("mounts", []), _mount_from_dict, "mounts")),
+        vf=vf_settings_from_dict(data["vf"]) if "vf" in data else None,
     )
 
 

@@ -111,6 +111,14 @@ BAD: tuple[Case, ...] = (
         "vhostUser.socket",
         device="vf-eth2v0",
     ),
+    Case("vf-not-object", params(vf=[]), "vf", device="vf-eth3v0"),
+    Case("vf-unknown-field", params(vf={"rate": 100}), "vf.rate", device="vf-eth3v0"),
+    Case("vf-mac-multicast", params(vf={"mac": "03:00:00:00:00:01"}), "vf.mac", device="vf-eth3v0"),
+    Case("vf-vlan-range", params(vf={"vlan": 4095}), "vf.vlan", device="vf-eth3v0"),
+    Case("vf-qos-range", params(vf={"vlan": 10, "qos": 8}), "vf.qos", device="vf-eth3v0"),
+    Case("vf-trust-type", params(vf={"trust": "yes"}), "vf.trust", device="vf-eth3v0"),
+    Case("vf-linkState-enum", params(vf={"linkState": "up"}), "vf.linkState", device="vf-eth3v0"),
+    Case("vf-rate-range", params(vf={"maxTxRate": -1}), "vf.maxTxRate", device="vf-eth3v0"),
     # Beyond CEL's cheap checks: only the webhook (Prepare's parser) sees these.
     Case("address-no-prefix", params(netdev={"addresses": ["203.0.113.5"]}), "netdev.addresses[0]", False),
     Case(
@@ -193,6 +201,23 @@ GOOD: tuple[Case, ...] = (
     ),
     Case("rdma", params(rdma={"devices": ["uverbs0", "rdma_cm"]}), "", device="rdma-mlx0"),
     Case("utf8-name-15-bytes", params(netdev={"interfaceName": "é" * 7 + "x"}), ""),
+    Case(
+        "sriov-vf-settings",
+        params(
+            vf={
+                "mac": "02:00:00:00:03:01",
+                "vlan": 100,
+                "qos": 5,
+                "spoofChk": True,
+                "trust": False,
+                "linkState": "enable",
+                "minTxRate": 100,
+                "maxTxRate": 1000,
+            }
+        ),
+        "",
+        device="vf-eth3v0",
+    ),
     Case(
         "sriov-dpdk",
         params(

@@ -24,11 +24,11 @@ DEVICES: dict[str, PublishedDevice] = {
         host_name="eth2v0",
         attributes={"vfIndex": 0, "rdma": True},
     ),
-    "vf-eth3v0": PublishedDevice(  # a VF vfio-pci can bind (its PCI address known)
+    "vf-eth3v0": PublishedDevice(  # a VF vfio-pci can bind and its PF can program (PCI address, PF known)
         name="vf-eth3v0",
         kind=DeviceKind.SRIOV_VF,
         host_name="eth3v0",
-        attributes={"vfIndex": 0, "pciAddress": "0000:03:02.0"},
+        attributes={"vfIndex": 0, "pciAddress": "0000:03:02.0", "pfName": "eth3"},
     ),
     "macvlan-up0": PublishedDevice(
         name="macvlan-up0", kind=DeviceKind.MACVLAN, host_name="up0", multi_allocatable=True

@@ -103,7 +103,8 @@ def test_every_problem_is_reported_once_capped_like_prepare() -> None:
     assert len(got) == 20 and got[-1].endswith("; and 12 more problems")
     assert (
         got[0]
-        == "config[1].bogus0: unknown field (known: apiVersion, kind, netdev, rdma, cni, driver, vhostUser)"
+        == "config[1].bogus0: unknown field (known: apiVersion, kind, netdev, rdma, cni, driver, vhostUser, "
+        "vf)"
     )
 
 

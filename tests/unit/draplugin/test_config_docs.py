@@ -15,9 +15,17 @@ import yaml
 from draplugin.config import ConfigError, parse_network_config
 from draplugin.config import fields as rules
 from draplugin.config import parse as parser
-from draplugin.config.types import DRIVERS, IPVLAN_MODES, MACVLAN_MODES, VLAN_PROTOCOLS
+from draplugin.config.types import (
+    DRIVERS,
+    IPVLAN_MODES,
+    MACVLAN_MODES,
+    MAX_VF_QOS,
+    MAX_VF_RATE,
+    TOP_LEVEL_FIELDS,
+    VLAN_PROTOCOLS,
+)
 from draplugin.devices.modes import VLAN_IDS
-from draplugin.model import DeviceKind
+from draplugin.model import VF_LINK_STATES, DeviceKind
 
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
 SCHEMA: dict[str, Any] = json.loads((DEPLOY / "netclaim-config.schema.json").read_text())
@@ -67,6 +75,7 @@ SECTIONS: dict[str, tuple[dict[str, Any], Callable[[str], dict[str, Any]]]] = {
     "netdev.ipam": (DEFS["ipam"], lambda f: base(netdev={"ipam": {f: None}})),
     "rdma": (DEFS["rdma"], lambda f: base(rdma={f: None})),
     "vhostUser": (DEFS["vhostUser"], lambda f: base(vhostUser={f: None})),
+    "vf": (DEFS["vf"], lambda f: base(vf={f: None})),
 }
 
 
@@ -80,7 +89,7 @@ def test_schema_and_validator_know_the_same_fields(section: str) -> None:
 
 
 def test_schema_top_level() -> None:
-    assert set(SCHEMA["properties"]) == {"apiVersion", "kind", "netdev", "rdma", "cni", "driver", "vhostUser"}
+    assert set(SCHEMA["properties"]) == set(TOP_LEVEL_FIELDS)
     assert set(SCHEMA["required"]) == {"apiVersion", "kind"}
     assert unknown_fields(base(bogus=1)) == ["bogus"]
 
@@ -104,3 +113,8 @@ def test_schema_enums_and_limits_match_the_validator() -> None:
     assert ipam["routes"]["maxItems"] == parser.MAX_ROUTES
     assert DEFS["interfaceName"]["maxLength"] == rules.IFNAMSIZ - 1
     assert DEFS["route"]["properties"]["metric"]["maximum"] == rules.MAX_METRIC
+    vf = DEFS["vf"]["properties"]
+    assert (vf["vlan"]["minimum"], vf["vlan"]["maximum"]) == (0, VLAN_IDS.stop - 1)
+    assert vf["qos"]["maximum"] == MAX_VF_QOS
+    assert vf["minTxRate"]["maximum"] == vf["maxTxRate"]["maximum"] == MAX_VF_RATE
+    assert tuple(vf["linkState"]["enum"]) == VF_LINK_STATES

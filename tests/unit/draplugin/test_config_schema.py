@@ -109,7 +109,7 @@ def test_each_rule_reports_its_field_path(netdev: dict[str, Any], expected: str)
 def test_all_problems_are_reported_together() -> None:
     found = errors_of({"apiVersion": "v1", "netdev": {"mtu": 1, "interfaceName": ""}, "extra": 1})
     assert found == [
-        "extra: unknown field (known: apiVersion, kind, netdev, rdma, cni, driver, vhostUser)",
+        "extra: unknown field (known: apiVersion, kind, netdev, rdma, cni, driver, vhostUser, vf)",
         "apiVersion: must be 'netclaim.dev/v1alpha1'",
         "kind: required; must be 'NetworkConfig'",
         "netdev.interfaceName: must not be empty",
