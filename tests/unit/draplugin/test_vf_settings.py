@@ -327,3 +327,12 @@ def test_a_later_claim_adds_fields_but_never_replaces_a_held_original(tmp_path: 
     merged = ledger.remember(VfSettings("pf0", 1, vlan=100, qos=3, trust=False))
     assert merged == VfSettings("pf0", 1, vlan=0, qos=0, trust=False)
     assert VfLedger(tmp_path / "l.json").all() == [merged]
+
+
+def test_a_vf_with_settings_is_moved_by_the_hook_even_in_cdi_mode() -> None:
+    """The runtime's CDI move knows nothing of PFs: the hook programs the PF, then moves the VF."""
+    from draplugin.cdi import spec
+
+    plain = plan_of(params(netdev={"interfaceName": "net1"})).devices[0]
+    assert spec.qualifies(plain)
+    assert not spec.qualifies(dataclasses.replace(plain, vf=WANT))
