@@ -13,6 +13,9 @@
 #   $CACHE/kernel/<kver>_<debian version>/
 #       boot/vmlinuz-<kver>     the kernel from linux-image-<kver> (Debian $KERNEL_SUITE), unpacked with dpkg -x
 #       lib/modules/<kver>/     its modules, with modules.dep made by depmod (the .deb ships none)
+#       lib/modules/<kver>/extra/netdevsim.ko, NETDEVSIM
+#                               netdevsim, which Debian does not build, built for this kernel from its
+#                               source package by hack/build-netdevsim.sh (run at the end of this script)
 #       initramfs.cpio.gz       busybox + the few modules needed to mount the root (9p, overlay) + /init
 #       DEBIAN_VERSION, KVER    what this directory holds
 #   $CACHE/kernel/<suite>.current   the directory name the runner uses for that suite
@@ -115,6 +118,7 @@ else
   echo "$meta_version" > "$tmp/root/DEBIAN_VERSION"
   rm -rf "$dir"
   mv "$tmp/root" "$dir"
+  rm -rf "$tmp"
   echo "$(basename "$dir")" > "$BASE/$KERNEL_SUITE.current"
   step "kernel $kver unpacked, depmod done: $dir"
 fi
@@ -200,4 +204,6 @@ INIT
   mv "$tmp.cpio.gz" "$initrd"
   step "initramfs built: $initrd ($(du -h "$initrd" | cut -f1); modules: $(tr '\n' ' ' < "$tmp/modules.load"))"
 fi
+# --- netdevsim (not in Debian's kernel; skipped when built for this kernel by the current script) -----------
+KERNEL_SUITE=$KERNEL_SUITE NETCLAIM_CACHE=$CACHE "$HERE/build-netdevsim.sh" || die "building netdevsim for $kver failed"
 echo "kernel tier ready in $(( ($(date +%s%N) - t0) / 1000000 )) ms: kernel $kver, cache $dir"

@@ -25,9 +25,11 @@
 # log is shown.
 set -euo pipefail
 
-# Modules the tests need in the guest: the link kinds netclaim creates, soft RoCE for RDMA, and rdma_ucm for
-# the /dev/infiniband/rdma_cm node (the connection manager every RDMA pod gets).
-GUEST_MODULES=(dummy ipvlan macvlan veth 8021q rdma_rxe rdma_ucm)
+# Modules the tests need in the guest: the link kinds netclaim creates, soft RoCE for RDMA, rdma_ucm for
+# the /dev/infiniband/rdma_cm node (the connection manager every RDMA pod gets), and netdevsim, a PF whose
+# VF settings (ip link set PF vf N ...) the kernel keeps (built for this kernel by hack/build-netdevsim.sh:
+# Debian has none). A module that does not load stops the guest before the tests run.
+GUEST_MODULES=(dummy ipvlan macvlan veth 8021q rdma_rxe rdma_ucm netdevsim)
 
 # --- stage 2: the guest's init -----------------------------------------------------------------------------
 if [ "${1:-}" = "--stage2" ]; then
@@ -62,7 +64,7 @@ if [ "${1:-}" = "--stage2" ]; then
   kver=$(uname -r)
   mkdir -p /lib/modules
   mount --bind "$(cmdline_arg netclaim_modules)" /lib/modules
-  modprobe -a "${GUEST_MODULES[@]}"
+  modprobe -a "${GUEST_MODULES[@]}" || { echo "netclaim guest: cannot load ${GUEST_MODULES[*]}" >&2; exit 1; }
   ip link set lo up
   hostname netclaim-guest
   echo "netclaim guest: kernel $kver up in $(cut -d' ' -f1 /proc/uptime) s; modules: ${GUEST_MODULES[*]}"
@@ -107,6 +109,12 @@ for f in "$kdir/boot/vmlinuz-$kver" "$kdir/initramfs.cpio.gz" "$kdir/lib/modules
   [ -s "$f" ] || die "$f missing (run: make deps-kernel)"
 done
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found (run: make deps-kernel)"
+# Every guest module must be in that kernel's module tree (netdevsim is only there once built): said here,
+# not after a boot.
+for m in "${GUEST_MODULES[@]}"; do
+  modprobe -d "$kdir" -S "$kver" --show-depends "$m" >/dev/null 2>&1 ||
+    die "module $m not found for $kver in $kdir/lib/modules (run: make deps-kernel)"
+done
 
 # KVM when the host really can run a vCPU (the device node alone proves nothing): a paused q35 machine is
 # started and resumed once per CPU model. Nested under another hypervisor (this VM) `-cpu host` can abort
