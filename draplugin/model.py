@@ -27,6 +27,9 @@ class DeviceKind(StrEnum):
     IPVLAN = "ipvlan"
     VLAN = "vlan"
     """An 802.1Q/802.1ad sub-interface of a host parent, created in the pod netns (draplugin/devices/vlan)."""
+    IPOIB = "ipoib"
+    """An IPoIB child (one InfiniBand partition) of an IPoIB parent, created in the pod netns
+    (draplugin/devices/ipoib)."""
     VETH = "veth"
     DUMMY = "dummy"
     RDMA = "rdma"
@@ -41,9 +44,15 @@ class DeviceKind(StrEnum):
             DeviceKind.MACVLAN,
             DeviceKind.IPVLAN,
             DeviceKind.VLAN,
+            DeviceKind.IPOIB,
             DeviceKind.VETH,
             DeviceKind.DUMMY,
         )
+
+    @property
+    def stacks_on_parent(self) -> bool:
+        """Children of a host parent (`host_name` is the parent, not the device itself)."""
+        return self in (DeviceKind.MACVLAN, DeviceKind.IPVLAN, DeviceKind.VLAN, DeviceKind.IPOIB)
 
     @property
     def has_netdev(self) -> bool:
@@ -100,6 +109,9 @@ class NetdevSpec:
     """vlan only: the VLAN ID (1-4094), required for that kind."""
     vlan_protocol: str | None = None
     """vlan only: `802.1Q` or `802.1ad` (draplugin/devices/modes.VLAN_PROTOCOLS)."""
+    pkey: int | None = None
+    """ipoib only: the 15-bit partition key (modes.IPOIB_PKEYS), required for that kind; the kernel
+    adds the full-membership bit."""
 
 
 @dataclass(frozen=True)

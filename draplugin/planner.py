@@ -53,6 +53,7 @@ _SECTION_KINDS = {
     "macvlan": DeviceKind.MACVLAN,
     "ipvlan": DeviceKind.IPVLAN,
     "vlan": DeviceKind.VLAN,
+    "ipoib": DeviceKind.IPOIB,
     "veth": DeviceKind.VETH,
 }
 
@@ -172,7 +173,12 @@ def _plan_device(
         raise ConfigError([FieldError(path, "not published by this node's driver")])
     config = _layered_config(claim.configs_for(driver, ref.request), published)
     vlan = config.netdev.vlan if config.netdev is not None else None
-    missing = merged_problems(published.kind, vlan_id=vlan.id if vlan is not None else None)
+    ipoib = config.netdev.ipoib if config.netdev is not None else None
+    missing = merged_problems(
+        published.kind,
+        vlan_id=vlan.id if vlan is not None else None,
+        pkey=ipoib.pkey if ipoib is not None else None,
+    )
     missing.extend(_vfio_problems(config, published))
     missing.extend(_mount_problems(config))
     missing.extend(_vf_problems(config, published))
@@ -391,6 +397,7 @@ def _netdev_spec(config: NetworkConfig, device: PublishedDevice, suffix: str) ->
         mode=_mode_of(netdev, device.kind) or (table.default if table is not None else None),
         host_interface_name=netdev.veth.host_interface_name if netdev.veth else None,
         **_vlan_settings(netdev, device.kind),
+        pkey=netdev.ipoib.pkey if netdev.ipoib is not None and device.kind is DeviceKind.IPOIB else None,
     )
 
 

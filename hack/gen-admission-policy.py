@@ -22,6 +22,7 @@ from draplugin.config import parse as parser
 from draplugin.config.types import (
     API_VERSION,
     DRIVERS,
+    IPOIB_MODES,
     IPVLAN_MODES,
     KIND,
     MACVLAN_MODES,
@@ -32,7 +33,7 @@ from draplugin.config.types import (
     VHOST_USER_FIELDS,
     VLAN_PROTOCOLS,
 )
-from draplugin.devices.modes import VLAN_IDS
+from draplugin.devices.modes import IPOIB_PKEYS, VLAN_IDS
 from draplugin.devices.rules import POD_OWN_INTERFACES
 from draplugin.model import DRIVER_NAME, VF_LINK_STATES, DeviceKind
 
@@ -119,6 +120,15 @@ def maxlist(path, v, present, limit):
             s(f".{path}: must have at most {limit} entries, got ") + f" + string(size({v}))",
         ),
     ]
+
+
+def pkey_rule():
+    """The parser's own message for a bad partition key (fields.pkey), without the path."""
+    try:
+        fields.pkey(0)
+    except fields.Invalid as problem:
+        return problem.message
+    raise AssertionError("0 is not a partition key")
 
 
 def vf_checks():
@@ -253,6 +263,7 @@ validations = [
             "macvlan",
             "ipvlan",
             "vlan",
+            "ipoib",
             "veth",
             "ipam",
         ],
@@ -327,6 +338,25 @@ validations = [
         f"{N}.vlan.protocol",
         f"has({N}.vlan) && type({N}.vlan) == map && has({N}.vlan.protocol)",
         VLAN_PROTOCOLS,
+    ),
+    section("netdev.ipoib", f"{N}.ipoib", f"has({N}.ipoib)"),
+    check(
+        "objects",
+        f"!(has({N}.ipoib) && type({N}.ipoib) == map) || {N}.ipoib.all(k, k in ['pkey', 'mode'])",
+        s(".netdev.ipoib.")
+        + f" + {N}.ipoib.filter(k, !(k in ['pkey', 'mode']))[0] + "
+        + s(": unknown field (known: pkey, mode)"),
+    ),
+    check(
+        "objects",
+        f"!(has({N}.ipoib) && type({N}.ipoib) == map && has({N}.ipoib.pkey)) || (type({N}.ipoib.pkey) == int && {N}.ipoib.pkey >= {IPOIB_PKEYS.start} && {N}.ipoib.pkey <= {IPOIB_PKEYS.stop - 1})",
+        s(f".netdev.ipoib.pkey: {pkey_rule()}"),
+    ),
+    enum(
+        "netdev.ipoib.mode",
+        f"{N}.ipoib.mode",
+        f"has({N}.ipoib) && type({N}.ipoib) == map && has({N}.ipoib.mode)",
+        IPOIB_MODES,
     ),
     section("netdev.veth", f"{N}.veth", f"has({N}.veth)"),
     # Its contents (subnets, ranges, gateways, routes) need address arithmetic: Prepare's and the webhook's.

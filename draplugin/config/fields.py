@@ -113,6 +113,16 @@ def vlan_id(value: object) -> int:
     return number
 
 
+def pkey(value: object) -> int:
+    """An IPoIB partition key without the membership bit; hex is how people write them, so the error
+    says both."""
+    number = integer(value)
+    if number not in modes.IPOIB_PKEYS:
+        low, high = modes.IPOIB_PKEYS.start, modes.IPOIB_PKEYS.stop - 1
+        raise Invalid(f"must be between {low} and {high} ({low:#06x}-{high:#06x}; the kernel adds 0x8000)")
+    return number
+
+
 def metric(value: object) -> int:
     number = integer(value)
     if not 0 <= number <= MAX_METRIC:

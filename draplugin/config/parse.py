@@ -24,6 +24,7 @@ from draplugin.config.types import (
     VF_FIELDS,
     VHOST_USER_FIELDS,
     IpamConfig,
+    IpoibConfig,
     IpvlanConfig,
     MacvlanConfig,
     NetdevConfig,
@@ -132,7 +133,7 @@ def _section(
 
 def _netdev(raw: object, path: str, errors: Errors) -> NetdevConfig | None:
     known = ("kind", "interfaceName", "mtu", "hardwareAddress", "addresses", "routes", "macvlan", "ipvlan")
-    obj = _object(raw, path, (*known, "vlan", "veth", "ipam"), errors)
+    obj = _object(raw, path, (*known, "vlan", "ipoib", "veth", "ipam"), errors)
     if obj is None:
         return None
     return NetdevConfig(
@@ -145,6 +146,7 @@ def _netdev(raw: object, path: str, errors: Errors) -> NetdevConfig | None:
         macvlan=_section(obj, "macvlan", path, _macvlan, errors),
         ipvlan=_section(obj, "ipvlan", path, _ipvlan, errors),
         vlan=_section(obj, "vlan", path, _vlan, errors),
+        ipoib=_section(obj, "ipoib", path, _ipoib, errors),
         veth=_section(obj, "veth", path, _veth, errors),
         ipam=_section(obj, "ipam", path, _ipam, errors),
     )
@@ -250,6 +252,16 @@ def _vlan(raw: object, path: str, errors: Errors) -> VlanConfig | None:
 
 def _vlan_protocol(value: object) -> str:
     return fields.one_of(value, modes.VLAN_PROTOCOLS.names)
+
+
+def _ipoib(raw: object, path: str, errors: Errors) -> IpoibConfig | None:
+    obj = _object(raw, path, ("pkey", "mode"), errors)
+    if obj is None:
+        return None
+    return IpoibConfig(
+        pkey=_value(obj, "pkey", path, fields.pkey, errors),
+        mode=_value(obj, "mode", path, lambda v: fields.one_of(v, modes.IPOIB.names), errors),
+    )
 
 
 def _veth(raw: object, path: str, errors: Errors) -> VethConfig | None:

@@ -22,6 +22,7 @@ KIND = "NetworkConfig"
 MACVLAN_MODES = modes.MACVLAN.names
 IPVLAN_MODES = modes.IPVLAN.names
 VLAN_PROTOCOLS = modes.VLAN_PROTOCOLS.names
+IPOIB_MODES = modes.IPOIB.names
 KERNEL_DRIVER = "kernel"
 DRIVERS = (KERNEL_DRIVER, VFIO_DRIVER)
 """`driver` of an sriov-vf device: `kernel` keeps the VF on its own driver and moves its netdev (the
@@ -45,6 +46,15 @@ class VlanConfig:
 
     id: int | None = None
     protocol: str | None = None
+
+
+@dataclass(frozen=True)
+class IpoibConfig:
+    """`netdev.ipoib`; `pkey` is required once class and claim configs are merged (a class may fix the
+    mode and leave the partition to each claim)."""
+
+    pkey: int | None = None
+    mode: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,7 @@ class NetdevConfig:
     macvlan: MacvlanConfig | None = None
     ipvlan: IpvlanConfig | None = None
     vlan: VlanConfig | None = None
+    ipoib: IpoibConfig | None = None
     veth: VethConfig | None = None
     ipam: IpamConfig | None = None
 

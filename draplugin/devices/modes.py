@@ -1,5 +1,5 @@
-"""The macvlan and ipvlan mode tables and the vlan protocols and ID range: names users write, the
-kernel's values, and each kind's default.
+"""The macvlan, ipvlan and ipoib mode tables, the vlan protocols and ID range and the IPoIB partition
+keys: names users write, the kernel's values, and each kind's default.
 
 One table per kind serves the config parser (which names are valid), the planner (the default) and
 the handlers (the IFLA_MACVLAN_MODE / IFLA_IPVLAN_MODE value), so the three can no longer disagree.
@@ -50,7 +50,13 @@ IPVLAN = ModeTable(
     MappingProxyType({"l2": 0, "l3": 1, "l3s": 2}),  # linux/if_link.h
     default="l2",
 )
-BY_KIND: Mapping[DeviceKind, ModeTable] = MappingProxyType({t.kind: t for t in (MACVLAN, IPVLAN)})
+IPOIB = ModeTable(
+    DeviceKind.IPOIB,
+    "ipoib",
+    MappingProxyType({"datagram": 0, "connected": 1}),  # IPOIB_MODE_* in linux/if_link.h
+    default="datagram",
+)
+BY_KIND: Mapping[DeviceKind, ModeTable] = MappingProxyType({t.kind: t for t in (MACVLAN, IPVLAN, IPOIB)})
 
 VLAN_PROTOCOLS = ModeTable(
     DeviceKind.VLAN,
@@ -62,3 +68,6 @@ VLAN_PROTOCOLS = ModeTable(
 `netdev.vlan.protocol`, so it stays out of BY_KIND (whose entries are `netdev.<section>.mode`)."""
 VLAN_IDS = range(1, 4095)
 """IFLA_VLAN_ID the kernel accepts: 0 (priority tagging only) and 4095 are reserved by 802.1Q."""
+IPOIB_PKEYS = range(1, 0x7FFF)
+"""Partition keys a claim may name, without the full-membership bit (0x8000, which the kernel sets):
+0 is invalid and 0x7fff is the default partition, the one the parent itself serves."""

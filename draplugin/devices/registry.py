@@ -8,6 +8,7 @@ from draplugin.devices.base import DeviceHandler, PlanInvalid
 from draplugin.devices.cni import CniHandler
 from draplugin.devices.dummy import DummyHandler
 from draplugin.devices.host_device import HostDeviceHandler
+from draplugin.devices.ipoib import IpoibHandler
 from draplugin.devices.ipvlan import IpvlanHandler
 from draplugin.devices.macvlan import MacvlanHandler
 from draplugin.devices.rdma import RdmaHandler
@@ -47,6 +48,7 @@ def default_registry(cni: CniHandler | None = None, sriov: SriovVfHandler | None
             MacvlanHandler(),
             IpvlanHandler(),
             VlanHandler(),
+            IpoibHandler(),
             VethHandler(),
             DummyHandler(),
             RdmaHandler(),

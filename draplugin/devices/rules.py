@@ -38,16 +38,23 @@ def netdev_problems(
     if hardware_address is not None and kind is DeviceKind.IPVLAN:
         message = "ipvlan links share their parent's MAC; it cannot be set"
         problems.append(FieldError("netdev.hardwareAddress", message))
+    if hardware_address is not None and kind is DeviceKind.IPOIB:
+        message = "an IPoIB address is 20 bytes the InfiniBand port and queue pair make; it cannot be set"
+        problems.append(FieldError("netdev.hardwareAddress", message))
     problems += _host_interface_name(kind, host_interface_name)
     return problems
 
 
-def merged_problems(kind: DeviceKind, *, vlan_id: int | None) -> list[FieldError]:
+def merged_problems(kind: DeviceKind, *, vlan_id: int | None, pkey: int | None = None) -> list[FieldError]:
     """Rules only the merged config (class, then claim) can meet: a class may fix a vlan's protocol
-    and leave the ID to each claim, so no single entry is at fault when the ID is missing."""
+    (an ipoib's mode) and leave the ID (the partition key) to each claim, so no single entry is at
+    fault when it is missing."""
     if kind is DeviceKind.VLAN and vlan_id is None:
         message = "required for vlan devices (in the class's or the claim's config)"
         return [FieldError("netdev.vlan.id", message)]
+    if kind is DeviceKind.IPOIB and pkey is None:
+        message = "required for ipoib devices (in the class's or the claim's config)"
+        return [FieldError("netdev.ipoib.pkey", message)]
     return []
 
 
@@ -60,7 +67,8 @@ def spec_problems(kind: DeviceKind, spec: NetdevSpec) -> list[FieldError]:
         mode=spec.mode,
         host_interface_name=spec.host_interface_name,
     )
-    return problems + merged_problems(kind, vlan_id=spec.vlan_id) + _vlan_values(kind, spec)
+    merged = merged_problems(kind, vlan_id=spec.vlan_id, pkey=spec.pkey)
+    return problems + merged + _vlan_values(kind, spec) + _pkey_value(kind, spec)
 
 
 def _vlan_values(kind: DeviceKind, spec: NetdevSpec) -> list[FieldError]:
@@ -75,6 +83,16 @@ def _vlan_values(kind: DeviceKind, spec: NetdevSpec) -> list[FieldError]:
         choices = ", ".join(modes.VLAN_PROTOCOLS.names)
         problems.append(FieldError("netdev.vlan.protocol", f"must be one of {choices}"))
     return problems
+
+
+def _pkey_value(kind: DeviceKind, spec: NetdevSpec) -> list[FieldError]:
+    if spec.pkey is None:
+        return []
+    if kind is not DeviceKind.IPOIB:
+        return [FieldError("netdev.ipoib", f"only for ipoib devices, not {kind}")]
+    if spec.pkey not in modes.IPOIB_PKEYS:
+        return [FieldError("netdev.ipoib.pkey", f"{spec.pkey:#06x} is not a partition key (0x0001-0x7ffe)")]
+    return []
 
 
 def _interface_name(name: str | None) -> list[FieldError]:

@@ -48,8 +48,16 @@ HOST_OWNED_KINDS = frozenset({"bond", "team", "ifb", "tun", "nlmon"})
 # kind) and the aggregates/VLANs people put macvlans on. Bridges (cni0, docker0...) and veths belong to
 # other networking on the node and are parents only when configured by name.
 AUTO_PARENT_KINDS = frozenset({None, "bond", "vlan", "team"})
-MULTI_KINDS = (DeviceKind.MACVLAN, DeviceKind.IPVLAN, DeviceKind.VLAN)
-"""Kinds offered once per parent (`<kind>-<parent>`), each only when listed in `virtual_kinds`."""
+ARPHRD_INFINIBAND = 32
+"""ifi_type of IPoIB netdevs (linux/if_arp.h): parents of ipoib children, never of Ethernet children."""
+MULTI_KINDS = (DeviceKind.MACVLAN, DeviceKind.IPVLAN, DeviceKind.VLAN, DeviceKind.IPOIB)
+"""Kinds offered once per parent (`<kind>-<parent>`), each only when listed in `virtual_kinds` and
+only on parents of its link layer (`fits`)."""
+
+
+def fits(kind: DeviceKind, parent: LinkInfo) -> bool:
+    """ipoib children need an InfiniBand parent; macvlan, ipvlan and vlan need an Ethernet one."""
+    return (parent.link_type == ARPHRD_INFINIBAND) == (kind is DeviceKind.IPOIB)
 
 
 @dataclass(frozen=True)
@@ -199,9 +207,15 @@ def parents(
         link
         for link in snapshot.links
         if not link.loopback
-        and link.kind in AUTO_PARENT_KINDS
+        and (link.kind in AUTO_PARENT_KINDS or _ipoib_parent(link))
         and link.ifindex not in guarded
         and link.master is None
         and link.name not in policy.exclude
         and not facts.get(link.name, _NO_FACTS).is_vf
     ]
+
+
+def _ipoib_parent(link: LinkInfo) -> bool:
+    """The IPoIB netdev of a port reports the rtnl kind `ipoib` like its children; it is the one
+    without a parent (the kernel makes no child of a child)."""
+    return link.kind == "ipoib" and link.link_type == ARPHRD_INFINIBAND and link.parent is None

@@ -23,6 +23,7 @@ from draplugin.discovery.filters import (
     Decision,
     FilterPolicy,
     classify,
+    fits,
     parents,
 )
 from draplugin.discovery.netlink import LinkInfo, LinkSnapshot, read_links
@@ -90,7 +91,7 @@ def build_devices(
     shared: list[tuple[str, DeviceKind, LinkInfo | None]] = []
     for parent in parents(snapshot, facts, policy):
         for kind in MULTI_KINDS:
-            if kind in policy.virtual_kinds:
+            if kind in policy.virtual_kinds and fits(kind, parent):
                 shared.append((f"{kind.value}-{naming.to_label(parent.name)}"[:63], kind, parent))
     if DeviceKind.VETH in policy.virtual_kinds:
         shared.append((VETH_DEVICE, DeviceKind.VETH, None))

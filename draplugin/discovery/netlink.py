@@ -46,6 +46,8 @@ class LinkInfo:
     loopback: bool
     peer_in_other_netns: bool
     """IFLA_LINK_NETNSID is set: the parent/peer lives in another namespace (a pod's veth, say)."""
+    link_type: int = 1
+    """ifi_type (ARPHRD_*): 1 for Ethernet, ARPHRD_INFINIBAND for IPoIB netdevs."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ def _link_from_msg(msg: Any) -> LinkInfo:
         peer=link if kind == "veth" else None,
         loopback=bool(msg["flags"] & IFF_LOOPBACK),
         peer_in_other_netns=msg.get("link_netnsid") is not None,
+        link_type=int(msg.get("ifi_type", 1)),
     )
 
 

@@ -132,6 +132,7 @@ def _netdev_to_dict(spec: NetdevSpec) -> dict[str, Any]:
         "hostInterfaceName": spec.host_interface_name,
         # Only vlan plans carry the key, so every other plan keeps the bytes it had before vlan.
         **({"vlan": {"id": spec.vlan_id, "protocol": spec.vlan_protocol}} if _has_vlan(spec) else {}),
+        **({"pkey": spec.pkey} if spec.pkey is not None else {}),
     }
 
 
@@ -200,6 +201,7 @@ def _netdev_from_dict(value: object) -> NetdevSpec:
         mode=opt_string(data["mode"]),
         host_interface_name=opt_string(data["hostInterfaceName"]),
         **_vlan_from_dict(data.get("vlan")),
+        pkey=opt_integer(data.get("pkey")),
     )
 
 

@@ -213,13 +213,16 @@ def _data(ref: DeviceRef, state: DeviceState, plan: DevicePlan | None) -> Entry:
     if isinstance(state, AttachResult) and "cniResult" in state.restore:
         data["cniResult"] = state.restore["cniResult"]  # the CNI plugins' own result, as they gave it
     if plan is not None:
-        if kind in (DeviceKind.MACVLAN, DeviceKind.IPVLAN, DeviceKind.VLAN) and plan.host_name:
+        if kind is not None and kind.stacks_on_parent and plan.host_name:
             data["parent"] = plan.host_name
         elif plan.host_name:
             data["hostInterface"] = plan.host_name
         if plan.netdev is not None and plan.netdev.vlan_id is not None:
             data["vlanId"] = plan.netdev.vlan_id
             data["vlanProtocol"] = plan.netdev.vlan_protocol
+        if plan.netdev is not None and plan.netdev.pkey is not None:
+            data["pkey"] = plan.netdev.pkey  # as configured: without the full-membership bit
+            data["ipoibMode"] = plan.netdev.mode
         if plan.netdev is not None and plan.netdev.host_interface_name:
             data["hostInterface"] = plan.netdev.host_interface_name
         if "ipamPool" in plan.attributes:  # the pool its addresses came from (planner.POOL_ATTRIBUTE)

@@ -111,6 +111,19 @@ BAD: tuple[Case, ...] = (
         "vhostUser.socket",
         device="vf-eth2v0",
     ),
+    Case("ipoib-pkey-range", params(netdev={"ipoib": {"pkey": 0}}), "netdev.ipoib.pkey", device="ipoib-ib0"),
+    Case(
+        "ipoib-mode-enum",
+        params(netdev={"ipoib": {"pkey": 5, "mode": "ud"}}),
+        "netdev.ipoib.mode",
+        device="ipoib-ib0",
+    ),
+    Case(
+        "ipoib-unknown-field",
+        params(netdev={"ipoib": {"umcast": 1}}),
+        "netdev.ipoib.umcast",
+        device="ipoib-ib0",
+    ),
     Case("vf-not-object", params(vf=[]), "vf", device="vf-eth3v0"),
     Case("vf-unknown-field", params(vf={"rate": 100}), "vf.rate", device="vf-eth3v0"),
     Case("vf-mac-multicast", params(vf={"mac": "03:00:00:00:00:01"}), "vf.mac", device="vf-eth3v0"),
@@ -201,6 +214,12 @@ GOOD: tuple[Case, ...] = (
     ),
     Case("rdma", params(rdma={"devices": ["uverbs0", "rdma_cm"]}), "", device="rdma-mlx0"),
     Case("utf8-name-15-bytes", params(netdev={"interfaceName": "é" * 7 + "x"}), ""),
+    Case(
+        "ipoib",
+        params(netdev={"interfaceName": "ib1", "ipoib": {"pkey": 0x22, "mode": "connected"}}),
+        "",
+        device="ipoib-ib0",
+    ),
     Case(
         "sriov-vf-settings",
         params(

@@ -37,6 +37,9 @@ DEVICES: dict[str, PublishedDevice] = {
     "vlan-up0": PublishedDevice(
         name="vlan-up0", kind=DeviceKind.VLAN, host_name="up0", multi_allocatable=True
     ),
+    "ipoib-ib0": PublishedDevice(
+        name="ipoib-ib0", kind=DeviceKind.IPOIB, host_name="ib0", multi_allocatable=True
+    ),
     "veth": PublishedDevice(name="veth", kind=DeviceKind.VETH, host_name=None, multi_allocatable=True),
     "rdma-mlx0": PublishedDevice(
         name="rdma-mlx0",

@@ -17,6 +17,7 @@ from draplugin.config import fields as rules
 from draplugin.config import parse as parser
 from draplugin.config.types import (
     DRIVERS,
+    IPOIB_MODES,
     IPVLAN_MODES,
     MACVLAN_MODES,
     MAX_VF_QOS,
@@ -24,7 +25,7 @@ from draplugin.config.types import (
     TOP_LEVEL_FIELDS,
     VLAN_PROTOCOLS,
 )
-from draplugin.devices.modes import VLAN_IDS
+from draplugin.devices.modes import IPOIB_PKEYS, VLAN_IDS
 from draplugin.model import VF_LINK_STATES, DeviceKind
 
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
@@ -70,6 +71,7 @@ SECTIONS: dict[str, tuple[dict[str, Any], Callable[[str], dict[str, Any]]]] = {
     ),
     "netdev.ipvlan": (DEFS["netdev"]["properties"]["ipvlan"], lambda f: base(netdev={"ipvlan": {f: None}})),
     "netdev.vlan": (DEFS["netdev"]["properties"]["vlan"], lambda f: base(netdev={"vlan": {f: None}})),
+    "netdev.ipoib": (DEFS["netdev"]["properties"]["ipoib"], lambda f: base(netdev={"ipoib": {f: None}})),
     "netdev.veth": (DEFS["netdev"]["properties"]["veth"], lambda f: base(netdev={"veth": {f: None}})),
     "netdev.routes[0]": (DEFS["route"], lambda f: base(netdev={"routes": [{f: None}]})),
     "netdev.ipam": (DEFS["ipam"], lambda f: base(netdev={"ipam": {f: None}})),
@@ -113,6 +115,9 @@ def test_schema_enums_and_limits_match_the_validator() -> None:
     assert ipam["routes"]["maxItems"] == parser.MAX_ROUTES
     assert DEFS["interfaceName"]["maxLength"] == rules.IFNAMSIZ - 1
     assert DEFS["route"]["properties"]["metric"]["maximum"] == rules.MAX_METRIC
+    ipoib = netdev["ipoib"]["properties"]
+    assert tuple(ipoib["mode"]["enum"]) == IPOIB_MODES
+    assert (ipoib["pkey"]["minimum"], ipoib["pkey"]["maximum"]) == (IPOIB_PKEYS.start, IPOIB_PKEYS.stop - 1)
     vf = DEFS["vf"]["properties"]
     assert (vf["vlan"]["minimum"], vf["vlan"]["maximum"]) == (0, VLAN_IDS.stop - 1)
     assert vf["qos"]["maximum"] == MAX_VF_QOS
