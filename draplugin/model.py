@@ -148,9 +148,10 @@ VF_LINK_STATES = ("auto", "enable", "disable")
 
 @dataclass(frozen=True)
 class VfSettings:
-    """What the PF programs for one of its VFs (IFLA_VF_*), applied by the hook before the VF reaches the
-    pod and put back at teardown. These live on the PF, not on the VF: they hold for a VF bound to
-    vfio-pci as well, and a pod cannot undo them from inside (trust, spoof check, VLAN, rates).
+    """What the PF programs for one of its VFs (IFLA_VF_*), applied by the hook once the VF is placed
+    (before the pod's containers start) and put back at teardown. These live on the PF, not on the
+    VF: they hold for a VF bound to vfio-pci as well, and a pod cannot undo them from inside (trust,
+    spoof check, VLAN, rates).
 
     Unset fields are left as the PF has them. `vlan` 0 means untagged; `qos` needs a VLAN."""
 

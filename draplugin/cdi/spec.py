@@ -44,8 +44,8 @@ def kind(vendor: str) -> str:
 
 def qualifies(device: DevicePlan) -> bool:
     """True when the runtime can move this device by itself from a `netDevices` entry. A VF with `vf`
-    settings stays with the hook, which programs its PF before the move and puts the settings back
-    after the return; the runtime knows nothing of PFs."""
+    settings stays with the hook, which programs its PF once the VF is in the pod and puts the settings
+    back before returning it; the runtime knows nothing of PFs."""
     return (
         device.kind in MOVABLE_KINDS | CHILD_KINDS
         and device.host_name is not None

@@ -1,8 +1,8 @@
 """sriov-vf: a VF's netdev is handed to the pod exactly like a host device, or its PCI function is.
 
 A VF netdev moves between namespaces like any physical netdev; its PF stays on the host. A `vf`
-config is programmed through the PF (draplugin.devices.vfsettings) before the VF is placed, and put
-back after it is returned; the values it had before are kept in the ledger first (crash safety:
+config is programmed through the PF (draplugin.devices.vfsettings) once the VF is placed, and put back
+before it is returned; the values it had before are kept in the ledger first (crash safety:
 draplugin.state.vfledger), and Unprepare puts back whatever a lost teardown left (`settle`).
 
 With `driver: vfio-pci` there is no netdev: Prepare bound the function to vfio-pci
@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-
-from pyroute2.netlink.exceptions import NetlinkError
+from collections.abc import Awaitable, Callable
 
 from draplugin.devices import vfsettings
 from draplugin.devices.base import AttachContext, Placement, PlanInvalid, Restore
@@ -61,13 +60,19 @@ class SriovVfHandler(HostDeviceHandler):
                 raise PlanInvalid(f"vfio character device {device.path!r} is not under {VFIO_DIR}")
 
     async def attach(self, ctx: AttachContext, plan: DevicePlan) -> Placement:
+        """Places the VF, then programs its PF. In this order the host-device record keeps the VF
+        netdev's own MAC from before a PF-enforced MAC replaced it (a NIC resets its VF on that), and
+        netconf, which runs after this, configures the VF after any such reset."""
+        placement = await self._place(ctx, plan)
         if plan.vf is None:
-            return await self._place(ctx, plan)
-        original = await self._program(ctx.host, plan.vf)
+            return placement
         try:
-            placement = await self._place(ctx, plan)
+            original = await self._program(ctx.host, plan.vf)
         except BaseException:
-            await self._put_back_quietly(ctx.host, original)
+            try:
+                await self._unplace(ctx, placement.restore)
+            except Exception as error:  # the refusal is what the caller must see; this is logged
+                log.error("returning VF %s after its PF refused: %s", plan.host_name, error)
             raise
         restore = {**placement.restore, VF_SETTINGS_KEY: vf_settings_to_dict(original)}
         return dataclasses.replace(placement, restore=restore)
@@ -95,14 +100,22 @@ class SriovVfHandler(HostDeviceHandler):
         return original
 
     async def detach(self, ctx: AttachContext, restore: Restore) -> None:
-        if VFIO_RESTORE_KEY not in restore:
-            await super().detach(ctx, restore)
-        await self._release(ctx.host, restore)
+        """The PF's settings go back first: returning the netdev sets its own MAC again, which a NIC
+        refuses while the PF still enforces another one. Both are tried; the first failure raises."""
+        await _both(lambda: self._release(ctx.host, restore), lambda: self._unplace(ctx, restore))
 
     async def reclaim(self, ctx: AttachContext, restore: Restore) -> None:
-        if VFIO_RESTORE_KEY not in restore:
-            await super().reclaim(ctx, restore)
-        await self._release(ctx.host, restore)
+        parent_reclaim = super().reclaim
+
+        async def returned() -> None:
+            if VFIO_RESTORE_KEY not in restore:  # a vfio-bound function goes back at Unprepare
+                await parent_reclaim(ctx, restore)
+
+        await _both(lambda: self._release(ctx.host, restore), returned)
+
+    async def _unplace(self, ctx: AttachContext, restore: Restore) -> None:
+        if VFIO_RESTORE_KEY not in restore:  # a vfio-bound function goes back at Unprepare
+            await super().detach(ctx, restore)
 
     async def _release(self, host: Netns, restore: Restore) -> None:
         if VF_SETTINGS_KEY in restore:
@@ -124,8 +137,14 @@ class SriovVfHandler(HostDeviceHandler):
         await vfsettings.put_back(host.ipr, index, original)
         self.ledger.forget(vf.pf_name, vf.vf_index)
 
-    async def _put_back_quietly(self, host: Netns, original: VfSettings) -> None:
-        try:
-            await self.settle(host, original)
-        except (vfsettings.VfSettingError, NetlinkError, OSError) as error:
-            log.error("putting back VF %d of %s failed: %s", original.vf_index, original.pf_name, error)
+
+async def _both(first: Callable[[], Awaitable[None]], second: Callable[[], Awaitable[None]]) -> None:
+    """Runs both steps whatever the first does; the first failure is raised after the second ran."""
+    failure: Exception | None = None
+    try:
+        await first()
+    except Exception as error:
+        failure = error
+    await second()
+    if failure is not None:
+        raise failure

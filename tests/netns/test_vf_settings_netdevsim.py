@@ -160,10 +160,9 @@ async def test_settings_show_on_the_pf_while_the_pod_holds_the_vf_and_go_back_af
     assert await link_names(pod) == {"lo"}
 
 
-async def test_a_failed_move_puts_the_pf_settings_back(
-    vf_executor: Executor, scratch: Scratch, pf: Pf
-) -> None:
-    """The pod already has `net1`: the move is refused after the PF was programmed."""
+async def test_a_failed_move_leaves_the_pf_untouched(vf_executor: Executor, scratch: Scratch, pf: Pf) -> None:
+    """The pod already has `net1`: the move is refused, and the PF is programmed only once the VF is
+    in the pod, so nothing changed on it."""
     before = await vf_table(pf)
     netdev = scratch.veth_end("ncvf")
     pod = scratch.netns()
@@ -179,7 +178,7 @@ async def test_a_setting_the_pf_refuses_is_named_and_nothing_is_left(
     vf_executor: Executor, scratch: Scratch, pf: Pf
 ) -> None:
     """In switchdev mode netdevsim's PF refuses legacy rate limits (EOPNOTSUPP, as NIC drivers do):
-    every field set before the rates is put back, and the VF netdev never left the host."""
+    every field set before the rates is put back, and the VF netdev, placed first, is back on the host."""
     # The devlink instance lives in the netns the device was created in, like its port.
     sh(
         "nsenter",

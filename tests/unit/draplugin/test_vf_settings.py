@@ -21,7 +21,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from draplugin.config import ConfigError, parse_network_config
 from draplugin.devices import vfsettings
-from draplugin.devices.base import AttachContext
+from draplugin.devices.base import AttachContext, Placement
+from draplugin.devices.host_device import HostDeviceHandler
 from draplugin.devices.sriov_vf import VF_SETTINGS_KEY, SriovVfHandler
 from draplugin.model import (
     CharDevice,
@@ -330,9 +331,46 @@ def test_a_later_claim_adds_fields_but_never_replaces_a_held_original(tmp_path: 
 
 
 def test_a_vf_with_settings_is_moved_by_the_hook_even_in_cdi_mode() -> None:
-    """The runtime's CDI move knows nothing of PFs: the hook programs the PF, then moves the VF."""
+    """The runtime's CDI move knows nothing of PFs: the hook moves the VF and programs the PF."""
     from draplugin.cdi import spec
 
     plain = plan_of(params(netdev={"interfaceName": "net1"})).devices[0]
     assert spec.qualifies(plain)
     assert not spec.qualifies(dataclasses.replace(plain, vf=WANT))
+
+
+async def test_the_vf_is_placed_before_its_pf_is_programmed_and_returned_after_the_put_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NIC resets its VF when the PF sets its MAC: placing first keeps the VF netdev's own MAC in
+    the host-device record, and putting the PF back first lets the return set that MAC again. A PF
+    refusal returns the VF it had placed."""
+    steps: list[str] = []
+
+    async def place(self: object, ctx: AttachContext, plan: DevicePlan) -> Placement:
+        steps.append("place")
+        return Placement("net1", {"host_name": "pf0v2", "pod_name": "net1"})
+
+    async def unplace(self: object, ctx: AttachContext, restore: Any) -> None:
+        steps.append("return")
+
+    monkeypatch.setattr(HostDeviceHandler, "attach", place)
+    monkeypatch.setattr(HostDeviceHandler, "detach", unplace)
+    handler, pf, host = handler_and_pf(tmp_path)
+    pf.on_set.append(lambda request: steps.append("pf"))
+    plan = dataclasses.replace(plan_of(params(netdev={"interfaceName": "net1"})).devices[0], vf=WANT)
+    ctx = AttachContext(host=host, pod=None, claim=CTX_CLAIM)
+
+    placement = await handler.attach(ctx, plan)
+    assert steps == ["place"] + ["pf"] * 6
+    steps.clear()
+    await handler.detach(ctx, placement.restore)
+    assert steps == ["pf"] * 6 + ["return"]
+
+    steps.clear()
+    handler, pf, host = handler_and_pf(tmp_path / "refusing", refuse={"trust": errno.EOPNOTSUPP})
+    pf.on_set.append(lambda request: steps.append("pf"))
+    with pytest.raises(vfsettings.VfSettingError, match=r"vf\.trust"):
+        await handler.attach(AttachContext(host=host, pod=None, claim=CTX_CLAIM), plan)
+    assert steps[0] == "place" and steps[-1] == "return"
+    assert pf.vfs[2] == UNTOUCHED
