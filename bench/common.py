@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmarks: percentiles, machine load, the macvlan parent bed, plans.
+"""Shared pieces of the benchmarks: percentiles, machine load, the macvlan parent bed, plans (macvlan,
+host device).
 
 Every figure in results.json is either a ratio against a reference measured in the same run or an
 absolute number reported next to the load average, because other work shares this machine.
@@ -102,3 +103,10 @@ def macvlan_device(parent: str, index: int = 1) -> DevicePlan:
 
 def claim_plan(pod_uid: str, devices: list[DevicePlan]) -> ClaimPlan:
     return ClaimPlan(ClaimRef("bench", f"claim-{pod_uid[:8]}", str(uuid.uuid4())), (pod_uid,), tuple(devices))
+
+
+def host_device(host_name: str, pod_name: str = "net1", mtu: int | None = None) -> DevicePlan:
+    """Move the host netdev `host_name` into the pod as `pod_name`, with `mtu` and up (no address)."""
+    ref = DeviceRef("nic1", DRIVER, "bench", host_name)
+    spec = NetdevSpec(interface_name=pod_name, mtu=mtu)
+    return DevicePlan(ref, DeviceKind.HOST_DEVICE, spec, host_name=host_name)

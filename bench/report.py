@@ -16,7 +16,19 @@ from pathlib import Path
 
 WIDTH, HEIGHT = 900, 480
 LEFT, RIGHT, TOP, BOTTOM = 70, 260, 30, 50
-COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+CHAR_WIDTH = 7  # px per legend character at font-size 12: generous, so a long label is never cut off
+COLOURS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
 DASHES = ("", "6 3", "2 2", "8 3 2 3")
 
 
@@ -60,6 +72,9 @@ def svg(series: Mapping[str, list[float]], title: str) -> str:
     low = 10 ** math.floor(math.log10(min(v[0] for v in drawn.values())))
     high = 10 ** math.ceil(math.log10(max(v[-1] for v in drawn.values())))
     span_x, span_y = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    labels = [f"{name} (n={len(values)})" for name, values in drawn.items()]
+    # The legend column widens for long labels (host-device: hook StopPodSandbox); the plot keeps its size.
+    width = LEFT + span_x + max(RIGHT, 12 + 30 + CHAR_WIDTH * max(map(len, labels)) + 12)
 
     def x(value: float) -> float:
         return round(LEFT + span_x * math.log10(value / low) / math.log10(high / low), 1)
@@ -68,9 +83,9 @@ def svg(series: Mapping[str, list[float]], title: str) -> str:
         return round(TOP + span_y * (1 - fraction), 1)
 
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{HEIGHT}" '
         'font-family="sans-serif" font-size="12">',
-        _el("rect", width=WIDTH, height=HEIGHT, fill="white"),
+        _el("rect", width=width, height=HEIGHT, fill="white"),
         _el("text", title, x=LEFT, y=18, font_size=14),
     ]
     for tick in _ticks(low, high):
@@ -94,7 +109,7 @@ def svg(series: Mapping[str, list[float]], title: str) -> str:
             text_anchor="middle",
         )
     )
-    for index, (name, values) in enumerate(drawn.items()):
+    for index, (label, values) in enumerate(zip(labels, drawn.values(), strict=True)):
         style = {
             "fill": "none",
             "stroke": COLOURS[index % len(COLOURS)],
@@ -104,9 +119,9 @@ def svg(series: Mapping[str, list[float]], title: str) -> str:
         count = len(values)
         points = " ".join(f"{x(v)},{y((i + 1) / count)}" for i, v in enumerate(values))
         parts.append(_el("polyline", points=points, **style))
-        legend_x, legend_y = WIDTH - RIGHT + 12, TOP + 14 + 18 * index
+        legend_x, legend_y = LEFT + span_x + 12, TOP + 14 + 18 * index
         parts.append(_el("line", x1=legend_x, y1=legend_y - 4, x2=legend_x + 24, y2=legend_y - 4, **style))
-        parts.append(_el("text", f"{name} (n={count})", x=legend_x + 30, y=legend_y))
+        parts.append(_el("text", label, x=legend_x + 30, y=legend_y))
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 
