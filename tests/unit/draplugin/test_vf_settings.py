@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,17 @@ import pytest
 from draplugin_builders import DEVICES, DRIVER, NODE, claim, claim_config, class_config, device, params
 from pyroute2.netlink.exceptions import NetlinkError
 
+from draplugin.attach import Executor
+from draplugin.attachments import AttachmentStore, SandboxRecord
+from draplugin.checkpoint import Checkpoint
 from draplugin.config import ConfigError, parse_network_config
 from draplugin.devices import vfsettings
 from draplugin.devices.base import AttachContext, Placement
 from draplugin.devices.host_device import HostDeviceHandler
 from draplugin.devices.sriov_vf import VF_SETTINGS_KEY, SriovVfHandler
+from draplugin.metrics import Metrics
 from draplugin.model import (
+    AttachResult,
     CharDevice,
     ClaimPlan,
     ClaimRef,
@@ -35,8 +41,10 @@ from draplugin.model import (
 )
 from draplugin.netns import Netns
 from draplugin.planner import PlanError, plan_claim
+from draplugin.planstore import PlanStore
+from draplugin.sandboxes import SandboxService
 from draplugin.state.format import decode, encode
-from draplugin.state.plans import PLANS
+from draplugin.state.plans import PLANS, vf_settings_to_dict
 from draplugin.state.vfledger import VfLedger
 
 VF = PublishedDevice(
@@ -374,3 +382,40 @@ async def test_the_vf_is_placed_before_its_pf_is_programmed_and_returned_after_t
         await handler.attach(AttachContext(host=host, pod=None, claim=CTX_CLAIM), plan)
     assert steps[0] == "place" and steps[-1] == "return"
     assert pf.vfs[2] == UNTOUCHED
+
+
+async def test_unprepare_puts_back_only_vfs_no_attachment_record_holds(tmp_path: Path) -> None:
+    """The crash case reaches Unprepare as a plan whose VF has no record; a VF that a record still
+    holds (a failed detach, or another claim's pod) is that record's to put back."""
+
+    class Settling(Executor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.settled: list[VfSettings] = []
+
+        async def settle_vfs(self, vfs: Sequence[VfSettings]) -> None:
+            self.settled.extend(vfs)
+
+    loose, held = WANT, dataclasses.replace(WANT, vf_index=3)
+    base = plan_of(params(netdev={"interfaceName": "net1"})).devices[0]
+    plan = ClaimPlan(
+        CTX_CLAIM,
+        (),
+        (
+            dataclasses.replace(base, vf=loose),
+            dataclasses.replace(base, ref=dataclasses.replace(base.ref, request="b"), vf=held),
+        ),
+    )
+    records = AttachmentStore(tmp_path / "att.json")
+    # Another claim's pod holds VF 3 now (its device reference is not one of this claim's).
+    elsewhere = dataclasses.replace(base.ref, device="vf-pf0v3-other-claim")
+    other = AttachResult(
+        elsewhere, DeviceKind.SRIOV_VF, "net1", None, (), "/ns", {VF_SETTINGS_KEY: vf_settings_to_dict(held)}
+    )
+    records.put(SandboxRecord("sb-other", "pod-other", "ns", "p", "/ns", (other,)))
+    executor = Settling()
+    sandboxes = SandboxService(
+        PlanStore.open(Checkpoint(tmp_path / "plans.json")), executor, records, Metrics()
+    )
+    await sandboxes.cleanup_for_unprepare(plan)
+    assert executor.settled == [loose]
