@@ -13,6 +13,8 @@ containerd with NRI, kubelet) per containerd line.
     A fresh namespace whose `default` ServiceAccount exists (pods are admitted), deleted afterwards.
 
 The kubelet binds the fixed ports 10250/10248 and owns /kubepods cgroups: one node at a time.
+test_e2e_two_nodes.py adds a second node for its module only (testbed.secondnode: its own network and
+mount namespaces and cgroup root, the control plane and the node lock shared with ``local_node``).
 Missing binaries skip locally and fail in CI (``make deps-node``).
 """
 

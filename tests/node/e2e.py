@@ -13,8 +13,11 @@ from __future__ import annotations
 import copy
 import json
 import re
+import ssl
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +26,7 @@ from typing import Any
 import kubernetes.client as k
 import yaml
 from kubernetes.dynamic import DynamicClient
+from testbed import chart
 from testbed.chart import ChartDriver
 from testbed.node import LocalNode
 
@@ -367,3 +371,74 @@ def running_driver(
         errors = [line for line in instance.log.read_text().splitlines() if "Traceback" in line]
         assert not left, f"left after the pods and helm uninstall: {left}"
         assert not errors, f"driver log has tracebacks:\n{instance.log_tail(120)}"
+
+
+def pod_token(api: k.ApiClient, pod: k.V1Pod) -> str:
+    """A ServiceAccount token bound to `pod`, as the kubelet requests it for the pod's volume (the
+    apiserver adds the pod's node name to it)."""
+    request = k.AuthenticationV1TokenRequest(
+        spec=k.V1TokenRequestSpec(
+            audiences=["https://kubernetes.default.svc"],
+            expiration_seconds=600,
+            bound_object_ref=k.V1BoundObjectReference(
+                kind="Pod", api_version="v1", name=pod.metadata.name, uid=pod.metadata.uid
+            ),
+        )
+    )
+    answer = k.CoreV1Api(api).create_namespaced_service_account_token(
+        pod.spec.service_account_name, chart.NAMESPACE, request
+    )
+    return str(answer.status.token)
+
+
+def apply_status_as(
+    local_node: LocalNode, token: str, namespace: str, claim: dict[str, Any]
+) -> tuple[int, str]:
+    """A dry-run server-side apply of one status.devices entry, as the driver writes it, with `token`.
+    Dry run: authorization and validation run, nothing is stored."""
+    assert local_node.plane is not None
+    (result,) = [r for r in claim["status"]["allocation"]["devices"]["results"] if r["driver"] == DRIVER]
+    body = {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {"name": claim["metadata"]["name"], "namespace": namespace},
+        "status": {
+            "devices": [
+                {
+                    "driver": DRIVER,
+                    "pool": result["pool"],
+                    "device": result["device"],
+                    # The entry's key includes the allocation's shareID (consumable capacity).
+                    **({"shareID": result["shareID"]} if result.get("shareID") else {}),
+                    "conditions": [
+                        {
+                            "type": "Ready",
+                            "status": "True",
+                            "reason": "Probe",
+                            "message": "authorization probe",
+                            "lastTransitionTime": "2026-01-01T00:00:00Z",
+                        }
+                    ],
+                }
+            ]
+        },
+    }
+    url = (
+        f"{local_node.plane.url}/apis/resource.k8s.io/v1/namespaces/{namespace}/resourceclaims/"
+        f"{claim['metadata']['name']}/status?fieldManager=netclaim-probe&force=true&dryRun=All"
+    )
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="PATCH",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/apply-patch+yaml"},
+    )
+    context = ssl.create_default_context(cafile=str(local_node.plane.ca_cert))
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+    )
+    try:
+        with opener.open(request, timeout=10) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as error:
+        return int(error.code), error.read().decode()

@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import ssl
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from typing import Any
 
 import e2e
 import kubernetes.client as k
@@ -96,77 +92,6 @@ def other_node_pod(local_node: LocalNode, driver: ChartDriver) -> Iterator[k.V1P
                 time.sleep(1.0)
 
 
-def _token_for(api: k.ApiClient, pod: k.V1Pod) -> str:
-    """A ServiceAccount token bound to `pod`, as the kubelet requests it for the pod's volume (the
-    apiserver adds the pod's node name to it)."""
-    request = k.AuthenticationV1TokenRequest(
-        spec=k.V1TokenRequestSpec(
-            audiences=["https://kubernetes.default.svc"],
-            expiration_seconds=600,
-            bound_object_ref=k.V1BoundObjectReference(
-                kind="Pod", api_version="v1", name=pod.metadata.name, uid=pod.metadata.uid
-            ),
-        )
-    )
-    answer = k.CoreV1Api(api).create_namespaced_service_account_token(
-        pod.spec.service_account_name, chart.NAMESPACE, request
-    )
-    return str(answer.status.token)
-
-
-def _apply_status(
-    local_node: LocalNode, token: str, namespace: str, claim: dict[str, Any]
-) -> tuple[int, str]:
-    """A dry-run server-side apply of one status.devices entry, as the driver writes it, with `token`.
-    Dry run: authorization and validation run, nothing is stored."""
-    assert local_node.plane is not None
-    (result,) = [r for r in claim["status"]["allocation"]["devices"]["results"] if r["driver"] == e2e.DRIVER]
-    body = {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaim",
-        "metadata": {"name": claim["metadata"]["name"], "namespace": namespace},
-        "status": {
-            "devices": [
-                {
-                    "driver": e2e.DRIVER,
-                    "pool": result["pool"],
-                    "device": result["device"],
-                    # The entry's key includes the allocation's shareID (consumable capacity).
-                    **({"shareID": result["shareID"]} if result.get("shareID") else {}),
-                    "conditions": [
-                        {
-                            "type": "Ready",
-                            "status": "True",
-                            "reason": "Probe",
-                            "message": "authorization probe",
-                            "lastTransitionTime": "2026-01-01T00:00:00Z",
-                        }
-                    ],
-                }
-            ]
-        },
-    }
-    url = (
-        f"{local_node.plane.url}/apis/resource.k8s.io/v1/namespaces/{namespace}/resourceclaims/"
-        f"{claim['metadata']['name']}/status?fieldManager=netclaim-probe&force=true&dryRun=All"
-    )
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        method="PATCH",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/apply-patch+yaml"},
-    )
-    context = ssl.create_default_context(cafile=str(local_node.plane.ca_cert))
-    opener = urllib.request.build_opener(
-        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
-    )
-    try:
-        with opener.open(request, timeout=10) as response:
-            return int(response.status), response.read().decode()
-    except urllib.error.HTTPError as error:
-        return int(error.code), error.read().decode()
-
-
 def test_a_token_of_another_node_cannot_write_this_nodes_claim_status(
     local_node: LocalNode, driver: ChartDriver, node_namespace: str, other_node_pod: k.V1Pod
 ) -> None:
@@ -182,12 +107,12 @@ def test_a_token_of_another_node_cannot_write_this_nodes_claim_status(
         claim = e2e.read_claim(api, node_namespace, claim_name)
         own = driver.pod()
         assert own is not None
-        own_token = _token_for(api, own)
-        other_token = _token_for(api, other_node_pod)
+        own_token = e2e.pod_token(api, own)
+        other_token = e2e.pod_token(api, other_node_pod)
 
-    code, text = _apply_status(local_node, own_token, node_namespace, claim)
+    code, text = e2e.apply_status_as(local_node, own_token, node_namespace, claim)
     assert code == 200, f"this node's token was refused ({code}): {text}"
-    code, text = _apply_status(local_node, other_token, node_namespace, claim)
+    code, text = e2e.apply_status_as(local_node, other_token, node_namespace, claim)
     assert code in (403, 422), f"another node's token was not refused ({code}): {text}"
     assert "forbidden" in text.lower() and "node" in text, text
     # Nothing was written by either probe (dry run), the driver's own entry is intact.

@@ -128,6 +128,11 @@ class Containerd:
         self.version = (line_dir(line) / "VERSION").read_text().strip()
         self.daemon: proc.Daemon | None = None
         self._images_imported = False
+        self.argv_prefix: list[str] = []
+        """Run containerd through this (e.g. `nsenter` into a second node's namespaces)."""
+        self.config_workdir: Path | None = None
+        """Where containerd itself sees `workdir` (a second node's mount namespace shows it at node 1's
+        path); None: the same path. Only the written config uses it; this process keeps `workdir`."""
         for sock in (self.cri_socket, self.nri_socket, Path(f"{self.cri_socket}.ttrpc")):
             if len(str(sock)) > SOCKET_PATH_MAX:
                 raise ValueError(f"socket path too long for a unix socket: {sock}")
@@ -203,8 +208,9 @@ class Containerd:
     # --- configuration --------------------------------------------------------------------------------
 
     def config_toml(self) -> str:
+        layout = config.Layout(self.config_workdir) if self.config_workdir is not None else self.layout
         return config.to_toml(
-            config.containerd_config(self.line, self.layout, PAUSE_IMAGE, str(runc_path(self.line)))
+            config.containerd_config(self.line, layout, PAUSE_IMAGE, str(runc_path(self.line)))
         )
 
     def write_config(self) -> None:
@@ -236,7 +242,12 @@ class Containerd:
         )
         env.pop("NOTIFY_SOCKET", None)
         t0 = time.monotonic()
-        argv = [str(self.bin_dir / "containerd"), "--config", str(self.workdir / "config.toml")]
+        argv = [
+            *self.argv_prefix,
+            str(self.bin_dir / "containerd"),
+            "--config",
+            str(self.workdir / "config.toml"),
+        ]
         self.daemon = proc.spawn(f"containerd-{self.line}", argv, self.log_path, env)
         (self.workdir / "containerd.pid").write_text(f"{self.daemon.pid}\n")  # for humans poking around
         self._wait_ready(t0, ready_timeout)

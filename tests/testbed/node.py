@@ -110,9 +110,9 @@ def _stop_demo(root: Path, holder: str) -> str:
     return said + done.stdout + done.stderr
 
 
-def pod_cgroups() -> list[str]:
-    """Pod-level cgroups under /kubepods in the memory hierarchy (the kubelet removes them itself)."""
-    top = CGROUP_ROOT / "memory" / KUBEPODS
+def pod_cgroups(kubepods: str = KUBEPODS) -> list[str]:
+    """Pod-level cgroups under /`kubepods` in the memory hierarchy (the kubelet removes them itself)."""
+    top = CGROUP_ROOT / "memory" / kubepods
     found: list[str] = []
     # Pod cgroups sit at kubepods/pod<uid> (Guaranteed) or kubepods/<qos>/pod<uid>; the kubelet removes
     # them while we look, so a directory that vanishes between listing and reading is simply gone.
@@ -223,7 +223,7 @@ class LocalNode:
 
             def schedulable() -> bool:
                 try:
-                    node = core.read_node(NODE_NAME)
+                    node = core.read_node(self.node_name)
                 except kubernetes.client.ApiException:
                     return False
                 ready = any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
