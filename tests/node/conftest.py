@@ -65,8 +65,9 @@ NODE_LINES = (*LINES, NEWEST)
 
 @pytest.hookimpl(trylast=True)  # after pytest's own reordering by fixture parameters
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Drops the newest line's items of modules not meant for it, and puts the items of modules that
-    set `RUN_FIRST = True` first (they need the machine without any node of this run on it)."""
+    """Drops the newest line's items of modules not meant for it and the items of a module that sets
+    `ONLY_LINES` on other lines, and puts the items of modules that set `RUN_FIRST = True` first (they
+    need the machine without any node of this run on it)."""
     first: list[pytest.Item] = []
     keep: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
@@ -74,7 +75,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         callspec = getattr(item, "callspec", None)
         line = callspec.params.get("local_node") if callspec is not None else None
         module = getattr(item, "module", None)
-        if line == NEWEST and not getattr(module, "ON_NEWEST_RUNTIME", False):
+        if not _runs_on(module, line):
             dropped.append(item)
         elif getattr(module, "RUN_FIRST", False):
             first.append(item)
@@ -83,6 +84,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
     items[:] = first + keep
+
+
+def _runs_on(module: object, line: str | None) -> bool:
+    if line == NEWEST and not getattr(module, "ON_NEWEST_RUNTIME", False):
+        return False
+    only = getattr(module, "ONLY_LINES", None)
+    return only is None or line is None or line in only
 
 
 @pytest.fixture(scope="session", params=NODE_LINES, ids=[f"containerd-{line}" for line in NODE_LINES])
