@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from draplugin.model import VFIO_DRIVER, AttachResult, ClaimRef, DeviceKind, DevicePlan, DeviceRef
+from draplugin.state.plans import vf_settings_to_dict
 from draplugin.status.types import (
     Checked,
     ClaimStatus,
@@ -234,6 +235,9 @@ def _data(ref: DeviceRef, state: DeviceState, plan: DevicePlan | None) -> Entry:
             data["iommuGroup"] = plan.vfio.iommu_group
         if plan.mounts:
             data["mounts"] = [mount.container_path for mount in plan.mounts]
+        if plan.vf is not None:
+            # What the PF enforces for this VF (a VLAN the pod never sees, a rate limit): as configured.
+            data["vf"] = {k: v for k, v in vf_settings_to_dict(plan.vf).items() if v is not None}
         if plan.char_devices:
             # What an RDMA application opens: the ib device (for ibv_open_device) and its nodes.
             if "rdmaDevice" in plan.attributes:

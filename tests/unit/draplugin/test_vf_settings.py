@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from draplugin.sandboxes import SandboxService
 from draplugin.state.format import decode, encode
 from draplugin.state.plans import PLANS, vf_settings_to_dict
 from draplugin.state.vfledger import VfLedger
+from draplugin.status.entries import build_entries
 
 VF = PublishedDevice(
     "vf-pf0v2",
@@ -419,3 +421,26 @@ async def test_unprepare_puts_back_only_vfs_no_attachment_record_holds(tmp_path:
     )
     await sandboxes.cleanup_for_unprepare(plan)
     assert executor.settled == [loose]
+
+
+def test_status_data_says_what_the_pf_enforces() -> None:
+    """Tools reading the claim see the VLAN and limits the pod itself cannot see from inside."""
+    plan = plan_of(params(vf={"vlan": 100, "qos": 5, "spoofChk": True, "maxTxRate": 1000}))
+    device = plan.devices[0]
+    (entry,) = build_entries(
+        plan.claim,
+        [device.ref],
+        {},
+        driver=DRIVER,
+        now=datetime(2026, 12, 6, tzinfo=UTC),
+        generation=1,
+        plans={device.ref: device},
+    )
+    assert entry["data"]["vf"] == {
+        "pfName": "pf0",
+        "vfIndex": 2,
+        "vlan": 100,
+        "qos": 5,
+        "spoofChk": True,
+        "maxTxRate": 1000,
+    }
