@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -97,12 +97,7 @@ _STEPS = (
 def touched(want: VfSettings) -> tuple[str, ...]:
     """The fields applying `want` writes: those it sets, plus their request's companions (setting a
     VLAN writes its priority, one rate writes both), which teardown must put back as well."""
-    return tuple(
-        name
-        for step in _STEPS
-        if any(getattr(want, field) is not None for field in step.names)
-        for name in step.names
-    )
+    return tuple(name for step, _ in _requests(want) for name in step.names)
 
 
 def only(settings: VfSettings, names: tuple[str, ...]) -> VfSettings:
@@ -158,14 +153,19 @@ def _settings(info: Any, pf_name: str, vf_index: int) -> VfSettings:
     )
 
 
+def _requests(settings: VfSettings) -> Iterator[tuple[_Step, tuple[str, ...]]]:
+    """Each request `settings` needs, in order, with the fields it sets."""
+    for step in _STEPS:
+        names = tuple(name for name in step.names if getattr(settings, name) is not None)
+        if names:
+            yield step, names
+
+
 async def apply(ipr: AsyncIPRoute, pf_index: int, want: VfSettings, before: VfSettings) -> None:
     """Sets every field `want` sets; on a refusal, puts back what it had changed and raises naming the
     refused field. `before` is what the VF had (from `read` or the ledger)."""
     done: list[str] = []
-    for step in _STEPS:
-        names = tuple(name for name in step.names if getattr(want, name) is not None)
-        if not names:
-            continue
+    for step, names in _requests(want):
         try:
             await _set(ipr, pf_index, want, step.build(want, before))
         except (NetlinkError, OSError) as error:
@@ -178,10 +178,7 @@ async def apply(ipr: AsyncIPRoute, pf_index: int, want: VfSettings, before: VfSe
 async def put_back(ipr: AsyncIPRoute, pf_index: int, before: VfSettings) -> None:
     """Writes every field `before` sets; tries them all, then raises naming those that failed."""
     failed = []
-    for step in _STEPS:
-        names = tuple(name for name in step.names if getattr(before, name) is not None)
-        if not names:
-            continue
+    for step, names in _requests(before):
         try:
             await _set(ipr, pf_index, before, step.build(before, before))
         except (NetlinkError, OSError) as error:
