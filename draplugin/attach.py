@@ -129,9 +129,9 @@ class Executor:
             if placement.pod_name is None or plan.netdev is None:
                 return AttachResult(plan.ref, plan.kind, None, None, (), pod.path, dict(placement.restore))
             step = "configure interface"
-            configured = await netconf.configure(pod.ipr, placement.pod_name, plan.netdev)
+            configured = await netconf.configure(pod, placement.pod_name, plan.netdev)
             step = "read back interface"
-            seen = await netconf.observe(pod.ipr, configured.index, configured.link)
+            seen = await netconf.observe(pod.ipr, configured, plan.netdev, fresh=placement.created)
         except Exception as error:
             assert ctx.claim is not None
             raise AttachError(ctx.claim, plan.ref, step, error) from error

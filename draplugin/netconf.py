@@ -2,7 +2,11 @@
 
 Every step compares with the kernel first or uses a replace request, so running it twice converges
 instead of failing or duplicating addresses: the NRI hook may be retried after a partial failure.
-What the pod really got is then read back from the kernel, never echoed from the spec.
+What the pod got is what the kernel reported or acknowledged, never echoed from the spec: the name
+and MAC come from the link message read before configuring plus the changes the kernel then accepted;
+the addresses are read back, except on a link this very hook call created or moved in. Such a link
+starts with no address (a netns move flushes them), so the replace requests the kernel acknowledged
+are exactly its set, and a dump would only repeat them at the cost of a round trip in the hook.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from typing import Any
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from draplugin.linkquery import LinkBrief, NoReply
 from draplugin.model import NetdevSpec, Route
+from draplugin.netns import Netns
 
 IFF_UP = 0x1
 IFA_F_NODAD = 0x02
@@ -51,18 +57,37 @@ async def require_link(ipr: AsyncIPRoute, name: str) -> Any:
     return link
 
 
+async def brief(ns: Netns, name: str) -> LinkBrief | None:
+    """Index, flags, name, MTU, MAC and alias of `name` in `ns`, or None when it has no such link:
+    the cheap query (linkquery.py) where the netns has one, pyroute2's full decode otherwise."""
+    if ns.query is not None:
+        try:
+            return ns.query.get(name)
+        except NoReply:
+            pass
+    link = await find_link(ns.ipr, name)
+    return None if link is None else LinkBrief.from_message(link)
+
+
+async def require_brief(ns: Netns, name: str) -> LinkBrief:
+    link = await brief(ns, name)
+    if link is None:
+        raise LookupError(f"interface {name!r} not found")
+    return link
+
+
 def link_kind(link: Any) -> str | None:
     info = link.get("IFLA_LINKINFO")
     return None if info is None else info.get("IFLA_INFO_KIND")
 
 
-def _link_changes(link: Any, spec: NetdevSpec) -> dict[str, Any]:
+def _link_changes(link: LinkBrief, spec: NetdevSpec) -> dict[str, Any]:
     changes: dict[str, Any] = {}
-    if link.get("ifname") != spec.interface_name:
+    if link.name != spec.interface_name:
         changes["ifname"] = spec.interface_name
-    if spec.mtu is not None and link.get("mtu") != spec.mtu:
+    if spec.mtu is not None and link.mtu != spec.mtu:
         changes["mtu"] = spec.mtu
-    if spec.hardware_address is not None and link.get("address") != spec.hardware_address.lower():
+    if spec.hardware_address is not None and link.address != spec.hardware_address.lower():
         changes["address"] = spec.hardware_address.lower()
     return changes
 
@@ -108,46 +133,56 @@ async def _add_route(ipr: AsyncIPRoute, index: int, route: Route) -> None:
 @dataclass(frozen=True)
 class Configured:
     index: int
-    link: Any | None
-    """The link message read before configuring, when configure changed no link attribute (only the
-    up flag): its name and MAC are still what the kernel reports, so `observe` need not ask again."""
+    name: str
+    hardware_address: str | None
+    """As the kernel reported them before configuring, with the changes it then acknowledged."""
 
 
-async def configure(ipr: AsyncIPRoute, current_name: str, spec: NetdevSpec) -> Configured:
-    """Rename, MTU, MAC, addresses, up, routes — in the order the kernel needs.
+async def configure(ns: Netns, current_name: str, spec: NetdevSpec) -> Configured:
+    """Rename, MTU, MAC and up in one request, then addresses, then routes.
 
-    Routes come last: a gateway is only reachable once the link is up and its prefix route exists.
+    One RTM_NEWLINK carries the link attributes and the up flag: the kernel applies the name, MTU and
+    MAC before the flags, and a link is only renamed while down (so an up link needing a new name is
+    taken down first). Routes come last: a gateway is only reachable once the link is up and its
+    prefix route exists.
     """
-    link = await require_link(ipr, current_name)
-    index: int = link["index"]
-    up = bool(link["flags"] & IFF_UP)
+    ipr = ns.ipr
+    link = await require_brief(ns, current_name)
+    index = link.index
+    up = bool(link.flags & IFF_UP)
     changes = _link_changes(link, spec)
     if "ifname" in changes and up:
         await ipr.link("set", index=index, state="down")
         up = False
-    if changes:
-        await ipr.link("set", index=index, **changes)
+    if changes or not up:
+        await ipr.link("set", index=index, **changes, **({} if up else {"state": "up"}))
     for cidr in spec.addresses:
         await _add_address(ipr, index, cidr)
-    if not up:
-        await ipr.link("set", index=index, state="up")
     for route in spec.routes:
         await _add_route(ipr, index, route)
-    return Configured(index, None if changes else link)
+    return Configured(index, changes.get("ifname", link.name), changes.get("address", link.address))
 
 
-async def observe(ipr: AsyncIPRoute, index: int, link: Any | None = None) -> Observed:
+def canonical_ip(address: str, prefixlen: int | str) -> str:
+    return str(ipaddress.ip_interface(f"{address}/{prefixlen}"))
+
+
+async def observe(ipr: AsyncIPRoute, configured: Configured, spec: NetdevSpec, fresh: bool) -> Observed:
     """Name, MAC and global/site addresses as canonical `addr/prefix` (link-local ones are not IPs
     a pod is reachable on, so status does not carry them).
 
-    `link`: a message for this link read since its name and MAC last changed (Configured.link); it
-    saves a kernel round trip in the RunPodSandbox hook, whose budget is the whole node's.
+    `fresh`: the link was created or moved into the pod by this hook call, so it holds exactly the
+    addresses configure added (module docstring) and no dump is needed. A link recognised from an
+    earlier attempt may hold others, so its addresses are read back.
     """
-    if link is None:
-        (link,) = await ipr.link("get", index=index)
-    ips: list[str] = []
-    async for msg in await ipr.addr("dump", index=index):
-        if msg["scope"] == RT_SCOPE_LINK or msg.get("index", index) != index:
-            continue
-        ips.append(str(ipaddress.ip_interface(f"{msg.get('address')}/{msg['prefixlen']}")))
-    return Observed(index, link.get("ifname"), link.get("address"), tuple(ips))
+    index = configured.index
+    if fresh:
+        added = [ipaddress.ip_interface(cidr) for cidr in dict.fromkeys(spec.addresses)]
+        ips = [str(iface) for iface in sorted(added, key=lambda iface: iface.version)]  # the dump's order
+    else:
+        ips = []
+        async for msg in await ipr.addr("dump", index=index):
+            if msg["scope"] == RT_SCOPE_LINK or msg.get("index", index) != index:
+                continue
+            ips.append(canonical_ip(msg.get("address"), msg["prefixlen"]))
+    return Observed(index, configured.name, configured.hardware_address, tuple(ips))

@@ -1,7 +1,7 @@
 """Netlink sockets bound to a network namespace, opened without forking.
 
 pyroute2's own netns support forks a helper process, and grpcio's fork handlers crash it under a
-busy gRPC server (README, Hazards). A network namespace is a per-thread property on Linux, so a throwaway
+busy gRPC server (README, Hazards). A network namespace is a per-thread property on Linux, so a worker
 thread can enter the target netns with setns(2), create the socket there and leave: the socket stays
 bound to that netns for its whole life, while the event loop thread never changes namespace.
 """
@@ -12,13 +12,20 @@ import asyncio
 import ctypes
 import errno
 import os
+import queue
 import socket
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from pyroute2 import AsyncIPRoute
+
+from draplugin.linkindex import LinkIndex, link_event_socket
+from draplugin.linkquery import LinkQuery, query_socket
+
+T = TypeVar("T")
 
 CLONE_NEWNET = 0x40000000
 NETLINK_ROUTE = 0
@@ -43,41 +50,98 @@ def _netlink_socket() -> socket.socket:
     return sock
 
 
-def _socket_inside(netns_fd: int) -> socket.socket:
-    """Runs on a dedicated thread: if returning home fails, that thread dies instead of being reused."""
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+class _HomeLost(Exception):
+    """The worker thread could not return to its own netns: it must never run another job."""
+
+
+def _inside(netns_fd: int, make: Callable[[], T], home: int) -> T:
+    _setns(netns_fd)
     try:
-        _setns(netns_fd)
-        try:
-            return _netlink_socket()
-        finally:
-            _setns(home)
+        return make()
     finally:
-        os.close(home)
+        try:
+            _setns(home)
+        except OSError as error:
+            raise _HomeLost(error) from error
 
 
-async def _in_thread(netns_fd: int) -> socket.socket:
+def _close_all(made: object) -> None:
+    for sock in made if isinstance(made, tuple) else (made,):
+        if isinstance(sock, socket.socket):
+            sock.close()
+
+
+_Job = Callable[[int], bool]
+
+
+class _SetnsWorker:
+    """One long-lived thread that enters a netns, makes the sockets and comes back, job after job.
+
+    A thread per socket cost each pod start a thread's creation in the RunPodSandbox hook. The worker
+    holds an fd of its own netns for its whole life; if it ever fails to get back there, it exits (the
+    kernel drops its stray netns with it), hands its queued jobs to a fresh worker and is never reused.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[_Job] | None = None
+
+    def submit(self, job: _Job) -> None:
+        with self._lock:
+            if self._jobs is None:
+                self._jobs = queue.SimpleQueue()
+                threading.Thread(
+                    target=self._run, args=(self._jobs,), name="netclaim-setns", daemon=True
+                ).start()
+            self._jobs.put(job)
+
+    def _run(self, jobs: queue.SimpleQueue[_Job]) -> None:
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            while jobs.get()(home):
+                pass
+        finally:
+            os.close(home)
+            with self._lock:
+                if self._jobs is jobs:
+                    self._jobs = None
+            while not jobs.empty():
+                self.submit(jobs.get())
+
+
+_worker = _SetnsWorker()
+
+
+async def _in_thread(netns_fd: int, make: Callable[[], T]) -> T:
     loop = asyncio.get_running_loop()
-    future: asyncio.Future[socket.socket] = loop.create_future()
+    future: asyncio.Future[T] = loop.create_future()
 
-    def deliver(sock: socket.socket | None, error: BaseException | None) -> None:
+    def deliver(made: T | None, error: BaseException | None) -> None:
         if future.cancelled():
-            if sock is not None:
-                sock.close()
+            _close_all(made)
         elif error is not None:
             future.set_exception(error)
         else:
-            future.set_result(sock)  # type: ignore[arg-type]
+            future.set_result(made)  # type: ignore[arg-type]
 
-    def run() -> None:
+    def job(home: int) -> bool:
+        """Never raises: the worker must learn whether it is still home, whatever else happened."""
+        home_kept = True
+        made: T | None = None
+        error: BaseException | None = None
         try:
-            sock = _socket_inside(netns_fd)
-        except BaseException as error:
-            loop.call_soon_threadsafe(deliver, None, error)
-        else:
-            loop.call_soon_threadsafe(deliver, sock, None)
+            made = _inside(netns_fd, make, home)
+        except _HomeLost as lost:
+            home_kept, error = False, lost.__cause__
+        except BaseException as failure:
+            error = failure
+        try:
+            loop.call_soon_threadsafe(deliver, made, error)
+        except RuntimeError:  # the loop closed while the job waited
+            _close_all(made)
+        return home_kept
 
-    threading.Thread(target=run, name="netclaim-setns", daemon=True).start()
+    _worker.submit(job)
     return await future
 
 
@@ -98,7 +162,25 @@ async def netlink_in(netns_fd: int) -> AsyncIPRoute:
 
     groups=0: no multicast subscription, so a long-lived socket never queues unread link events.
     """
-    return AsyncIPRoute(use_socket=await _in_thread(netns_fd), groups=0)
+    return AsyncIPRoute(use_socket=await _in_thread(netns_fd, _netlink_socket), groups=0)
+
+
+def _pod_sockets() -> tuple[socket.socket, socket.socket]:
+    sock = _netlink_socket()
+    try:
+        return sock, query_socket()
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _host_sockets() -> tuple[socket.socket, socket.socket, socket.socket | None]:
+    sock, query = _pod_sockets()
+    try:
+        events = link_event_socket()
+    except OSError:
+        events = None  # no cache then: every parent lookup asks the kernel (LinkIndex)
+    return sock, query, events
 
 
 @dataclass
@@ -108,8 +190,16 @@ class Netns:
     path: str
     fd: int
     ipr: AsyncIPRoute
+    query: LinkQuery | None = None
+    """Lookups by name without pyroute2's full decode (linkquery.py)."""
+    links: LinkIndex | None = None
+    """Link ifindex by name, kept by link events (the host netns only: pod netns sockets are short-lived)."""
 
     def close(self) -> None:
+        if self.links is not None:
+            self.links.close()
+        if self.query is not None:
+            self.query.close()
         self.ipr.close()
         os.close(self.fd)
 
@@ -119,11 +209,11 @@ async def entered(path: str) -> AsyncIterator[Netns]:
     """Open a pod netns once for all the devices of one pod; raises NetnsGone when it has vanished."""
     fd = open_netns_fd(path)
     try:
-        ipr = await netlink_in(fd)
+        sock, query = await _in_thread(fd, _pod_sockets)
     except BaseException:
         os.close(fd)
         raise
-    ns = Netns(path, fd, ipr)
+    ns = Netns(path, fd, AsyncIPRoute(use_socket=sock, groups=0), LinkQuery(query))
     try:
         yield ns
     finally:
@@ -144,10 +234,12 @@ class HostNetns:
         if self._ns is None:
             fd = open_netns_fd(self.path)
             try:
-                self._ns = Netns(self.path, fd, await netlink_in(fd))
+                sock, query, events = await _in_thread(fd, _host_sockets)
             except BaseException:
                 os.close(fd)
                 raise
+            ipr = AsyncIPRoute(use_socket=sock, groups=0)
+            self._ns = Netns(self.path, fd, ipr, LinkQuery(query), LinkIndex(events))
         else:
             drop_strays(self._ns.ipr)
         return self._ns

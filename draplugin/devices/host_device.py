@@ -19,7 +19,7 @@ from draplugin.devices.base import (
     require_valid_netdev,
 )
 from draplugin.model import DeviceKind, DevicePlan
-from draplugin.netconf import IFF_UP, find_link
+from draplugin.netconf import IFF_UP, brief
 from draplugin.netns import Netns
 
 MARKER = "netclaim/v1"
@@ -57,22 +57,22 @@ class HostDeviceHandler:
         already = await self._recognise(pod, spec.interface_name, host_name)
         if already is not None:
             return Placement(spec.interface_name, already, created=False)
-        link = await find_link(ctx.host.ipr, host_name)
+        link = await brief(ctx.host, host_name)
         if link is None:
             raise LookupError(f"host interface {host_name!r} not found")
         restore = {
             "host_name": host_name,
             "pod_name": spec.interface_name,
-            "mtu": link.get("mtu"),
-            "mac": link.get("address"),
-            "alias": link.get("ifalias") or "",
-            "up": bool(link["flags"] & IFF_UP),
-            "ifindex": link["index"],
+            "mtu": link.mtu,
+            "mac": link.address,
+            "alias": link.alias or "",
+            "up": bool(link.flags & IFF_UP),
+            "ifindex": link.index,
         }
         # One RTM_NEWLINK moves, renames and tags it; the kernel applies the name inside the pod netns.
         await ctx.host.ipr.link(
             "set",
-            index=link["index"],
+            index=link.index,
             net_ns_fd=pod.fd,
             ifname=spec.interface_name,
             ifalias=encode_marker(restore),
@@ -80,22 +80,22 @@ class HostDeviceHandler:
         return Placement(spec.interface_name, restore)
 
     async def _recognise(self, pod: Netns, pod_name: str, host_name: str) -> dict[str, Any] | None:
-        link = await find_link(pod.ipr, pod_name)
+        link = await brief(pod, pod_name)
         if link is None:
             return None
-        facts = decode_marker(link.get("ifalias"))
+        facts = decode_marker(link.alias)
         if facts is None or facts["host_name"] != host_name:
             raise FileExistsError(f"{pod_name!r} already exists in the pod netns and is not {host_name!r}")
-        return {"up": False, **facts, "pod_name": pod_name, "alias": "", "ifindex": link["index"]}
+        return {"up": False, **facts, "pod_name": pod_name, "alias": "", "ifindex": link.index}
 
     async def detach(self, ctx: AttachContext, restore: Restore) -> None:
         pod = ctx.require_pod()
-        link = await find_link(pod.ipr, restore["pod_name"])
-        if link is None or decode_marker(link.get("ifalias")) is None:
+        link = await brief(pod, restore["pod_name"])
+        if link is None or decode_marker(link.alias) is None:
             await self.reclaim(ctx, restore)
             return
-        await pod.ipr.link("set", index=link["index"], state="down")
-        await pod.ipr.link("set", index=link["index"], net_ns_fd=ctx.host.fd, **_original(restore))
+        await pod.ipr.link("set", index=link.index, state="down")
+        await pod.ipr.link("set", index=link.index, net_ns_fd=ctx.host.fd, **_original(restore))
         await _bring_up(ctx.host, restore)
 
     async def reclaim(self, ctx: AttachContext, restore: Restore) -> None:

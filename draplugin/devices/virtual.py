@@ -22,7 +22,7 @@ from draplugin.devices.base import (
 )
 from draplugin.devices.modes import ModeTable
 from draplugin.model import DeviceKind, DevicePlan, NetdevSpec
-from draplugin.netconf import find_link, link_kind
+from draplugin.netconf import brief, find_link, link_kind
 
 
 class VirtualLink:
@@ -116,13 +116,20 @@ async def _explain(ctx: AttachContext, plan: DevicePlan, spec: NetdevSpec, error
 
 
 async def parent_index(ctx: AttachContext, plan: DevicePlan) -> int:
+    """The parent's ifindex: from this attach, else from the host's event-kept index (linkindex.py),
+    else from the kernel by name (then remembered in both)."""
     if not plan.host_name:
         raise PlanInvalid(f"{plan.kind} needs a parent interface (host_name)")
     if plan.host_name in ctx.parents:
         return ctx.parents[plan.host_name]
-    link = await find_link(ctx.host.ipr, plan.host_name)
-    if link is None:
-        raise LookupError(f"parent interface {plan.host_name!r} not found on the host")
-    index: int = link["index"]
+    links = ctx.host.links
+    index = links.lookup(plan.host_name) if links is not None else None
+    if index is None:
+        link = await brief(ctx.host, plan.host_name)
+        if link is None:
+            raise LookupError(f"parent interface {plan.host_name!r} not found on the host")
+        index = link.index
+        if links is not None:
+            links.learn(plan.host_name, index)
     ctx.parents[plan.host_name] = index
     return index

@@ -1,13 +1,15 @@
-"""draplugin.netns: sockets opened inside a pod netns from a setns thread, with no fork."""
+"""draplugin.netns: sockets opened inside a pod netns by a setns worker thread, with no fork."""
 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
 from devices_support import Scratch, ip_in
 
+from draplugin import netns as netns_module
 from draplugin.netns import HostNetns, NetnsGone, entered, open_netns_fd
 
 _forks: list[int] = []
@@ -61,3 +63,51 @@ async def test_host_netns_is_opened_once(scratch: Scratch) -> None:
 def test_open_fd_of_missing_path() -> None:
     with pytest.raises(NetnsGone):
         open_netns_fd("/proc/0/ns/net")
+
+
+def _workers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "netclaim-setns" and t.is_alive()]
+
+
+def _thread_netns(thread: threading.Thread) -> int:
+    return os.stat(f"/proc/self/task/{thread.native_id}/ns/net").st_ino
+
+
+async def test_one_worker_thread_serves_every_pod_and_is_home_between(scratch: Scratch) -> None:
+    """The socket opener is one long-lived thread, not a thread per pod start."""
+    for _ in range(3):
+        async with entered(scratch.netns()) as ns:
+            assert {link.get("ifname") async for link in await ns.ipr.link("dump")} == {"lo"}
+    (worker,) = _workers()
+    assert _thread_netns(worker) == os.stat("/proc/self/ns/net").st_ino
+
+
+async def test_a_worker_that_cannot_return_home_is_replaced(
+    scratch: Scratch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If setns back home fails, the caller gets the error, that thread is never used again, and the
+    next entry runs on a fresh worker that is home."""
+    async with entered(scratch.netns()):
+        pass
+    (before,) = _workers()
+    calls: list[int] = []
+    real = netns_module._setns
+
+    def fail_going_home(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(1, "setns: Operation not permitted")
+        real(fd)
+
+    monkeypatch.setattr(netns_module, "_setns", fail_going_home)
+    with pytest.raises(OSError, match="setns"):
+        async with entered(scratch.netns()):
+            pass
+    before.join(timeout=5)
+    assert not before.is_alive()
+
+    async with entered(scratch.netns()) as ns:
+        assert {link.get("ifname") async for link in await ns.ipr.link("dump")} == {"lo"}
+    (after,) = _workers()
+    assert after is not before
+    assert _thread_netns(after) == os.stat("/proc/self/ns/net").st_ino

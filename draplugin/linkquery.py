@@ -1,0 +1,148 @@
+"""One link's basic facts by name, asked of the kernel without a full message decode.
+
+The RunPodSandbox hook looks links up by name several times per device (is the pod name free, what
+did the host device look like, which ifindex did the new link get). pyroute2 decodes every attribute
+of the ~1.5 KiB reply (statistics, AF_SPEC, link info) — about 0.4 ms of Python per lookup here, more
+than the kernel's whole answer. The hook needs six fields; this asks with statistics filtered out and
+reads those six with struct.
+
+The request goes out on a socket of its own in the same netns, with no multicast groups. The kernel
+handles an RTM_GETLINK that is not a dump inside sendmsg(2) and queues the reply before the call
+returns, so the answer is read at once with MSG_DONTWAIT: no event-loop turn, and no way to block
+the loop on a reply. Should none be there (it never is), NoReply sends the caller to pyroute2.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+NLMSG_ERROR = 2
+RTM_NEWLINK = 16
+RTM_GETLINK = 18
+NLM_F_REQUEST = 0x1
+IFLA_ADDRESS = 1
+IFLA_IFNAME = 3
+IFLA_MTU = 4
+IFLA_IFALIAS = 20
+IFLA_EXT_MASK = 29
+RTEXT_FILTER_SKIP_STATS = 1 << 3
+_NLMSG = struct.Struct("=IHHII")
+_IFINFO = struct.Struct("=BxHiII")
+_RTA = struct.Struct("=HH")
+_U32 = struct.Struct("=I")
+_I32 = struct.Struct("=i")
+_RECEIVE = 1 << 16
+
+
+class NoReply(Exception):
+    """The kernel's answer was not queued when expected: ask through pyroute2 instead."""
+
+
+@dataclass(frozen=True)
+class LinkBrief:
+    index: int
+    flags: int
+    name: str
+    mtu: int | None
+    address: str | None
+    """Lower-case colon hex, as pyroute2 and iproute2 print it."""
+    alias: str | None
+
+    @classmethod
+    def from_message(cls, link: Any) -> LinkBrief:
+        """The same facts from a message pyroute2 decoded."""
+        return cls(
+            link["index"],
+            link["flags"],
+            link.get("ifname"),
+            link.get("mtu"),
+            link.get("address"),
+            link.get("ifalias"),
+        )
+
+
+def query_socket() -> socket.socket:
+    return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
+
+
+def _attribute(kind: int, payload: bytes) -> bytes:
+    length = _RTA.size + len(payload)
+    return _RTA.pack(length, kind) + payload + b"\0" * ((4 - length % 4) % 4)
+
+
+def _request(name: str, seq: int) -> bytes:
+    body = (
+        _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        + _attribute(IFLA_IFNAME, name.encode() + b"\0")
+        + _attribute(IFLA_EXT_MASK, _U32.pack(RTEXT_FILTER_SKIP_STATS))
+    )
+    return _NLMSG.pack(_NLMSG.size + len(body), RTM_GETLINK, NLM_F_REQUEST, seq, 0) + body
+
+
+def parse_brief(data: bytes, start: int, end: int) -> LinkBrief:
+    """The facts of one RTM_NEWLINK whose ifinfomsg starts at `start`."""
+    _family, _type, index, flags, _change = _IFINFO.unpack_from(data, start)
+    fields: dict[int, bytes] = {}
+    offset = start + _IFINFO.size
+    while offset + _RTA.size <= end:
+        length, kind = _RTA.unpack_from(data, offset)
+        if length < _RTA.size or offset + length > end:
+            break
+        kind &= 0x3FFF
+        if kind in (IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_IFALIAS):
+            fields[kind] = data[offset + _RTA.size : offset + length]
+        offset += (length + 3) & ~3
+    mtu = fields.get(IFLA_MTU)
+    address = fields.get(IFLA_ADDRESS)
+    return LinkBrief(
+        index=index,
+        flags=flags,
+        name=_text(fields.get(IFLA_IFNAME)) or "",
+        mtu=_U32.unpack(mtu[:4])[0] if mtu and len(mtu) >= 4 else None,
+        address=":".join(f"{byte:02x}" for byte in address) if address else None,
+        alias=_text(fields.get(IFLA_IFALIAS)),
+    )
+
+
+def _text(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.split(b"\0", 1)[0].decode(errors="replace")
+
+
+class LinkQuery:
+    """RTM_GETLINK by name on one socket; returns None when the netns has no such link."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._seq = 0
+
+    def get(self, name: str) -> LinkBrief | None:
+        self._seq = self._seq % 0x7FFFFFFF + 1
+        self._sock.send(_request(name, self._seq))
+        while True:
+            try:
+                data = self._sock.recv(_RECEIVE, socket.MSG_DONTWAIT)
+            except BlockingIOError as error:
+                raise NoReply(name) from error
+            offset = 0
+            while offset + _NLMSG.size <= len(data):
+                length, kind, _flags, seq, _pid = _NLMSG.unpack_from(data, offset)
+                if length < _NLMSG.size or offset + length > len(data):
+                    break
+                if seq == self._seq:
+                    body = offset + _NLMSG.size
+                    if kind == NLMSG_ERROR:
+                        code = -_I32.unpack_from(data, body)[0]
+                        if code == errno.ENODEV:
+                            return None
+                        raise OSError(code, f"RTM_GETLINK {name!r}: {os.strerror(code)}")
+                    if kind == RTM_NEWLINK:
+                        return parse_brief(data, body, offset + length)
+                offset += (length + 3) & ~3
+
+    def close(self) -> None:
+        self._sock.close()
