@@ -55,8 +55,10 @@ TARGETS: dict[str, tuple[str, float]] = {
     "hook_8if_ms_p99": ("<=", 60.0),
     "runpodsandbox_overhead_ms_p50": ("<=", 15.0),
     "status_visible_ms_p99": ("<=", 500.0),
-    "rss_mib_steady": ("<=", 100.0),
-    "rss_drift_mib_1000": ("<=", 2.0),
+    # issue 22's memory and Prepare targets
+    "rss_mib_steady": ("<=", 60.0),
+    "rss_drift_mib_1000": ("<=", 1.0),
+    "prepare_ms_per_claim_p50": ("<=", 3.0),
     "concurrent_100_pods_unconfigured": ("<=", 0.0),
     "pod_start_overhead_1if_ms_p50": ("<=", 30.0),
     "burst_100_pods_unconfigured": ("<=", 0.0),

@@ -31,7 +31,8 @@ undo that broke cannot skew the next sample. Keys: hostdev_hook_*, hostdev_floor
 hostdev_return_floor_*.
 
 Every pass interleaves its methods sample by sample (rotating which goes first), so machine load
-drifting during the run hits all of them alike; the ratios are what to compare across runs. Between
+drifting during the run hits all of them alike; a timed undo follows its attach after the same idle
+gap for every method (UNDO_GAP_S); the ratios are what to compare across runs. Between
 samples (untimed) the hook's attachment store is let finish its background write, so that disk write
 lands in no method's timed window. Ratios: `_p50` = hook p50 / floor p50, `_p99` = hook p99 / floor
 p99; `ratio_attach_vs_floor` and `ratio_8if_vs_floor` are the p50 ratios under their older names.
@@ -86,6 +87,11 @@ from nriplugin import api
 
 CNI_DIR = Path("/usr/lib/cni")
 WARMUP = 5
+UNDO_GAP_S = 0.02
+"""Idle time before a timed undo, the same for every method. A pod stops long after it started; with
+no gap the floor's return began while the RCU grace period its own move had started was still
+running and finished early on it (measured: return floor 14.8 ms vs 17.4 ms p50 with a 5 ms gap,
+while the hook, whose record write sat in between, paid the full wait)."""
 UNDO_GROUP = 4242  # a link group in the bed's pod netns only
 HOSTDEV_POD_NAME = "net1"
 HOSTDEV_POD_MTU = 1400  # the stand-in comes with 1500, so the MTU change is real work on both sides
@@ -421,6 +427,8 @@ async def interleaved(runs: int, methods: dict[str, Method]) -> Series:
             elapsed = time.perf_counter() - start
             if method.between is not None:
                 await method.between()
+            if method.timed_undo:
+                await asyncio.sleep(UNDO_GAP_S)
             start = time.perf_counter()
             await method.undo()
             undone = time.perf_counter() - start
