@@ -168,6 +168,17 @@ class Preparer:
         prepared = self._store.get(ref.uid)
         if prepared is not None:
             # Reuse, don't recompute: a host device already moved into a pod is no longer published.
+            # But only for the allocation it was made from: a claim deallocated and allocated again
+            # (its pods gone, kubelet's Unprepare of them not yet through) would hand the new pod the
+            # old devices. Refused until that Unprepare drops the old plan; kubelet retries Prepare.
+            planned = sorted(_device_key(plan.ref) for plan in prepared.devices)
+            allocated = sorted(_device_key(device) for device in claim.devices_of(self.driver))
+            if planned != allocated:
+                return _Failed(
+                    f"claim {ref}: allocated to {_devices_text(allocated)}, but the plan prepared for it "
+                    f"earlier holds {_devices_text(planned)} and has not been unprepared yet; "
+                    "kubelet's retry succeeds once it has"
+                )
             return dataclasses.replace(prepared, pod_uids=claim.pod_uids)
         try:
             plan, pools = plan_claim_with_pools(claim, self.driver, self.node, self._lookup)
@@ -395,6 +406,14 @@ def _held_by(claim: ClaimRef, holder: ClaimRef, request: str) -> str:
     if holder == claim:
         return f"also allocated to request {request}"
     return f"already prepared for claim {holder}"
+
+
+def _device_key(ref: DeviceRef) -> tuple[str, str, str, str]:
+    return (ref.request, ref.pool, ref.device, ref.share_id or "")
+
+
+def _devices_text(keys: Sequence[tuple[str, str, str, str]]) -> str:
+    return ", ".join(f"{pool}/{device}" for _request, pool, device, _share in keys) or "no device"
 
 
 def _result(outcome: ClaimPlan | _Failed) -> PrepareResult:

@@ -99,6 +99,26 @@ async def test_repeated_prepare_picks_up_new_consumers(tmp_path: Path) -> None:
     assert [p.claim for p in store.plans_for_pod("pod-7")] == [GOOD.ref]
 
 
+async def test_a_claim_allocated_again_is_not_served_the_old_plan(tmp_path: Path) -> None:
+    """Deallocated and allocated again while its old plan still waits for kubelet's Unprepare: the
+    retry must not hand the new pod the old devices; after the Unprepare it plans the new ones."""
+    reader = FakeReader(GOOD)
+    preparer, store, _ = make(tmp_path, reader)
+    await preparer.prepare([GOOD.ref])
+    again = claim("good", device("nic", "nic-eth1"), device("m", "ipvlan-up0"))
+    reader.claims[("ns", "good")] = again
+    (result,) = (await preparer.prepare([GOOD.ref])).values()
+    assert result.error == (
+        "claim ns/good: allocated to node-a/ipvlan-up0, node-a/nic-eth1, but the plan prepared for it earlier "
+        "holds node-a/macvlan-up0, node-a/nic-eth1 and has not been unprepared yet; kubelet's retry succeeds "
+        "once it has"
+    )
+    assert [p.ref.device for p in store.get(GOOD.ref.uid).devices] == ["nic-eth1", "macvlan-up0"]
+    await preparer.unprepare([GOOD.ref])
+    (result,) = (await preparer.prepare([GOOD.ref])).values()
+    assert [d.device for d in result.devices] == ["nic-eth1", "ipvlan-up0"]
+
+
 async def test_read_failures_missing_claims_and_uid_mismatch_are_per_claim(tmp_path: Path) -> None:
     reader = FakeReader(GOOD, OTHER)
     reader.broken.add("other")
