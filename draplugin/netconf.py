@@ -50,13 +50,6 @@ async def find_link(ipr: AsyncIPRoute, name: str) -> Any | None:
     return link
 
 
-async def require_link(ipr: AsyncIPRoute, name: str) -> Any:
-    link = await find_link(ipr, name)
-    if link is None:
-        raise LookupError(f"interface {name!r} not found")
-    return link
-
-
 async def brief(ns: Netns, name: str) -> LinkBrief | None:
     """Index, flags, name, MTU, MAC and alias of `name` in `ns`, or None when it has no such link:
     the cheap query (linkquery.py) where the netns has one, pyroute2's full decode otherwise."""

@@ -56,12 +56,15 @@ class _HomeLost(Exception):
 
 def _inside(netns_fd: int, make: Callable[[], T], home: int) -> T:
     _setns(netns_fd)
+    made: T | None = None
     try:
-        return make()
+        made = make()
+        return made
     finally:
         try:
             _setns(home)
         except OSError as error:
+            _close_all(made)
             raise _HomeLost(error) from error
 
 
@@ -112,7 +115,7 @@ class _SetnsWorker:
 _worker = _SetnsWorker()
 
 
-async def _in_thread(netns_fd: int, make: Callable[[], T]) -> T:
+async def _made_inside(netns_fd: int, make: Callable[[], T]) -> T:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 
@@ -162,7 +165,7 @@ async def netlink_in(netns_fd: int) -> AsyncIPRoute:
 
     groups=0: no multicast subscription, so a long-lived socket never queues unread link events.
     """
-    return AsyncIPRoute(use_socket=await _in_thread(netns_fd, _netlink_socket), groups=0)
+    return AsyncIPRoute(use_socket=await _made_inside(netns_fd, _netlink_socket), groups=0)
 
 
 def _pod_sockets() -> tuple[socket.socket, socket.socket]:
@@ -209,7 +212,7 @@ async def entered(path: str) -> AsyncIterator[Netns]:
     """Open a pod netns once for all the devices of one pod; raises NetnsGone when it has vanished."""
     fd = open_netns_fd(path)
     try:
-        sock, query = await _in_thread(fd, _pod_sockets)
+        sock, query = await _made_inside(fd, _pod_sockets)
     except BaseException:
         os.close(fd)
         raise
@@ -234,7 +237,7 @@ class HostNetns:
         if self._ns is None:
             fd = open_netns_fd(self.path)
             try:
-                sock, query, events = await _in_thread(fd, _host_sockets)
+                sock, query, events = await _made_inside(fd, _host_sockets)
             except BaseException:
                 os.close(fd)
                 raise

@@ -18,7 +18,7 @@ from devices_support import Scratch, claim, ip_in, ip_json, link, plan
 from draplugin.attach import AttachError, Executor
 from draplugin.linkindex import LinkIndex, link_event_socket
 from draplugin.model import DeviceKind
-from draplugin.netns import HostNetns, _in_thread, open_netns_fd
+from draplugin.netns import HostNetns, _made_inside, open_netns_fd
 
 
 def _index(netns: str, name: str) -> int:
@@ -121,7 +121,7 @@ async def test_lost_events_forget_everything(scratch: Scratch) -> None:
         return sock
 
     try:
-        index = LinkIndex(await _in_thread(fd, tiny_queue))
+        index = LinkIndex(await _made_inside(fd, tiny_queue))
         parent = scratch.veth_end("ncup", up=True)
         churn = scratch.veth_end("ncchurn")
         index.learn(parent, _index(scratch.host, parent))
