@@ -70,11 +70,13 @@ def _pod(name: str, interfaces: int) -> dict[str, Any]:
 
 
 class RunningWatch:
-    """When each pod of the namespace was first seen Running (time.monotonic), from one watch."""
+    """When each pod of the namespace was first seen Running (time.monotonic), from one watch; and, for
+    the breakdown, when it was first seen bound to the node (`spec.nodeName`, the scheduler's Binding)."""
 
     def __init__(self, core: k.CoreV1Api, namespace: str) -> None:
         self.core, self.namespace = core, namespace
         self.seen: dict[str, float] = {}
+        self.bound: dict[str, float] = {}
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._watch = kubernetes.watch.Watch()
@@ -88,6 +90,9 @@ class RunningWatch:
                     self.core.list_namespaced_pod, self.namespace, timeout_seconds=30
                 ):
                     pod = event["object"]
+                    if pod.spec is not None and pod.spec.node_name:
+                        with self._cond:
+                            self.bound.setdefault(pod.metadata.name, time.monotonic())
                     if pod.status is not None and pod.status.phase == "Running":
                         with self._cond:
                             self.seen.setdefault(pod.metadata.name, time.monotonic())
@@ -133,9 +138,15 @@ def _wait_gone(core: k.CoreV1Api, timeout: float = 240.0) -> None:
 
 
 def _sequential(node: LocalNode, api: k.ApiClient, rounds: int) -> dict[str, list[float]]:
+    """Per shape: created -> Running (`<shape>`), created -> bound (`<shape>:schedule`, the control
+    plane's part: the claim controller creating claims from templates, the scheduler allocating
+    devices and writing them to the claims, the binding) and bound -> Running (`<shape>:node`, kubelet's
+    part: NodePrepareResources, the sandbox with the NRI hook, the container)."""
     core = k.CoreV1Api(api)
     watch = RunningWatch(core, NAMESPACE)
-    times: dict[str, list[float]] = {shape: [] for shape in SHAPES}
+    times: dict[str, list[float]] = {
+        key: [] for shape in SHAPES for key in (shape, f"{shape}:schedule", f"{shape}:node")
+    }
     shapes = list(SHAPES)
     try:
         for round_ in range(rounds):
@@ -151,7 +162,10 @@ def _sequential(node: LocalNode, api: k.ApiClient, rounds: int) -> dict[str, lis
                 if missing:
                     raise AssertionError(f"{name} Running without {sorted(missing)}")
                 if round_ > 0:  # the first round warms the image and the driver's paths up
+                    bound = watch.bound.get(name, seen)
                     times[shape].append(seen - t0)
+                    times[f"{shape}:schedule"].append(bound - t0)
+                    times[f"{shape}:node"].append(seen - bound)
                 _delete_pods(core, [name])
         _wait_gone(core)
     finally:
@@ -213,7 +227,23 @@ def measure(line: str, rounds: int = 51, burst: int = 100) -> dict[str, float]:
     for shape in SHAPES:
         record_series(f"pod start {shape} (containerd {line})", times[shape])
     plain50 = ms(times["plain"], 50)
+    parts = {
+        f"pod_start_{shape}_{part}_ms_p50{suffix}": ms(times[f"{shape}:{part}"], 50)
+        for shape in SHAPES
+        for part in ("schedule", "node")
+    }
+    overheads = {
+        f"pod_start_overhead_{shape}_{part}_ms_p50{suffix}": round(
+            parts[f"pod_start_{shape}_{part}_ms_p50{suffix}"]
+            - parts[f"pod_start_plain_{part}_ms_p50{suffix}"],
+            3,
+        )
+        for shape in ("1if", "4if")
+        for part in ("schedule", "node")
+    }
     return {
+        **parts,
+        **overheads,
         f"pod_start_plain_ms_p50{suffix}": plain50,
         f"pod_start_plain_ms_p99{suffix}": ms(times["plain"], 99),
         f"pod_start_1if_ms_p50{suffix}": ms(times["1if"], 50),
