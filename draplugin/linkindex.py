@@ -57,7 +57,7 @@ def _align(length: int) -> int:
     return (length + 3) & ~3
 
 
-def parse_link_events(data: bytes) -> list[tuple[int, int, str | None]]:
+def parse_link_events(data: bytes | memoryview) -> list[tuple[int, int, str | None]]:
     """(message type, ifindex, name or None) of each RTM_NEWLINK/RTM_DELLINK in one datagram."""
     events: list[tuple[int, int, str | None]] = []
     offset = 0
@@ -73,13 +73,13 @@ def parse_link_events(data: bytes) -> list[tuple[int, int, str | None]]:
     return events
 
 
-def _ifname(data: bytes, start: int, end: int) -> str | None:
+def _ifname(data: bytes | memoryview, start: int, end: int) -> str | None:
     while start + _RTA.size <= end:
         length, kind = _RTA.unpack_from(data, start)
         if length < _RTA.size or start + length > end:
             return None
         if kind & 0x3FFF == IFLA_IFNAME:
-            raw = data[start + _RTA.size : start + length]
+            raw = bytes(data[start + _RTA.size : start + length])
             return raw.split(b"\0", 1)[0].decode(errors="replace")
         start += _align(length)
     return None
@@ -91,6 +91,7 @@ class LinkIndex:
     def __init__(self, events: socket.socket | None) -> None:
         self._events = events
         self._known: dict[str, int] = {}
+        self._buffer = bytearray(_RECEIVE)  # received into, not allocated per datagram (linkquery.py)
 
     def lookup(self, name: str) -> int | None:
         self._drain()
@@ -115,7 +116,7 @@ class LinkIndex:
             return
         while True:
             try:
-                data = self._events.recv(_RECEIVE)
+                size = self._events.recv_into(self._buffer, _RECEIVE)
             except BlockingIOError:
                 return
             except OSError as error:
@@ -128,7 +129,7 @@ class LinkIndex:
                 return
             if not self._known:
                 continue
-            for kind, index, name in parse_link_events(data):
+            for kind, index, name in parse_link_events(memoryview(self._buffer)[:size]):
                 self._apply(kind, index, name)
 
     def _apply(self, kind: int, index: int, name: str | None) -> None:

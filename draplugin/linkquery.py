@@ -84,10 +84,10 @@ def _request(name: str, seq: int) -> bytes:
     return _NLMSG.pack(_NLMSG.size + len(body), RTM_GETLINK, NLM_F_REQUEST, seq, 0) + body
 
 
-def parse_brief(data: bytes, start: int, end: int) -> LinkBrief:
+def parse_brief(data: bytes | memoryview, start: int, end: int) -> LinkBrief:
     """The facts of one RTM_NEWLINK whose ifinfomsg starts at `start`."""
     _family, _type, index, flags, _change = _IFINFO.unpack_from(data, start)
-    fields: dict[int, bytes] = {}
+    fields: dict[int, bytes] = {}  # copies: `data` may be a view of a buffer that is reused
     offset = start + _IFINFO.size
     while offset + _RTA.size <= end:
         length, kind = _RTA.unpack_from(data, offset)
@@ -95,7 +95,7 @@ def parse_brief(data: bytes, start: int, end: int) -> LinkBrief:
             break
         kind &= 0x3FFF
         if kind in (IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_IFALIAS):
-            fields[kind] = data[offset + _RTA.size : offset + length]
+            fields[kind] = bytes(data[offset + _RTA.size : offset + length])
         offset += (length + 3) & ~3
     mtu = fields.get(IFLA_MTU)
     address = fields.get(IFLA_ADDRESS)
@@ -119,15 +119,19 @@ class LinkQuery:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._seq = 0
+        self._buffer = bytearray(_RECEIVE)
+        """Received into, not allocated per reply: a fresh 64 KiB per lookup, shrunk to the reply's
+        size, left the allocator's heap growing over thousands of pod starts."""
 
     def get(self, name: str) -> LinkBrief | None:
         self._seq = self._seq % 0x7FFFFFFF + 1
         self._sock.send(_request(name, self._seq))
         while True:
             try:
-                data = self._sock.recv(_RECEIVE, socket.MSG_DONTWAIT)
+                size = self._sock.recv_into(self._buffer, _RECEIVE, socket.MSG_DONTWAIT)
             except BlockingIOError as error:
                 raise NoReply(name) from error
+            data = memoryview(self._buffer)[:size]
             offset = 0
             while offset + _NLMSG.size <= len(data):
                 length, kind, _flags, seq, _pid = _NLMSG.unpack_from(data, offset)

@@ -35,10 +35,12 @@ class _Queue:
     def __init__(self) -> None:
         self.datagrams: list[bytes] = []
 
-    def recv(self, _size: int) -> bytes:
+    def recv_into(self, buffer: bytearray, _size: int) -> int:
         if not self.datagrams:
             raise BlockingIOError
-        return self.datagrams.pop(0)
+        datagram = self.datagrams.pop(0)
+        buffer[: len(datagram)] = datagram
+        return len(datagram)
 
     def close(self) -> None:
         pass

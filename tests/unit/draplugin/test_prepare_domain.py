@@ -109,11 +109,12 @@ async def test_a_claim_allocated_again_is_not_served_the_old_plan(tmp_path: Path
     reader.claims[("ns", "good")] = again
     (result,) = (await preparer.prepare([GOOD.ref])).values()
     assert result.error == (
-        "claim ns/good: allocated to node-a/ipvlan-up0, node-a/nic-eth1, but the plan prepared for it earlier "
-        "holds node-a/macvlan-up0, node-a/nic-eth1 and has not been unprepared yet; kubelet's retry succeeds "
-        "once it has"
+        "claim ns/good: allocated to node-a/ipvlan-up0, node-a/nic-eth1, but the plan prepared for it "
+        "earlier holds node-a/macvlan-up0, node-a/nic-eth1 and has not been unprepared yet; kubelet's retry "
+        "succeeds once it has"
     )
-    assert [p.ref.device for p in store.get(GOOD.ref.uid).devices] == ["nic-eth1", "macvlan-up0"]
+    kept = store.get(GOOD.ref.uid)
+    assert kept is not None and [p.ref.device for p in kept.devices] == ["nic-eth1", "macvlan-up0"]
     await preparer.unprepare([GOOD.ref])
     (result,) = (await preparer.prepare([GOOD.ref])).values()
     assert [d.device for d in result.devices] == ["nic-eth1", "ipvlan-up0"]
