@@ -255,6 +255,10 @@ class Daemon:
             await status.wait_idle(within=2.0)
             await status.aclose()
             await attachments.aclose()
+            try:
+                await plans.fold()
+            except OSError as error:  # the journal still holds every change; the next start folds it
+                log.warning("folding the plans journal into %s failed: %s", s.plans_path, error)
             await health.stop()
             executor.close()
             await api.close()

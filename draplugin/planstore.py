@@ -3,8 +3,9 @@
 Readers (the NRI hook) call `plans_for_pod` synchronously under a tight time budget, so reads touch
 only memory: every write builds new dictionaries and swaps them in with one assignment, which also
 makes a read from another thread see either the old or the new state, never a half-update. Writes
-persist first and swap after, so memory never holds a plan the checkpoint would not bring back. The
-file is in the shared state format (`draplugin.state`); every write is in its current version.
+persist first and swap after, so memory never holds a plan the checkpoint would not bring back. A
+write persists only what changed (a journal line, `draplugin.checkpoint`), so its cost does not grow
+with the number of claims prepared on the node.
 """
 
 from __future__ import annotations
@@ -42,7 +43,12 @@ class PlanStore:
 
     @classmethod
     def open(cls, checkpoint: Checkpoint) -> PlanStore:
-        return cls(checkpoint, checkpoint.load())
+        """Loads the plans and folds the journal into the file, so a torn line a crash left at its end
+        is gone before anything is appended."""
+        plans = checkpoint.load()
+        if checkpoint.journal.lines or checkpoint.journal.due:
+            checkpoint.save(plans.values())
+        return cls(checkpoint, plans)
 
     def get(self, claim_uid: str) -> ClaimPlan | None:
         return self._state.by_claim.get(claim_uid)
@@ -57,10 +63,11 @@ class PlanStore:
     async def put(self, plans: Iterable[ClaimPlan]) -> None:
         """Adds or replaces plans (by claim UID) with at most one checkpoint write."""
         async with self._write_lock:
-            merged = dict(self._state.by_claim)
-            merged.update((plan.claim.uid, plan) for plan in plans)
-            if merged != self._state.by_claim:
-                await self._commit(merged)
+            current = self._state.by_claim
+            changed = {plan.claim.uid: plan for plan in plans}
+            changed = {uid: plan for uid, plan in changed.items() if current.get(uid) != plan}
+            if changed:
+                await self._commit({**current, **changed}, put=list(changed.values()))
 
     async def set_pods(self, claim_uid: str, pod_uids: Iterable[str]) -> bool:
         """Follows `status.reservedFor` of a prepared claim.
@@ -75,19 +82,27 @@ class PlanStore:
                 return False
             pods = tuple(pod_uids)
             if pods != plan.pod_uids:
-                updated = dict(self._state.by_claim)
-                updated[claim_uid] = dataclasses.replace(plan, pod_uids=pods)
-                await self._commit(updated)
+                replaced = dataclasses.replace(plan, pod_uids=pods)
+                await self._commit({**self._state.by_claim, claim_uid: replaced}, put=[replaced])
             return True
 
     async def drop(self, claim_uids: Iterable[str]) -> None:
         """Removing unknown UIDs is not an error: unprepare is idempotent."""
         async with self._write_lock:
             remaining = dict(self._state.by_claim)
-            dropped = [remaining.pop(uid) for uid in set(claim_uids) if uid in remaining]
+            dropped = sorted(uid for uid in set(claim_uids) if remaining.pop(uid, None) is not None)
             if dropped:
-                await self._commit(remaining)
+                await self._commit(remaining, drop=dropped)
 
-    async def _commit(self, plans: dict[str, ClaimPlan]) -> None:
-        await asyncio.to_thread(self._checkpoint.save, plans.values())
+    async def fold(self) -> None:
+        """Writes every plan to the plans file and empties the journal. The daemon calls it at a clean
+        stop, so a driver rolled back to a release that reads only `plans.json` finds every plan."""
+        async with self._write_lock:
+            if self._checkpoint.journal.lines or self._checkpoint.journal.due:
+                await asyncio.to_thread(self._checkpoint.save, self._state.by_claim.values())
+
+    async def _commit(
+        self, plans: dict[str, ClaimPlan], put: list[ClaimPlan] | None = None, drop: list[str] | None = None
+    ) -> None:
+        await asyncio.to_thread(self._checkpoint.write, plans, put or [], drop or [])
         self._state = _Snapshot(plans)

@@ -67,8 +67,8 @@ class Codec(Generic[T]):
         return ", ".join(str(v) for v in sorted({*self.legacy, self.version}))
 
 
-def encode(codec: Codec[T], items: Iterable[T]) -> bytes:
-    """The current version's document for `items`."""
+def encode(codec: Codec[T], items: Iterable[T], indent: bool = True) -> bytes:
+    """The current version's document for `items`; on one line without `indent` (a journal line)."""
     payload = codec.encode_payload(items)
     document = {
         "kind": codec.kind,
@@ -76,7 +76,8 @@ def encode(codec: Codec[T], items: Iterable[T]) -> bytes:
         "payload": payload,
         "checksum": checksum(codec.kind, codec.version, payload),
     }
-    return orjson.dumps(document, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
+    option = orjson.OPT_SORT_KEYS | (orjson.OPT_INDENT_2 if indent else 0)
+    return orjson.dumps(document, option=option)
 
 
 def decode(codec: Codec[T], raw: bytes) -> list[T]:

@@ -56,10 +56,10 @@ async def test_failed_persist_leaves_memory_unchanged(
     a = plan("a", "pod-1")
     await store.put([a])
 
-    def fail(plans: object) -> None:
+    def fail(*change: object) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(checkpoint, "save", fail)
+    monkeypatch.setattr(checkpoint, "write", fail)
     with pytest.raises(OSError):
         await store.put([plan("b", "pod-2")])
     with pytest.raises(OSError):
@@ -74,7 +74,7 @@ async def test_no_write_when_nothing_changes(tmp_path: Path, monkeypatch: pytest
     a = plan("a", "pod-1")
     await store.put([a])
     writes: list[object] = []
-    monkeypatch.setattr(checkpoint, "save", writes.append)
+    monkeypatch.setattr(checkpoint, "write", lambda *change: writes.append(change))
     await store.put([a])
     await store.drop(["unknown"])
     assert writes == []

@@ -140,10 +140,10 @@ async def test_checkpoint_failure_fails_the_claims_it_would_have_stored(
 ) -> None:
     preparer, store, _ = make(tmp_path, FakeReader(GOOD))
 
-    def fail(plans: object) -> None:
+    def fail(*change: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(store._checkpoint, "save", fail)
+    monkeypatch.setattr(store._checkpoint, "write", fail)
     results = await preparer.prepare([GOOD.ref])
     assert (
         results[GOOD.ref.uid].error

@@ -53,7 +53,9 @@ def test_the_fixtures_are_version_1_files() -> None:
     assert isinstance(attachments["sandboxes"][0]["results"][0]["ref"], list)
 
 
-async def test_version_1_plans_load_and_are_rewritten_on_the_next_write(tmp_path: Path) -> None:
+async def test_version_1_plans_load_and_are_rewritten_when_the_journal_is_folded_in(tmp_path: Path) -> None:
+    """A change after an upgrade is a current-version journal line over the version 1 file; the next
+    full write (at start with a journal, at a clean stop, or when the journal is long) migrates it."""
     path = fixture("plans-v1.json", tmp_path)
     before = path.read_bytes()
     store = PlanStore.open(Checkpoint(path))
@@ -63,7 +65,10 @@ async def test_version_1_plans_load_and_are_rewritten_on_the_next_write(tmp_path
     assert path.read_bytes() == before, "loading alone must not rewrite the file"
 
     await store.drop([second.claim.uid])
+    assert path.read_bytes() == before, "a change is a journal line"
+    assert Checkpoint(path).load() == {first.claim.uid: first}  # the v1 file, then the journal
 
+    assert PlanStore.open(Checkpoint(path)).all() == (first,)  # folds the journal in
     current_document(path, "plans")
     assert PlanStore.open(Checkpoint(path)).all() == (first,)
 

@@ -232,10 +232,14 @@ def sample_plan() -> ClaimPlan:
 async def test_checkpoint_is_0600_in_a_0700_dir(short_dir: Path, open_umask: None) -> None:
     state = short_dir / "state"
     store = PlanStore.open(Checkpoint(state / "plans.json"))
-    await store.put([sample_plan()])
-    assert mode(state / "plans.json") == 0o600
+    await store.put([sample_plan()])  # a journal line: the first file in a fresh state directory
+    assert mode(state / "plans.json.journal") == 0o600
     assert mode(state) == 0o700
-    assert [p.name for p in state.iterdir()] == ["plans.json"]  # no temporary file left readable
+    await store.fold()  # the whole file, as at a clean stop
+    assert mode(state / "plans.json") == 0o600
+    names = sorted(p.name for p in state.iterdir())
+    assert names == ["plans.json", "plans.json.journal"]  # no temporary file left readable
+    assert (state / "plans.json.journal").stat().st_size == 0
 
 
 async def test_attachments_file_is_0600_in_a_0700_dir(short_dir: Path, open_umask: None) -> None:
