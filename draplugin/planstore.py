@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from types import MappingProxyType
 
 from draplugin.checkpoint import Checkpoint
@@ -22,15 +22,44 @@ from draplugin.model import ClaimPlan
 class _Snapshot:
     __slots__ = ("by_claim", "by_pod")
 
-    def __init__(self, plans: Mapping[str, ClaimPlan]) -> None:
-        self.by_claim: Mapping[str, ClaimPlan] = MappingProxyType(dict(plans))
+    def __init__(self, by_claim: dict[str, ClaimPlan], by_pod: dict[str, tuple[ClaimPlan, ...]]) -> None:
+        self.by_claim: Mapping[str, ClaimPlan] = MappingProxyType(by_claim)
+        self.by_pod: Mapping[str, tuple[ClaimPlan, ...]] = MappingProxyType(by_pod)
+
+    @classmethod
+    def of(cls, plans: Mapping[str, ClaimPlan]) -> _Snapshot:
         by_pod: dict[str, list[ClaimPlan]] = {}
-        for plan in sorted(plans.values(), key=lambda p: p.claim.uid):
+        for plan in sorted(plans.values(), key=_claim_uid):
             for pod_uid in plan.pod_uids:
                 by_pod.setdefault(pod_uid, []).append(plan)
-        self.by_pod: Mapping[str, tuple[ClaimPlan, ...]] = MappingProxyType(
-            {pod: tuple(claims) for pod, claims in by_pod.items()}
-        )
+        return cls(dict(plans), {pod: tuple(claims) for pod, claims in by_pod.items()})
+
+    def changed(self, plans: Mapping[str, ClaimPlan], touched: Collection[str]) -> _Snapshot:
+        """The snapshot of `plans`, which differ from this one only in the claims `touched`.
+
+        Only the pods of those claims (before and after) get their entry rebuilt, so a Prepare does not
+        re-sort every plan of the node; equal to `_Snapshot.of(plans)`."""
+        pods: set[str] = set()
+        for uid in touched:
+            for plan in (self.by_claim.get(uid), plans.get(uid)):
+                if plan is not None:
+                    pods.update(plan.pod_uids)
+        by_pod = dict(self.by_pod)
+        for pod in pods:
+            members = [plan for plan in by_pod.get(pod, ()) if plan.claim.uid not in touched]
+            for uid in touched:
+                plan = plans.get(uid)
+                if plan is not None and pod in plan.pod_uids:
+                    members.append(plan)
+            if members:
+                by_pod[pod] = tuple(sorted(members, key=_claim_uid))
+            else:
+                del by_pod[pod]
+        return _Snapshot(dict(plans), by_pod)
+
+
+def _claim_uid(plan: ClaimPlan) -> str:
+    return plan.claim.uid
 
 
 class PlanStore:
@@ -38,7 +67,7 @@ class PlanStore:
 
     def __init__(self, checkpoint: Checkpoint, plans: Mapping[str, ClaimPlan]) -> None:
         self._checkpoint = checkpoint
-        self._state = _Snapshot(plans)
+        self._state = _Snapshot.of(plans)
         self._write_lock = asyncio.Lock()
 
     @classmethod
@@ -104,5 +133,6 @@ class PlanStore:
     async def _commit(
         self, plans: dict[str, ClaimPlan], put: list[ClaimPlan] | None = None, drop: list[str] | None = None
     ) -> None:
-        await asyncio.to_thread(self._checkpoint.write, plans, put or [], drop or [])
-        self._state = _Snapshot(plans)
+        put, drop = put or [], drop or []
+        await asyncio.to_thread(self._checkpoint.write, plans, put, drop)
+        self._state = self._state.changed(plans, {plan.claim.uid for plan in put} | set(drop))

@@ -90,6 +90,7 @@ class Preparer:
         self._cdi = cdi
         self._settled = settled
         self._node_setup = node_setup
+        self._uses = _UseMemo()
 
     async def prepare(self, claims: Sequence[ClaimRef]) -> dict[str, PrepareResult]:
         """Results keyed by claim UID, one per requested claim."""
@@ -101,8 +102,9 @@ class Preparer:
     async def _prepare(self, claims: Sequence[ClaimRef]) -> dict[str, PrepareResult]:
         fresh = [ref for ref in claims if self._store.get(ref.uid) is None]
         outcomes: list[ClaimPlan | _Failed] = list(await asyncio.gather(*(self._plan(ref) for ref in claims)))
+        prepared = self._store.all()
         for uses in (_moved_host_devices, _pod_interface_names, _vlan_ids):
-            outcomes = _refuse_clashes(outcomes, self._store.all(), uses)
+            outcomes = _refuse_clashes(outcomes, self._uses.of(uses, prepared), uses)
         plans = [outcome for outcome in outcomes if isinstance(outcome, ClaimPlan)]
         try:
             await self._store.put(plans)
@@ -363,10 +365,31 @@ def _vlan_ids(plan: ClaimPlan) -> list[_Use]:
     ]
 
 
+UseFinder = Callable[[ClaimPlan], list[_Use]]
+
+
+class _UseMemo:
+    """The uses of each prepared plan, found once per plan rather than on every Prepare: a node holding
+    200 claims spent half a millisecond of each Prepare walking every device of every plan again."""
+
+    def __init__(self) -> None:
+        self._memo: dict[UseFinder, dict[str, tuple[ClaimPlan, list[_Use]]]] = {}
+
+    def of(self, uses: UseFinder, prepared: Sequence[ClaimPlan]) -> list[tuple[ClaimPlan, list[_Use]]]:
+        """(plan, its uses) for each prepared plan; entries of plans no longer prepared are let go."""
+        known = self._memo.get(uses, {})
+        current: dict[str, tuple[ClaimPlan, list[_Use]]] = {}
+        for plan in prepared:
+            entry = known.get(plan.claim.uid)
+            current[plan.claim.uid] = entry if entry is not None and entry[0] is plan else (plan, uses(plan))
+        self._memo[uses] = current
+        return list(current.values())
+
+
 def _refuse_clashes(
     outcomes: list[ClaimPlan | _Failed],
-    prepared: Sequence[ClaimPlan],
-    uses: Callable[[ClaimPlan], list[_Use]],
+    prepared: Sequence[tuple[ClaimPlan, list[_Use]]],
+    uses: UseFinder,
 ) -> list[ClaimPlan | _Failed]:
     """Fails each new claim with a use another device already has: in an earlier prepared claim, in a
     claim earlier in this batch, or in another request of the same claim. A claim never clashes with
@@ -374,9 +397,9 @@ def _refuse_clashes(
     uids = {outcome.claim.uid for outcome in outcomes if isinstance(outcome, ClaimPlan)}
     held = {
         use.key: (plan.claim, use.ref.request)
-        for plan in prepared
+        for plan, plan_uses in prepared
         if plan.claim.uid not in uids
-        for use in uses(plan)
+        for use in plan_uses
     }
     checked: list[ClaimPlan | _Failed] = []
     for outcome in outcomes:

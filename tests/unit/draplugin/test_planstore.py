@@ -90,3 +90,27 @@ async def test_set_pods_follows_reserved_for(tmp_path: Path) -> None:
     assert store.plans_for_pod("pod-3") == ()
     reopened = PlanStore.open(Checkpoint(tmp_path / "plans.json"))
     assert reopened.plans_for_pod("pod-2")[0].claim == a.claim
+
+
+async def test_the_pod_index_kept_per_change_equals_one_built_from_scratch(tmp_path: Path) -> None:
+    """Each write rebuilds the pod index only for the pods of the claims it touched; after any sequence
+    of puts, pod changes and drops it must equal the index built from all plans."""
+    import random
+
+    from draplugin.planstore import _Snapshot
+
+    store = PlanStore.open(Checkpoint(tmp_path / "plans.json"))
+    rng = random.Random(7)
+    pods = [f"pod-{i}" for i in range(5)]
+    for _ in range(150):
+        names = rng.sample([f"c{i}" for i in range(8)], rng.randint(1, 3))
+        action = rng.random()
+        if action < 0.3:
+            await store.drop([plan(name).claim.uid for name in names])
+        elif action < 0.5:
+            await store.set_pods(plan(names[0]).claim.uid, rng.sample(pods, rng.randint(0, 3)))
+        else:
+            await store.put([plan(name, *rng.sample(pods, rng.randint(0, 3))) for name in names])
+        rebuilt = _Snapshot.of(store._state.by_claim)
+        assert dict(store._state.by_pod) == dict(rebuilt.by_pod)
+    assert store.all() and any(store.plans_for_pod(pod) for pod in pods)

@@ -98,6 +98,21 @@ async def test_a_shared_claim_clashes_in_each_of_its_pods(tmp_path: Path) -> Non
     assert error is not None and error.endswith("already prepared for claim ns/shared in pod pod-2")
 
 
+async def test_a_pod_joining_a_prepared_claim_is_seen_by_the_next_prepare(tmp_path: Path) -> None:
+    """The clash check remembers each prepared plan's uses; a plan replaced when a pod joins its claim
+    (status.reservedFor followed by the watcher) must be looked at again, not answered from memory."""
+    shared = _named("s", "shared", "macvlan-up0", ("pod-1",))
+    mine = _named("m", "mine", "veth", ("pod-2",))
+    preparer, store, _ = make(tmp_path, FakeReader(shared))
+    assert (await preparer.prepare([shared.ref]))[shared.ref.uid].error is None
+    preparer._reader = FakeReader(shared, mine)
+    assert (await preparer.prepare([mine.ref]))[mine.ref.uid].error is None  # pod-2 not in it yet
+    await preparer.unprepare([mine.ref])
+    assert await store.set_pods(shared.ref.uid, ["pod-1", "pod-2"])
+    error = (await preparer.prepare([mine.ref]))[mine.ref.uid].error
+    assert error is not None and error.endswith("already prepared for claim ns/shared in pod pod-2")
+
+
 def test_an_empty_rdma_device_list_fails_at_prepare() -> None:
     config = claim_config(0, params(rdma={"devices": []}))
     message = _refusal(claim("c1", device("r", "rdma-mlx0"), configs=(config,)))
