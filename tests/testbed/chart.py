@@ -38,7 +38,9 @@ from typing import Any
 import kubernetes.client as k
 import yaml
 
+from draplugin.checkpoint import JOURNAL_SUFFIX, Checkpoint
 from draplugin.model import DRIVER_NAME
+from draplugin.state.format import StateError
 from testbed import proc
 from testbed.containerd import NETCLAIM_IMAGE_ARCHIVE, images_dir
 from testbed.node import LocalNode
@@ -254,11 +256,9 @@ class ChartDriver:
         a driver is back. Operators get the same advice: uninstall once claims are unprepared."""
         plans = self.state_dir / "plans.json"
         deadline = time.monotonic() + timeout
-        while plans.exists() and _holds_state(plans) and time.monotonic() < deadline:
+        while _holds_plans(plans) and time.monotonic() < deadline:
             time.sleep(0.2)
-        return (
-            [f"claims still prepared after {timeout:.0f}s"] if plans.exists() and _holds_state(plans) else []
-        )
+        return [f"claims still prepared after {timeout:.0f}s"] if _holds_plans(plans) else []
 
     def uninstall(self, timeout: float = 120.0) -> list[str]:
         """`helm uninstall`, wait for the driver pods to go; returns what is left of the release."""
@@ -428,11 +428,27 @@ class ChartDriver:
             self._shared_netns = None
 
 
+def _holds_plans(path: Path) -> bool:
+    """Whether the plans file with its journal (read as the driver reads them) still holds a claim: an
+    Unprepare is a journal line until the journal is folded into the file."""
+    try:
+        return bool(Checkpoint(path).load())
+    except StateError:
+        return True  # torn between two writes of the driver: look again
+
+
 def _holds_state(path: Path) -> bool:
     """A checkpoint that still records something (a plan, an attachment, a cached result). The stores
-    themselves stay on the hostPath with an empty payload: that is the driver's directory, not a leak."""
+    themselves stay on the hostPath with an empty payload, and the plans journal empty once folded into
+    its file at the driver's stop: that is the driver's directory, not a leak."""
     try:
-        document = json.loads(path.read_text())
+        text = path.read_text()
+    except OSError:
+        return True
+    if path.name.endswith(JOURNAL_SUFFIX):
+        return bool(text)
+    try:
+        document = json.loads(text)
     except (OSError, ValueError):
         return True
     return not (isinstance(document, dict) and document.get("payload") in ([], {}))
