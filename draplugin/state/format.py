@@ -82,12 +82,22 @@ def encode(codec: Codec[T], items: Iterable[T], indent: bool = True) -> bytes:
 
 def decode(codec: Codec[T], raw: bytes) -> list[T]:
     """Items of a document of this kind, current or legacy; anything else raises `CorruptState`."""
+    return decode_document(codec, load_object(raw))
+
+
+def load_object(raw: bytes) -> dict[str, Any]:
+    """The JSON object in `raw`; `CorruptState` for anything else (a file or journal line cut short)."""
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
         raise CorruptState(f"not JSON (truncated?): {error}") from error
     if not isinstance(document, dict):
         raise CorruptState(f"not a JSON object but {type(document).__name__}")
+    return document
+
+
+def decode_document(codec: Codec[T], document: Mapping[str, Any]) -> list[T]:
+    """Items of an already parsed document (a journal line is parsed once to tell puts from drops)."""
     version = document.get("version")
     try:
         if type(version) is int and version in codec.legacy:  # not bool: True == 1

@@ -33,7 +33,16 @@ from typing import Generic, TypeVar
 
 import orjson
 
-from draplugin.state.format import CHECKSUM_PREFIX, Codec, CorruptState, StateError, decode, encode
+from draplugin.atomicfile import sync_directory
+from draplugin.state.format import (
+    CHECKSUM_PREFIX,
+    Codec,
+    CorruptState,
+    StateError,
+    decode_document,
+    encode,
+    load_object,
+)
 
 T = TypeVar("T")
 
@@ -117,7 +126,7 @@ class Journal(Generic[T]):
         finally:
             os.close(fd)
         if created:
-            _sync_directory(self.path.parent)
+            sync_directory(self.path.parent)
         self.lines += 1
         self.size = start + len(line)
 
@@ -154,22 +163,17 @@ class Journal(Generic[T]):
         return orjson.dumps(record, option=orjson.OPT_SORT_KEYS) + b"\n"
 
     def _apply(self, line: bytes, items: MutableMapping[str, T]) -> None:
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError as error:
-            raise CorruptState(f"not JSON (cut short?): {error}") from error
-        if not isinstance(record, dict):
-            raise CorruptState(f"not a JSON object but {type(record).__name__}")
+        record = load_object(line)
         if "drop" not in record:
-            for item in decode(self.codec, line):
+            for item in decode_document(self.codec, record):
                 items[self.key(item)] = item
             return
-        if set(record) != {"checksum", "drop", "kind"}:
+        fields = set(record)
+        if fields != _DROP_FIELDS:
+            extra, missing = sorted(fields - _DROP_FIELDS), sorted(_DROP_FIELDS - fields)
             raise CorruptState(
-                f"unexpected fields {', '.join(sorted(set(record) - {'checksum', 'drop', 'kind'}))}"
+                f"unexpected fields {', '.join(extra)}" if extra else f"missing fields {', '.join(missing)}"
             )
-        if set(record) != _DROP_FIELDS:
-            raise CorruptState(f"missing fields {', '.join(sorted(_DROP_FIELDS - set(record)))}")
         if record["kind"] != self.codec.kind:
             raise CorruptState(f"holds {record['kind']!r} state, expected {self.codec.kind!r}")
         keys = record["drop"]
@@ -187,12 +191,3 @@ class Journal(Generic[T]):
 def _drop_checksum(kind: str, keys: Sequence[str]) -> str:
     canonical = orjson.dumps({"kind": kind, "drop": list(keys)}, option=orjson.OPT_SORT_KEYS)
     return CHECKSUM_PREFIX + hashlib.sha256(canonical).hexdigest()
-
-
-def _sync_directory(directory: Path) -> None:
-    """A new file's name is durable only once its directory is."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

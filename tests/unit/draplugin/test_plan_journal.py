@@ -27,6 +27,15 @@ def journal(path: Path) -> Path:
     return path.with_name(path.name + ".journal")
 
 
+_REAL_WRITE = os.write
+
+
+def half_then_enospc(fd: int, data: bytes) -> int:
+    """A disk that fills up in the middle of a journal line."""
+    _REAL_WRITE(fd, bytes(data)[: len(data) // 2])
+    raise OSError(28, "No space left on device")
+
+
 def state(path: Path) -> dict[str, ClaimPlan]:
     return Checkpoint(path).load()
 
@@ -156,12 +165,6 @@ async def test_a_failed_append_is_cut_back_and_memory_unchanged(
     await store.put([a])
     await store.put([b])
     before = journal(path).read_bytes()
-    real_write = os.write
-
-    def half_then_enospc(fd: int, data: bytes) -> int:
-        real_write(fd, bytes(data)[: len(data) // 2])
-        raise OSError(28, "No space left on device")
-
     monkeypatch.setattr(os, "write", half_then_enospc)
     with pytest.raises(OSError, match="No space"):
         await store.put([plan("c", "pod-3")])
@@ -180,11 +183,6 @@ async def test_when_the_cut_back_fails_too_the_next_change_rewrites_the_file(
     a, b = plan("a", "pod-1"), plan("b", "pod-2")
     await store.put([a])
     await store.put([b])
-    real_write = os.write
-
-    def half_then_enospc(fd: int, data: bytes) -> int:
-        real_write(fd, bytes(data)[: len(data) // 2])
-        raise OSError(28, "No space left on device")
 
     def no_truncate(fd: int, length: int) -> None:
         raise OSError(5, "Input/output error")
