@@ -92,12 +92,17 @@ FORCE=0
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (mmdebstrap --mode=root, chroot, file owners in the rootfs)"
 [ -x "$PY" ] || die "$PY not found (run: make venv)"
+# One build at a time: `make test` builds the image in the background (deps-node) while the runtime
+# tier's test_image may build it too; the second waits, then finds the inputs unchanged and skips.
+mkdir -p "$CACHE/images"
+exec {lock_fd}>"$CACHE/images/.build.lock"
+flock "$lock_fd"
 t0=$(date +%s%N); tstep=$t0
 step() { local now; now=$(date +%s%N); echo "[$(( (now - tstep) / 1000000 )) ms] $*"; tstep=$now; }
 
 if ! command -v mmdebstrap >/dev/null; then
   # bookworm's own package, on the host (the rule: no newer-than-bookworm package installed on it).
-  apt-get install -y -q --no-install-recommends mmdebstrap >/dev/null || die "apt-get install mmdebstrap failed"
+  apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends mmdebstrap >/dev/null || die "apt-get install mmdebstrap failed"
   step "installed mmdebstrap $(mmdebstrap --version | awk '{print $2}')"
 fi
 
