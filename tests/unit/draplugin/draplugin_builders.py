@@ -1,11 +1,17 @@
-"""Literal inputs for the prepare-side tests: published devices, allocated claims, config entries."""
+"""Literal inputs for the prepare-side tests: published devices, allocated claims, config entries, and
+the plan (or refusal) of a one-device claim built from them."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from draplugin.allocation import AllocatedClaim, ConfigSource, OpaqueConfig
-from draplugin.model import CharDevice, ClaimRef, DeviceKind, DeviceRef, PublishedDevice
+from draplugin.model import CharDevice, ClaimRef, DeviceKind, DevicePlan, DeviceRef, PublishedDevice
+from draplugin.planner import PlanError, plan_claim
+from draplugin.status.entries import build_entries
 
 DRIVER = "netclaim.dev"
 NODE = "node-a"
@@ -85,3 +91,30 @@ def claim(
         configs=configs,
         node_names=nodes,
     )
+
+
+def planned(published: str, *configs: OpaqueConfig) -> DevicePlan:
+    """The device plan of claim c1 whose request `nic` got the published device `published`."""
+    plan = plan_claim(claim("c1", device("nic", published), configs=configs), DRIVER, NODE, DEVICES)
+    return plan.devices[0]
+
+
+def refusal(published: str, *configs: OpaqueConfig) -> str:
+    """Why the planner refuses that claim: the message Prepare returns to kubelet."""
+    with pytest.raises(PlanError) as caught:
+        plan_claim(claim("c1", device("nic", published), configs=configs), DRIVER, NODE, DEVICES)
+    return str(caught.value)
+
+
+def status_data(plan: DevicePlan) -> Any:
+    """The `data` of the status entry the driver writes for that plan (claim ns/c1, generation 1)."""
+    (entry,) = build_entries(
+        ClaimRef("ns", "c1", "uid-c1"),
+        [plan.ref],
+        {},
+        driver=DRIVER,
+        now=datetime(2026, 5, 6, 7, 8, 9, tzinfo=UTC),
+        generation=1,
+        plans={plan.ref: plan},
+    )
+    return entry["data"]

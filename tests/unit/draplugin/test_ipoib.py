@@ -11,11 +11,10 @@ publishing on InfiniBand parents only, and status `data` are checked as for vlan
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
-from draplugin_builders import DEVICES, DRIVER, claim, claim_config, class_config, device, params
+from draplugin_builders import DRIVER, claim_config, class_config, params, planned, refusal, status_data
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink import nlsocket
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
@@ -28,22 +27,11 @@ from draplugin.discovery.filters import ARPHRD_INFINIBAND, FilterPolicy
 from draplugin.discovery.inventory import build_devices
 from draplugin.discovery.netlink import LinkInfo, LinkSnapshot
 from draplugin.model import ClaimPlan, ClaimRef, DeviceKind, DevicePlan, DeviceRef, NetdevSpec
-from draplugin.planner import PlanError, plan_claim
 from draplugin.state.plans import plan_from_dict, plan_to_dict
-from draplugin.status.entries import build_entries
-
-NODE_NAME = "node-a"
 
 
 def _plan(*configs: Any) -> DevicePlan:
-    plan = plan_claim(claim("c1", device("nic", "ipoib-ib0"), configs=configs), DRIVER, NODE_NAME, DEVICES)
-    return plan.devices[0]
-
-
-def _refusal(published: str, *configs: Any) -> str:
-    with pytest.raises(PlanError) as caught:
-        plan_claim(claim("c1", device("nic", published), configs=configs), DRIVER, NODE_NAME, DEVICES)
-    return str(caught.value)
+    return planned("ipoib-ib0", *configs)
 
 
 def test_parse_reads_pkey_and_mode() -> None:
@@ -84,15 +72,15 @@ def test_class_sets_mode_and_claim_sets_pkey() -> None:
 
 
 def test_prepare_refuses_with_the_path() -> None:
-    assert _refusal("ipoib-ib0", class_config(0, params(netdev={"ipoib": {"mode": "connected"}}))) == (
+    assert refusal("ipoib-ib0", class_config(0, params(netdev={"ipoib": {"mode": "connected"}}))) == (
         "claim ns/c1, request nic, netdev.ipoib.pkey: "
         "required for ipoib devices (in the class's or the claim's config)"
     )
-    assert _refusal("macvlan-up0", claim_config(0, params(netdev={"ipoib": {"pkey": 5}}))) == (
+    assert refusal("macvlan-up0", claim_config(0, params(netdev={"ipoib": {"pkey": 5}}))) == (
         "claim ns/c1, request nic, config[0].netdev.ipoib: only for ipoib devices; macvlan-up0 is macvlan"
     )
     mac = claim_config(0, params(netdev={"ipoib": {"pkey": 5}, "hardwareAddress": "02:00:00:00:00:01"}))
-    assert "config[0].netdev.hardwareAddress: an IPoIB address is 20 bytes" in _refusal("ipoib-ib0", mac)
+    assert "config[0].netdev.hardwareAddress: an IPoIB address is 20 bytes" in refusal("ipoib-ib0", mac)
 
 
 def test_checkpoint_round_trip_and_other_plans_unchanged() -> None:
@@ -209,16 +197,7 @@ def test_ipoib_devices_only_on_infiniband_parents_and_only_when_asked_for() -> N
 
 def test_status_data_names_kind_parent_pkey_and_mode() -> None:
     plan = _plan(claim_config(0, params(netdev={"ipoib": {"pkey": 0x22, "mode": "connected"}})))
-    (entry,) = build_entries(
-        ClaimRef("ns", "c1", "uid-c1"),
-        [plan.ref],
-        {},
-        driver=DRIVER,
-        now=datetime(2026, 5, 6, 7, 8, 9, tzinfo=UTC),
-        generation=1,
-        plans={plan.ref: plan},
-    )
-    assert entry["data"] == {
+    assert status_data(plan) == {
         "request": "nic",
         "kind": "ipoib",
         "parent": "ib0",

@@ -8,13 +8,22 @@ tests/netns/test_devices_vlan.py, which runs in the kernel tier.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 from discovery_builders import NODE
-from draplugin_builders import DEVICES, DRIVER, claim, claim_config, class_config, device, params
+from draplugin_builders import (
+    DRIVER,
+    claim,
+    claim_config,
+    class_config,
+    device,
+    params,
+    planned,
+    refusal,
+    status_data,
+)
 from test_prepare_domain import FakeReader, make
 
 from draplugin.allocation import AllocatedClaim
@@ -33,22 +42,11 @@ from draplugin.model import (
     DeviceRef,
     NetdevSpec,
 )
-from draplugin.planner import PlanError, plan_claim
 from draplugin.state.plans import plan_from_dict, plan_to_dict
-from draplugin.status.entries import build_entries
-
-NODE_NAME = "node-a"
 
 
 def _plan(*configs: Any) -> DevicePlan:
-    plan = plan_claim(claim("c1", device("nic", "vlan-up0"), configs=configs), DRIVER, NODE_NAME, DEVICES)
-    return plan.devices[0]
-
-
-def _refusal(published: str, *configs: Any) -> str:
-    with pytest.raises(PlanError) as caught:
-        plan_claim(claim("c1", device("nic", published), configs=configs), DRIVER, NODE_NAME, DEVICES)
-    return str(caught.value)
+    return planned("vlan-up0", *configs)
 
 
 def test_parse_reads_id_and_protocol() -> None:
@@ -96,23 +94,23 @@ def test_class_sets_protocol_and_claim_sets_id() -> None:
 
 def test_a_missing_id_fails_at_prepare_with_its_path() -> None:
     only_protocol = class_config(0, params(netdev={"vlan": {"protocol": "802.1ad"}}))
-    assert _refusal("vlan-up0", only_protocol) == (
+    assert refusal("vlan-up0", only_protocol) == (
         "claim ns/c1, request nic, netdev.vlan.id: "
         "required for vlan devices (in the class's or the claim's config)"
     )
-    assert "netdev.vlan.id: required" in _refusal("vlan-up0")
+    assert "netdev.vlan.id: required" in refusal("vlan-up0")
 
 
 def test_a_vlan_section_on_another_kind_is_refused() -> None:
     config = claim_config(0, params(netdev={"vlan": {"id": 5}}))
-    assert _refusal("macvlan-up0", config) == (
+    assert refusal("macvlan-up0", config) == (
         "claim ns/c1, request nic, config[0].netdev.vlan: only for vlan devices; macvlan-up0 is macvlan"
     )
 
 
 def test_a_vlan_device_takes_no_mode_section() -> None:
     config = claim_config(0, params(netdev={"vlan": {"id": 5}, "macvlan": {"mode": "bridge"}}))
-    assert "config[0].netdev.macvlan: only for macvlan devices; vlan-up0 is vlan" in _refusal(
+    assert "config[0].netdev.macvlan: only for macvlan devices; vlan-up0 is vlan" in refusal(
         "vlan-up0", config
     )
 
@@ -198,16 +196,7 @@ def test_explicit_parents_get_vlan_devices_too() -> None:
 
 def test_status_data_names_kind_parent_and_id() -> None:
     plan = _plan(claim_config(0, params(netdev={"vlan": {"id": 12}})))
-    (entry,) = build_entries(
-        ClaimRef("ns", "c1", "uid-c1"),
-        [plan.ref],
-        {},
-        driver=DRIVER,
-        now=datetime(2026, 5, 6, 7, 8, 9, tzinfo=UTC),
-        generation=1,
-        plans={plan.ref: plan},
-    )
-    assert entry["data"] == {
+    assert status_data(plan) == {
         "request": "nic",
         "kind": "vlan",
         "parent": "up0",
