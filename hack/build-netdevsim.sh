@@ -75,21 +75,10 @@ if [ -s "$ko" ] && [ "$(cat "$dir/NETDEVSIM" 2>/dev/null)" = "$stamp" ] &&
 fi
 
 # --- host packages (bookworm) --------------------------------------------------------------------------
-missing=()
-for p in "${HOST_PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  [ "$(id -u)" -eq 0 ] || die "missing host packages ${missing[*]}; run as root"
-  export DEBIAN_FRONTEND=noninteractive
-  APT=(-o DPkg::Lock::Timeout=300)
-  apt-get "${APT[@]}" update -q >/dev/null
-  apt-get "${APT[@]}" install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
-    die "apt-get install ${missing[*]} failed"
-  step "host packages installed: ${missing[*]}"
-else
-  step "host packages present: ${HOST_PKGS[*]}"
-fi
+# shellcheck source=host-packages.sh
+. "$HERE/host-packages.sh"
+done_line=$(install_host_packages build-netdevsim "${HOST_PKGS[@]}") || exit 1
+step "$done_line"
 for b in make gcc flex bison bc pahole xz objdump readelf strip depmod modinfo modprobe; do
   command -v "$b" >/dev/null || die "$b not found after install"
 done

@@ -48,22 +48,10 @@ step() { local now; now=$(date +%s%N); echo "[$(( (now - tstep) / 1000000 )) ms]
 die() { echo "install-kernel: $*" >&2; exit 1; }
 
 # --- host packages (bookworm) --------------------------------------------------------------------------
-missing=()
-for p in "${HOST_PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  [ "$(id -u)" -eq 0 ] || die "missing host packages ${missing[*]}; run as root"
-  export DEBIAN_FRONTEND=noninteractive
-  # Another make target may be running apt at the same time: wait for the dpkg lock instead of failing.
-  APT=(-o DPkg::Lock::Timeout=300)
-  apt-get "${APT[@]}" update -q >/dev/null
-  apt-get "${APT[@]}" install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
-    die "apt-get install ${missing[*]} failed"
-  step "host packages installed: ${missing[*]}"
-else
-  step "host packages present: ${HOST_PKGS[*]}"
-fi
+# shellcheck source=host-packages.sh
+. "$HERE/host-packages.sh"
+done_line=$(install_host_packages install-kernel "${HOST_PKGS[@]}") || exit 1
+step "$done_line"
 for b in qemu-system-x86_64 depmod xz ibv_devinfo; do command -v "$b" >/dev/null || die "$b not found after install"; done
 [ -x /bin/busybox ] || die "/bin/busybox (busybox-static) not found"
 
