@@ -34,11 +34,12 @@ class _Snapshot:
                 by_pod.setdefault(pod_uid, []).append(plan)
         return cls(dict(plans), {pod: tuple(claims) for pod, claims in by_pod.items()})
 
-    def changed(self, plans: Mapping[str, ClaimPlan], touched: Collection[str]) -> _Snapshot:
+    def changed(self, plans: dict[str, ClaimPlan], touched: Collection[str]) -> _Snapshot:
         """The snapshot of `plans`, which differ from this one only in the claims `touched`.
 
         Only the pods of those claims (before and after) get their entry rebuilt, so a Prepare does not
-        re-sort every plan of the node; equal to `_Snapshot.of(plans)`."""
+        re-sort every plan of the node; equal to `_Snapshot.of(plans)`. Takes `plans` over rather than
+        copying it: every writer builds a fresh dict for its commit and keeps no hold of it."""
         pods: set[str] = set()
         for uid in touched:
             for plan in (self.by_claim.get(uid), plans.get(uid)):
@@ -55,7 +56,7 @@ class _Snapshot:
                 by_pod[pod] = tuple(sorted(members, key=_claim_uid))
             else:
                 del by_pod[pod]
-        return _Snapshot(dict(plans), by_pod)
+        return _Snapshot(plans, by_pod)
 
 
 def _claim_uid(plan: ClaimPlan) -> str:

@@ -449,7 +449,7 @@ def _holds_state(path: Path) -> bool:
         return bool(text)
     try:
         document = json.loads(text)
-    except (OSError, ValueError):
+    except ValueError:
         return True
     return not (isinstance(document, dict) and document.get("payload") in ([], {}))
 
