@@ -14,19 +14,22 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from kubernetes.aio import client as kclient
 
+from draplugin.allocation import AllocatedClaim
 from draplugin.attach import Executor
 from draplugin.attachments import AttachmentStore
 from draplugin.cdi.mode import AttachMode
 from draplugin.cdi.moves import RuntimeMoves
 from draplugin.cdi.specdir import CdiSpecDir
 from draplugin.checkpoint import Checkpoint
+from draplugin.claimcache import ClaimCache
 from draplugin.cni.maintenance import CniMaintenance
 from draplugin.cni.nad import KubeNadReader
 from draplugin.cni.prepare import CniFinisher
+from draplugin.confirm import Confirmations
 from draplugin.devicehealth import links as device_links
 from draplugin.devicehealth.board import HealthBoard
 from draplugin.devices.cni import CniHandler
@@ -47,7 +50,7 @@ from draplugin.kube.policies import PolicyEvents, PolicyWatcher
 from draplugin.kube.reservations import ReservationWatcher
 from draplugin.kube.slices_api import SliceApi
 from draplugin.kubelet.server import KubeletServers, SocketPaths
-from draplugin.metrics import Metrics
+from draplugin.metrics import ClaimCacheCollector, Metrics
 from draplugin.model import ClaimRef, PublishedDevice
 from draplugin.nodesetup import NodeSetup
 from draplugin.planstore import PlanStore
@@ -80,9 +83,11 @@ class ReportingPreparer(Preparer):
         self.metrics = metrics
         self.status = status
 
-    async def prepare(self, claims: Sequence[ClaimRef]) -> dict[str, PrepareResult]:
+    async def prepare(
+        self, claims: Sequence[ClaimRef], given: Mapping[str, AllocatedClaim] | None = None
+    ) -> dict[str, PrepareResult]:
         with self.metrics.timed("NodePrepareResources") as result:
-            results = await super().prepare(claims)
+            results = await super().prepare(claims, given)
             if any(r.error for r in results.values()):
                 result("partial" if any(not r.error for r in results.values()) else "error")
         for ref in claims:
@@ -179,6 +184,9 @@ class Daemon:
         moves = await self._attach_mode(hooks, plans)
         allocator = Allocator(IPAddressApi(api, manager=s.driver), node=s.node_name)
         claim_reader = KubeClaimReader(kclient.ResourceV1Api(api))
+        claim_cache = ClaimCache()
+        confirmations = Confirmations()
+        hooks.sandboxes.confirmations = confirmations
         preparer = ReportingPreparer(
             metrics=self.metrics,
             status=reporter,
@@ -193,6 +201,11 @@ class Daemon:
             finish=CniFinisher(s.cni_bin_dirs, lambda: _stacking_parents(inventory), KubeNadReader(api)),
             cdi=moves,
             node_setup=NodeSetup(s.sysfs_root, s.dev_root, s.vhost_user_root),
+            cache=claim_cache,
+            confirmations=confirmations,
+        )
+        self.metrics.watch_claim_cache(
+            ClaimCacheCollector(claim_cache, confirmations, lambda: preparer.replanned)
         )
         health = HealthServer(s.http_address, self.metrics.registry, self.readiness)
         self.stub = Stub(
@@ -219,12 +232,16 @@ class Daemon:
             attachments.start()
             status.start()
             await health.start()
+            for plan in plans.all():  # checkpointed before a crash cut its confirmation short
+                if not plan.confirmed:
+                    preparer.confirm(plan, None)
             tasks.append(asyncio.create_task(self.stub.run(), name="nri"))
             await _nri_first(self.stub, within=NRI_FIRST_SECONDS)
             await self.kubelet.start()
             publishing = _publish(publisher, device_policies)
             tasks.append(asyncio.create_task(publishing, name="publisher"))
-            tasks.append(asyncio.create_task(ReservationWatcher(api, plans).run(), name="reservations"))
+            watcher = ReservationWatcher(api, plans, cache=claim_cache)
+            tasks.append(asyncio.create_task(watcher.run(), name="reservations"))
             tasks.append(asyncio.create_task(self._gauges(status, publisher, inventory), name="gauges"))
             tasks.append(asyncio.create_task(_resync(reporter, s.resync_seconds), name="status-resync"))
             health_task = device_links.watch(device_health, attachments.all, pool=s.node_name)
@@ -244,6 +261,7 @@ class Daemon:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await self.kubelet.stop(grace=10.0)
+            await confirmations.aclose()
             if self.stub.synchronized:  # without a runtime connection no RunPodSandbox can come
                 await _drain(plans, attachments, s.drain_seconds)
             await self.stub.stop()

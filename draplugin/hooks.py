@@ -96,10 +96,10 @@ class NetworkHooks(Plugin):
 
     async def run_pod_sandbox(self, pod: api.PodSandbox) -> None:
         with self.metrics.timed("RunPodSandbox") as result:
-            if not self.sandboxes.has_plans(pod.uid):
-                result("skipped")
-                return
             try:
+                if not await self.sandboxes.wants(pod.uid):
+                    result("skipped")
+                    return
                 await self.sandboxes.started(sandbox_of(pod))
             except SandboxError as error:
                 raise HandlerError(str(error)) from error

@@ -86,6 +86,59 @@ class StatusQueueCollector(Collector):
             yield family
 
 
+class ClaimCacheView(Protocol):
+    """What `ClaimCacheCollector` reads: the claim cache's lookups (draplugin.claimcache)."""
+
+    hits: int
+    misses: int
+
+
+class ConfirmationsView(Protocol):
+    """What `ClaimCacheCollector` reads of draplugin.confirm.Confirmations."""
+
+    confirmed: int
+    refused: int
+
+    def __len__(self) -> int: ...
+
+
+class ClaimCacheCollector(Collector):
+    """Prepare's claim cache and the confirmations of its plans, read when scraped: an operator sees
+    how often Prepare skipped the GET, and whether stale copies were caught (replanned, refused)."""
+
+    def __init__(
+        self, cache: ClaimCacheView, confirmations: ConfirmationsView, replanned: Callable[[], int]
+    ) -> None:
+        self._cache = cache
+        self._confirmations = confirmations
+        self._replanned = replanned
+
+    def collect(self) -> Iterator[Metric]:
+        lookups = CounterMetricFamily(
+            "netclaim_claim_cache_lookups",
+            "Prepare's lookups of a claim in the watch-fed cache (hit: planned without a GET)",
+            labels=["result"],
+        )
+        lookups.add_metric(["hit"], self._cache.hits)
+        lookups.add_metric(["miss"], self._cache.misses)
+        yield lookups
+        outcomes = CounterMetricFamily(
+            "netclaim_claim_confirmations",
+            "Plans made from the cache, checked against the API (confirmed; replanned: the copy was "
+            "stale; refused: a claim of that pod cannot start)",
+            labels=["result"],
+        )
+        outcomes.add_metric(["confirmed"], self._confirmations.confirmed)
+        outcomes.add_metric(["replanned"], self._replanned())
+        outcomes.add_metric(["refused"], self._confirmations.refused)
+        yield outcomes
+        yield GaugeMetricFamily(
+            "netclaim_claims_unconfirmed",
+            "Claims whose plan is being confirmed or is refused; 0 in the steady state",
+            value=len(self._confirmations),
+        )
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -155,6 +208,10 @@ class Metrics:
             self.registry.unregister(self._status)
         self._status = StatusQueueCollector(queue)
         self.registry.register(self._status)
+
+    def watch_claim_cache(self, collector: ClaimCacheCollector) -> None:
+        """Once per daemon, like `watch_status`."""
+        self.registry.register(collector)
 
     @contextmanager
     def timed(self, method: str) -> Iterator[Callable[[str], None]]:

@@ -232,6 +232,9 @@ class ClaimPlan:
     pod_uids: tuple[str, ...]
     devices: tuple[DevicePlan, ...]
     generation: int = 0
+    confirmed: bool = True
+    """False while the plan rests on the watch cache's copy of the claim and the driver's own GET has
+    not yet confirmed that allocation (draplugin.confirm): no hook attaches it until then."""
 
 
 @dataclass(frozen=True)

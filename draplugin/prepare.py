@@ -4,19 +4,27 @@ Contract: prepare may be slow (it reads claims from the API) and does every fall
 checks, config validation, plan computation, checkpointing — so that the RunPodSandbox hook only
 executes. Each claim succeeds or fails on its own; one bad claim never fails the batch. Both calls are
 idempotent: kubelet retries and restarts, and a repeated prepare must answer with the same devices.
+
+A claim not prepared yet is planned from the watch cache (draplugin.claimcache) when it holds it, and
+its plan is checkpointed as unconfirmed; draplugin.confirm then checks it against a GET off kubelet's
+critical path, and no hook attaches it before. The cache is not used in CDI mode: there the device IDs
+of the answer are what the runtime moves, so they must come from the API.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from draplugin.allocation import AllocatedClaim
 from draplugin.cdi.moves import RuntimeMoves
+from draplugin.claimcache import ClaimCache
+from draplugin.confirm import Confirmations, Refusal
 from draplugin.ipam.allocator import Allocator, PoolExhausted
 from draplugin.model import ClaimPlan, ClaimRef, DeviceKind, DeviceRef
 from draplugin.nodesetup import NodeSetup, SetupError, needs_setup
@@ -75,10 +83,13 @@ class Preparer:
         cdi: RuntimeMoves | None = None,
         settled: Callable[[], object] | None = None,
         node_setup: NodeSetup | None = None,
+        cache: ClaimCache | None = None,
+        confirmations: Confirmations | None = None,
     ) -> None:
         """`settled` runs after each unprepare is checkpointed (the sandbox service drops records of
         pods left with no prepared claim). `node_setup` binds vfio-pci VFs and checks vhost-user
-        directories; without it claims asking for either fail with a message saying so."""
+        directories; without it claims asking for either fail with a message saying so. `cache` and
+        `confirmations` come together (or not at all): plans from the cache need confirming."""
         self.driver = driver
         self.node = node
         self._reader = reader
@@ -91,17 +102,37 @@ class Preparer:
         self._settled = settled
         self._node_setup = node_setup
         self._uses = _UseMemo()
+        self._claim_locks = _ClaimLocks()
+        use_cache = cache is not None and confirmations is not None and cdi is None
+        self._cache = cache if use_cache else None
+        self._confirmations = confirmations
+        self.replanned = 0
+        """Plans made from the cache that the API showed stale, planned again from the API's copy."""
 
-    async def prepare(self, claims: Sequence[ClaimRef]) -> dict[str, PrepareResult]:
-        """Results keyed by claim UID, one per requested claim."""
+    async def prepare(
+        self, claims: Sequence[ClaimRef], given: Mapping[str, AllocatedClaim] | None = None
+    ) -> dict[str, PrepareResult]:
+        """Results keyed by claim UID, one per requested claim. `given` holds claims already read from
+        the API (a confirmation planning again), used instead of reading them."""
+        async with self._claim_locks.held(ref.uid for ref in claims):
+            return await self._prepare_locked(claims, given or {})
+
+    async def _prepare_locked(
+        self, claims: Sequence[ClaimRef], given: Mapping[str, AllocatedClaim]
+    ) -> dict[str, PrepareResult]:
         if self._allocator is None:
-            return await self._prepare(claims)
+            return await self._prepare(claims, given)
         with self._allocator.preparing(ref.uid for ref in claims):
-            return await self._prepare(claims)
+            return await self._prepare(claims, given)
 
-    async def _prepare(self, claims: Sequence[ClaimRef]) -> dict[str, PrepareResult]:
+    async def _prepare(
+        self, claims: Sequence[ClaimRef], given: Mapping[str, AllocatedClaim]
+    ) -> dict[str, PrepareResult]:
         fresh = [ref for ref in claims if self._store.get(ref.uid) is None]
-        outcomes: list[ClaimPlan | _Failed] = list(await asyncio.gather(*(self._plan(ref) for ref in claims)))
+        bases: dict[str, AllocatedClaim] = {}
+        outcomes: list[ClaimPlan | _Failed] = list(
+            await asyncio.gather(*(self._plan(ref, given.get(ref.uid), bases) for ref in claims))
+        )
         prepared = self._store.all()
         for uses in (_moved_host_devices, _pod_interface_names, _vlan_ids):
             outcomes = _refuse_clashes(outcomes, self._uses.of(uses, prepared), uses)
@@ -111,6 +142,10 @@ class Preparer:
         except OSError as error:
             log.exception("checkpoint write failed")
             outcomes = [_Failed(f"claim {ref}: cannot checkpoint the plan: {error}") for ref in claims]
+        else:
+            for plan in plans:
+                if not plan.confirmed:
+                    self.confirm(plan, bases.get(plan.claim.uid))
         await self._release_failed(fresh, dict(zip(claims, outcomes, strict=True)))
         return {
             ref.uid: await self._with_cdi(await self._bound(outcome))
@@ -157,9 +192,73 @@ class Preparer:
             )
         return dataclasses.replace(result, cdi_device_ids=ids)
 
-    async def _plan(self, ref: ClaimRef) -> ClaimPlan | _Failed:
+    def confirm(self, plan: ClaimPlan, basis: AllocatedClaim | None) -> None:
+        """Starts confirming an unconfirmed plan: at Prepare with the cached claim it was made from, at
+        start-up (a plan checkpointed before a crash) with None, and then only its devices compare."""
+        assert self._confirmations is not None
+        self._confirmations.start(
+            plan.claim,
+            plan.pod_uids,
+            lambda ref: self._reader.read(ref.namespace, ref.name),
+            lambda ref, claim: self._settle(ref, claim, basis),
+        )
+
+    async def _settle(
+        self, ref: ClaimRef, claim: AllocatedClaim | None, basis: AllocatedClaim | None
+    ) -> Refusal | None:
+        """What the API holds decides: the same allocation confirms the plan (with the API's pods), a
+        changed one is planned again from the API's copy, a claim gone or recreated is refused. Holds
+        the claim's lock, so a Prepare of the same claim (kubelet's retry) sees the outcome, not half."""
+        async with self._claim_locks.held([ref.uid]):
+            return await self._settle_locked(ref, claim, basis)
+
+    async def _settle_locked(
+        self, ref: ClaimRef, claim: AllocatedClaim | None, basis: AllocatedClaim | None
+    ) -> Refusal | None:
+        current = self._store.get(ref.uid)
+        if current is not None and current.confirmed:
+            return None  # kubelet unprepared and prepared it again meanwhile, from the API
+        pods = current.pod_uids if current is not None else ()
+        if claim is None or claim.ref.uid != ref.uid:
+            what = "not found" if claim is None else f"recreated with UID {claim.ref.uid}"
+            return Refusal(
+                pods,
+                f"claim {ref}: {what} when the driver checked the allocation it prepared from its watch "
+                "cache; its pods cannot start until kubelet unprepares it",
+            )
+        if current is not None and _same_allocation(claim, basis, current, self.driver):
+            await self._store.put([dataclasses.replace(current, pod_uids=claim.pod_uids, confirmed=True)])
+            return None
+        pods = tuple(sorted({*pods, *claim.pod_uids}))
+        if current is not None:
+            log.warning(
+                "claim %s: the API holds another allocation than the watch cache it was prepared from; "
+                "planning it again",
+                ref,
+                extra={"claim": ref},
+            )
+            self.replanned += 1
+            problem = await self._clean(ref)
+            if problem is not None:
+                return Refusal(pods, problem)
+            await self._store.drop([ref.uid])
+        result = (await self._prepare_locked([ref], {ref.uid: claim}))[ref.uid]
+        return None if result.error is None else Refusal(pods, result.error)
+
+    async def _read(self, ref: ClaimRef, bases: dict[str, AllocatedClaim]) -> AllocatedClaim | None:
+        """From the cache for a claim not prepared yet (noting it in `bases`), else from the API."""
+        if self._cache is not None and self._store.get(ref.uid) is None:
+            cached = self._cache.get(ref)
+            if cached is not None:
+                bases[ref.uid] = cached
+                return cached
+        return await self._reader.read(ref.namespace, ref.name)
+
+    async def _plan(
+        self, ref: ClaimRef, given: AllocatedClaim | None, bases: dict[str, AllocatedClaim]
+    ) -> ClaimPlan | _Failed:
         try:
-            claim = await self._reader.read(ref.namespace, ref.name)
+            claim = given if given is not None else await self._read(ref, bases)
         except Exception as error:
             log.warning("reading claim %s failed: %s", ref, error)
             return _Failed(f"claim {ref}: cannot read it from the API: {error}")
@@ -167,6 +266,12 @@ class Preparer:
             return _Failed(f"claim {ref}: not found")
         if claim.ref.uid != ref.uid:
             return _Failed(f"claim {ref}: has UID {claim.ref.uid}, kubelet asked for {ref.uid} (recreated?)")
+        plan = await self._plan_claim(ref, claim)
+        if ref.uid in bases and isinstance(plan, ClaimPlan):
+            return dataclasses.replace(plan, confirmed=False)
+        return plan
+
+    async def _plan_claim(self, ref: ClaimRef, claim: AllocatedClaim) -> ClaimPlan | _Failed:
         prepared = self._store.get(ref.uid)
         if prepared is not None:
             # Reuse, don't recompute: a host device already moved into a pod is no longer published.
@@ -244,6 +349,8 @@ class Preparer:
         errors: dict[str, str | None] = {}
         done: list[str] = []
         for ref in claims:
+            if self._confirmations is not None:
+                await self._confirmations.forget(ref.uid)
             errors[ref.uid] = await self._clean(ref)
             if errors[ref.uid] is None:
                 done.append(ref.uid)
@@ -365,6 +472,33 @@ def _vlan_ids(plan: ClaimPlan) -> list[_Use]:
     ]
 
 
+class _ClaimLocks:
+    """One lock per claim while anyone holds or waits for it; taken in UID order, so two batches
+    sharing claims cannot deadlock."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def held(self, uids: Iterable[str]) -> AsyncIterator[None]:
+        wanted = sorted(set(uids))
+        for uid in wanted:
+            lock, users = self._locks.get(uid, (asyncio.Lock(), 0))
+            self._locks[uid] = (lock, users + 1)
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                for uid in wanted:
+                    await stack.enter_async_context(self._locks[uid][0])
+                yield
+            finally:
+                for uid in wanted:
+                    lock, users = self._locks[uid]
+                    if users == 1:
+                        del self._locks[uid]
+                    else:
+                        self._locks[uid] = (lock, users - 1)
+
+
 UseFinder = Callable[[ClaimPlan], list[_Use]]
 
 
@@ -429,6 +563,18 @@ def _held_by(claim: ClaimRef, holder: ClaimRef, request: str) -> str:
     if holder == claim:
         return f"also allocated to request {request}"
     return f"already prepared for claim {holder}"
+
+
+def _same_allocation(
+    claim: AllocatedClaim, basis: AllocatedClaim | None, plan: ClaimPlan, driver: str
+) -> bool:
+    """Whether the API's copy has the allocation the plan was made from: all of it when the cached
+    copy is known (devices, configs, nodes), the devices alone for a plan checkpointed before a
+    restart. The pods are not compared: the API's are taken over."""
+    if basis is not None:
+        return dataclasses.replace(claim, pod_uids=()) == dataclasses.replace(basis, pod_uids=())
+    planned = sorted(_device_key(device.ref) for device in plan.devices)
+    return planned == sorted(_device_key(device) for device in claim.devices_of(driver))
 
 
 def _device_key(ref: DeviceRef) -> tuple[str, str, str, str]:

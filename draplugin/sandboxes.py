@@ -11,7 +11,10 @@ the pod starts without its interfaces, an error fails the sandbox and kubelet re
 - a failed attach is rolled back and raised as `SandboxError` naming the claim, device and step, so
   kubelet retries with a clean netns;
 - `reconcile` treats a (re)connection as "the world may have moved while we were away": attach late
-  what should be attached, clean what belongs to sandboxes that no longer exist.
+  what should be attached, clean what belongs to sandboxes that no longer exist;
+- a plan Prepare made from the claim cache is attached only once confirmed (draplugin.confirm): the
+  hook may wait for that confirmation, which Prepare started, up to `confirm.WAIT_S`, but never
+  reads the API itself.
 Status goes through the `StatusReporter`, which decides a claim's status from plans and records.
 """
 
@@ -28,6 +31,7 @@ from typing import Protocol
 
 from draplugin.attach import AttachError, DetachError, Executor
 from draplugin.attachments import AttachmentStore, SandboxRecord
+from draplugin.confirm import Confirmations, NotConfirmed
 from draplugin.devices.sriov_vf import VF_SETTINGS_KEY
 from draplugin.ipam.shared import PoolAddressBusy, SharedClaimGuard
 from draplugin.metrics import Metrics
@@ -108,8 +112,26 @@ class SandboxService:
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
+    confirmations: Confirmations | None = None
+    """Set by the daemon when Prepare plans from the claim cache."""
+
     def has_plans(self, pod_uid: str) -> bool:
         return bool(self.plans.plans_for_pod(pod_uid))
+
+    async def wants(self, pod_uid: str) -> bool:
+        """Whether the pod has plans to attach, decided after the confirmations in flight: one may add
+        the pod to a claim's pods. Raises SandboxError when a claim of the pod is refused."""
+        await self._confirmed(pod_uid)
+        return self.has_plans(pod_uid)
+
+    async def _confirmed(self, pod_uid: str) -> None:
+        if self.confirmations is None:
+            return
+        try:
+            await self.confirmations.settle_for(pod_uid)
+        except NotConfirmed as error:
+            log.warning("pod %s waits: %s", pod_uid, error)
+            raise SandboxError(f"netclaim: {error}") from error
 
     async def started(self, sandbox: Sandbox) -> None:
         """Attach every device planned for the pod; raises SandboxError after a rollback."""
@@ -423,6 +445,8 @@ class SandboxService:
 
     async def _attach(self, sandbox: Sandbox, plans: Sequence[ClaimPlan]) -> None:
         pod, path = sandbox.pod, sandbox.netns_path
+        if any(not plan.confirmed for plan in plans):
+            plans = await self._confirmed_plans(pod, plans)
         if path is None:
             message = f"pod {pod} has no network namespace (host network)"
             self._failed(pod, plans, Failed("HostNetworkPod", message))
@@ -452,6 +476,19 @@ class SandboxService:
         self.metrics.attached_devices.inc(len(results))
         if self.status is not None:
             self.status.pod_changed(pod)
+
+    async def _confirmed_plans(self, pod: PodRef, plans: Sequence[ClaimPlan]) -> tuple[ClaimPlan, ...]:
+        """The plans as their confirmations left them (confirmed, or planned again); SandboxError if one
+        is still unconfirmed, so a stale copy of a claim is never attached."""
+        await self._confirmed(pod.uid)
+        current = tuple(p for p in (self.plans.get(plan.claim.uid) for plan in plans) if p is not None)
+        unconfirmed = [plan.claim for plan in current if not plan.confirmed]
+        if unconfirmed:
+            raise SandboxError(
+                f"netclaim: claim {unconfirmed[0]}: its plan, made from the driver's watch cache, is not "
+                "confirmed by the API server yet; kubelet retries the sandbox"
+            )
+        return current
 
     async def _detach(self, record: SandboxRecord) -> None:
         """Undo a sandbox's attach; on failure the record keeps its results for RemovePodSandbox or the

@@ -18,6 +18,11 @@ namespace's stream starts failing and one when it recovers, not a traceback per 
 the apiserver accepted but the driver cannot take (too large for a line, nested deeper than the JSON
 parser allows, an unexpected shape) is skipped, counted in `skipped` and logged once, instead of
 stopping the stream for every other claim of the namespace.
+
+The claim cache. What the followers see also feeds draplugin.claimcache, from which Prepare plans
+without a GET: every claim of a followed namespace (parsed once per event), removed on DELETED, on a
+relist that no longer holds it, or when the namespace is no longer followed; and a namespace's copies
+are served only while its follower is live (listed, not backing off).
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from typing import Any, Protocol
 
 from kubernetes.aio import client as kclient
 
-from draplugin.kube.claims import pod_uids_of
+from draplugin.claimcache import ClaimCache
+from draplugin.kube.claims import claim_from_object, pod_uids_of
 from draplugin.kube.raw import decode_object
 from draplugin.planstore import PlanStore
 
@@ -163,9 +169,11 @@ class ReservationWatcher:
         store: PlanStore,
         timeout_seconds: int = 300,
         tuning: Tuning = Tuning(),
+        cache: ClaimCache | None = None,
     ) -> None:
         self._api: ClaimsApi = KubeClaimsApi(api) if isinstance(api, kclient.ApiClient) else api
         self._store = store
+        self.cache = cache
         self._timeout = timeout_seconds
         self.tuning = tuning
         self._reported: set[tuple[str, str]] = set()
@@ -182,6 +190,8 @@ class ReservationWatcher:
             reserved = status.get("reservedFor") or []
         except (KeyError, TypeError, AttributeError) as error:
             raise Undecodable(f"no metadata.uid or status: {short(repr(error))}") from None
+        if self.cache is not None:
+            self._cache(claim, uid)
         plan = self._store.get(uid)
         if plan is None:
             return
@@ -193,6 +203,19 @@ class ReservationWatcher:
             log.info(
                 "claim %s now reserved for pods %s", plan.claim, ",".join(pods), extra={"claim": plan.claim}
             )
+
+    def _cache(self, claim: Mapping[str, Any], uid: str) -> None:
+        """A copy the driver cannot parse is dropped, not kept stale: Prepare then reads the API."""
+        assert self.cache is not None
+        try:
+            if not isinstance((claim.get("status") or {}).get("reservedFor") or [], list):
+                raise TypeError("status.reservedFor is not a list")
+            parsed = claim_from_object(claim)
+        except (KeyError, TypeError, AttributeError, ValueError):
+            namespace = (claim.get("metadata") or {}).get("namespace", "")
+            self.cache.gone(str(namespace), uid)
+            return
+        self.cache.seen(parsed)
 
     async def run(self) -> None:
         """Keeps one follower per namespace that holds a prepared claim, forever."""
@@ -214,6 +237,8 @@ class ReservationWatcher:
             if namespace not in wanted or task.done():
                 task.cancel()
                 del followers[namespace]
+                if self.cache is not None:
+                    self.cache.forget(namespace)
         for namespace in wanted - followers.keys():
             follower = _Follower(self, namespace, self.tuning.backoff())
             followers[namespace] = asyncio.create_task(follower.run(), name=f"reservations/{namespace}")
@@ -246,6 +271,7 @@ class _Follower:
         while True:
             try:
                 if self._version is None:
+                    self._live(False)
                     self._version = await self._list()
                     self._recovered()
                 if not await self._watch():  # closed at once, not even a bookmark: do not spin
@@ -269,15 +295,19 @@ class _Follower:
 
     async def _list(self) -> str:
         token: str | None = None
+        uids: list[str] = []
         while True:
             page = decode_object(
                 await self._api.list_page(self._namespace, self._owner.tuning.page_size, token)
             )
             for item in page.get("items") or []:
                 await self._apply(item)
+                uids.append(_uid_of(item))
             metadata = page.get("metadata") or {}
             token = metadata.get("continue") or None
             if token is None:
+                if self._owner.cache is not None:
+                    self._owner.cache.listed(self._namespace, uids)
                 return str(metadata.get("resourceVersion", ""))
 
     async def _watch(self) -> int:
@@ -311,6 +341,8 @@ class _Follower:
         version = (obj.get("metadata") or {}).get("resourceVersion")
         if kind in ("ADDED", "MODIFIED"):
             await self._apply(obj)
+        elif kind == "DELETED" and self._owner.cache is not None:
+            self._owner.cache.gone(self._namespace, _uid_of(obj))
         if isinstance(version, str) and version:
             self._version = version  # bookmarks too: a resumed watch starts after what was seen
 
@@ -324,6 +356,7 @@ class _Follower:
 
     async def _failed(self, error: BaseException) -> None:
         self._owner.failures += 1
+        self._live(False)
         if self._failing == 0:
             log.warning(
                 "following ResourceClaims in namespace %s failed, retrying with backoff: %s",
@@ -333,7 +366,12 @@ class _Follower:
         self._failing += 1
         await asyncio.sleep(self._backoff.next_delay())
 
+    def _live(self, is_live: bool) -> None:
+        if self._owner.cache is not None:
+            self._owner.cache.live(self._namespace, is_live)
+
     def _recovered(self) -> None:
+        self._live(True)
         if self._failing:
             log.info(
                 "following ResourceClaims in namespace %s again after %d failed attempts",
@@ -367,6 +405,12 @@ async def bounded_lines(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterat
             buffer.clear()
         else:
             buffer += rest
+
+
+def _uid_of(obj: object) -> str:
+    metadata = obj.get("metadata") if isinstance(obj, Mapping) else None
+    uid = metadata.get("uid") if isinstance(metadata, Mapping) else None
+    return uid if isinstance(uid, str) else ""
 
 
 def _name_of(obj: object) -> str:

@@ -53,6 +53,9 @@ def plan_to_dict(plan: ClaimPlan) -> dict[str, Any]:
         "podUIDs": list(plan.pod_uids),
         "generation": plan.generation,
         "devices": [_device_to_dict(device) for device in plan.devices],
+        # Written only while unconfirmed: a confirmed plan keeps the bytes it had before the claim
+        # cache, and a driver rolled back past it (which ignores the key) reads the plan as before.
+        **({"unconfirmed": True} if not plan.confirmed else {}),
     }
 
 
@@ -150,6 +153,7 @@ def plan_from_dict(value: object) -> ClaimPlan:
         pod_uids=strings(data["podUIDs"]),
         devices=tuple(items(data["devices"], _device_from_dict, "devices")),
         generation=integer(data["generation"]),
+        confirmed=not opt_bool(data.get("unconfirmed")),
     )
 
 

@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from draplugin.checkpoint import Checkpoint
+from draplugin.claimcache import ClaimCache
 from draplugin.kube.claims import claim_from_object
 from draplugin.kube.raw import decode_object, prune_depth
 from draplugin.kube.reservations import (
@@ -301,3 +302,48 @@ def test_a_claim_with_another_drivers_deep_parameters_is_still_read() -> None:
 def test_error_messages_quote_a_bounded_prefix() -> None:
     error = ApiStatusError(500, b"y" * 1_000_000)
     assert len(str(error)) < 260
+
+
+def allocated_json(namespace: str, name: str, device: str) -> bytes:
+    """A claim allocated to one netclaim device, as the scheduler leaves it."""
+    result = {"request": "nic", "driver": "netclaim.dev", "pool": "node-a", "device": device}
+    return orjson.dumps(
+        {
+            "metadata": {"namespace": namespace, "name": name, "uid": f"uid-{name}", "resourceVersion": "2"},
+            "status": {
+                "allocation": {"devices": {"results": [result]}},
+                "reservedFor": [{"resource": "pods", "name": "p", "uid": f"pod-{name}"}],
+            },
+        }
+    )
+
+
+async def test_followed_namespaces_feed_the_claim_cache_while_live(tmp_path: Path) -> None:
+    """Lists, events and deletions reach the cache; while the namespace's follower is failing its
+    copies are not served; a relist drops what is gone; an unfollowed namespace leaves nothing."""
+    api = FakeApi()
+    api.items = {"ns": [claim_json("ns", "mine"), allocated_json("ns", "next", "macvlan-up0")]}
+    store = await prepared(tmp_path, ("ns", "mine", ()))
+    cache = ClaimCache()
+    watcher = ReservationWatcher(api, store, tuning=Tuning(resync_s=0.01, backoff=fast), cache=cache)
+    nxt, later = ClaimRef("ns", "next", "uid-next"), ClaimRef("ns", "later", "uid-later")
+    async with running(watcher):
+        await until(lambda: cache.get(nxt) is not None, "listed claim cached")
+        claim = cache.get(nxt)
+        assert claim is not None and [d.device for d in claim.devices] == ["macvlan-up0"]
+        assert claim.pod_uids == ("pod-next",)
+        await until(lambda: "ns" in api.open_watches, "watch open")
+        api.event("ns", "ADDED", allocated_json("ns", "later", "veth"))
+        await until(lambda: cache.get(later) is not None, "event cached")
+        api.event("ns", "DELETED", allocated_json("ns", "next", "macvlan-up0"))
+        await until(lambda: cache.get(nxt) is None, "deleted claim dropped")
+        api.items["ns"] = [claim_json("ns", "mine")]  # 'later' deleted while the watch is down
+        api.list_failures = [ConnectionError("refused")] * 1000
+        api.event("ns", "ERROR", b'{"code":410,"message":"too old"}')
+        await until(lambda: len(api.lists) > 3, "relist failing")
+        assert cache.get(later) is None, "a failing follower's copies are not served"
+        api.list_failures.clear()
+        await until(lambda: "ns" in api.open_watches, "relisted")
+        await until(lambda: "uid-later" not in cache._claims, "relist dropped the deleted claim")
+        await store.drop(["uid-mine"])
+        await until(lambda: len(cache) == 0, "unfollowed namespace forgotten")
