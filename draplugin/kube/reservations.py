@@ -228,6 +228,9 @@ class ReservationWatcher:
             for task in followers.values():
                 task.cancel()
             await asyncio.gather(*followers.values(), return_exceptions=True)
+            if self.cache is not None:  # nothing keeps the copies current any more
+                for namespace in followers:
+                    self.cache.forget(namespace)
 
     def _reconcile(self, followers: dict[str, asyncio.Task[None]]) -> None:
         """The plan store is memory: reading it every second costs nothing and needs no hook in it."""
