@@ -8,7 +8,9 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 
-from draplugin.metrics import STATUS_COUNTERS, Metrics
+from draplugin.claimcache import ClaimCache
+from draplugin.confirm import Confirmations
+from draplugin.metrics import STATUS_COUNTERS, ClaimCacheCollector, Metrics
 from draplugin.model import ClaimRef
 from draplugin.status.queue import QueueStats, StatusQueue
 from draplugin.status.types import Entry
@@ -31,6 +33,7 @@ def served() -> dict[str, str]:
     """Family name -> type, from the exposition text of a registry wired as `Daemon.run` wires it."""
     metrics = Metrics()
     metrics.watch_status(StatusQueue(NullSink(), driver="netclaim.dev"))
+    metrics.watch_claim_cache(ClaimCacheCollector(ClaimCache(), Confirmations(), lambda: 0))
     text = generate_latest(metrics.registry).decode()
     return dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
 
@@ -108,3 +111,18 @@ def test_process_metrics_are_real() -> None:
     rss = registry.get_sample_value("process_resident_memory_bytes")
     assert rss is not None and rss > 1024 * 1024
     assert (registry.get_sample_value("process_open_fds") or 0) > 0
+
+
+def test_claim_cache_figures_are_read_at_scrape_time() -> None:
+    cache, confirmations, replanned = ClaimCache(), Confirmations(), [0]
+    metrics = Metrics()
+    metrics.watch_claim_cache(ClaimCacheCollector(cache, confirmations, lambda: replanned[0]))
+    cache.hits, cache.misses, confirmations.confirmed, confirmations.refused = 7, 2, 6, 1
+    replanned[0] = 3
+    text = generate_latest(metrics.registry).decode()
+    assert 'netclaim_claim_cache_lookups_total{result="hit"} 7.0' in text
+    assert 'netclaim_claim_cache_lookups_total{result="miss"} 2.0' in text
+    assert 'netclaim_claim_confirmations_total{result="confirmed"} 6.0' in text
+    assert 'netclaim_claim_confirmations_total{result="replanned"} 3.0' in text
+    assert 'netclaim_claim_confirmations_total{result="refused"} 1.0' in text
+    assert "netclaim_claims_unconfirmed 0.0" in text
