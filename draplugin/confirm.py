@@ -112,10 +112,16 @@ class Confirmations:
         """Returns when nothing stands between the pod and its plans; raises NotConfirmed otherwise.
 
         Waits for every confirmation in flight, not only those known to concern the pod: the pod a
-        stale copy lacks is exactly the one whose hook would otherwise find no plan."""
+        stale copy lacks is exactly the one whose hook would otherwise find no plan. Except those
+        whose reads already fail (the API unreachable): waiting on them would hold every pod of the
+        node for the whole bound, and the hooks run one at a time."""
         if not self._entries:
             return
-        running = [e.task for e in self._entries.values() if e.task is not None and not e.task.done()]
+        running = [
+            e.task
+            for e in self._entries.values()
+            if e.task is not None and not e.task.done() and (e.failures == 0 or pod_uid in e.pods)
+        ]
         if running:
             await asyncio.wait(running, timeout=self._wait_s)
         for entry in list(self._entries.values()):
