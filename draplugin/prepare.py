@@ -7,8 +7,9 @@ idempotent: kubelet retries and restarts, and a repeated prepare must answer wit
 
 A claim not prepared yet is planned from the watch cache (draplugin.claimcache) when it holds it, and
 its plan is checkpointed as unconfirmed; draplugin.confirm then checks it against a GET off kubelet's
-critical path, and no hook attaches it before. The cache is not used in CDI mode: there the device IDs
-of the answer are what the runtime moves, so they must come from the API.
+critical path, and no hook attaches it before. The cache is not used while claims get CDI mode (`cdi`
+mode, or `auto` on a runtime that moves devices itself): there the device IDs of the answer are what
+the runtime moves, so they must come from the API.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from draplugin.allocation import AllocatedClaim
+from draplugin.cdi.mode import AttachMode
 from draplugin.cdi.moves import RuntimeMoves
 from draplugin.claimcache import ClaimCache
 from draplugin.confirm import Confirmations, Refusal
@@ -103,8 +105,7 @@ class Preparer:
         self._node_setup = node_setup
         self._uses = _UseMemo()
         self._claim_locks = _ClaimLocks()
-        use_cache = cache is not None and confirmations is not None and cdi is None
-        self._cache = cache if use_cache else None
+        self._cache = cache if confirmations is not None else None
         self._confirmations = confirmations
         self.replanned = 0
         """Plans made from the cache that the API showed stale, planned again from the API's copy."""
@@ -182,6 +183,8 @@ class Preparer:
         result = _result(outcome)
         if self._cdi is None or not isinstance(outcome, ClaimPlan):
             return result
+        if not outcome.confirmed:  # from the cache: NRI mode, even if a Configure just switched auto
+            self._cdi.keep_nri(outcome.claim.uid)
         try:
             ids = await self._cdi.prepare(outcome)
         except Exception as error:  # files, netlink (not an OSError), a parent gone: this claim only
@@ -247,12 +250,16 @@ class Preparer:
 
     async def _read(self, ref: ClaimRef, bases: dict[str, AllocatedClaim]) -> AllocatedClaim | None:
         """From the cache for a claim not prepared yet (noting it in `bases`), else from the API."""
-        if self._cache is not None and self._store.get(ref.uid) is None:
+        if self._cache is not None and not self._cdi_active() and self._store.get(ref.uid) is None:
             cached = self._cache.get(ref)
             if cached is not None:
                 bases[ref.uid] = cached
                 return cached
         return await self._reader.read(ref.namespace, ref.name)
+
+    def _cdi_active(self) -> bool:
+        """Whether a claim prepared now gets CDI mode (decided again at each NRI Configure in auto)."""
+        return self._cdi is not None and self._cdi.active is AttachMode.CDI
 
     async def _plan(
         self, ref: ClaimRef, given: AllocatedClaim | None, bases: dict[str, AllocatedClaim]

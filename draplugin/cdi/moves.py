@@ -99,6 +99,12 @@ class RuntimeMoves:
         }
         self._nri = {plan.claim.uid for plan in prepared} - self._expected.keys()
 
+    def keep_nri(self, claim_uid: str) -> None:
+        """The claim is attached by the hook whatever the mode becomes (a plan made from the claim
+        cache: its devices are not confirmed yet, so they must not become CDI ids)."""
+        if claim_uid not in self._expected:
+            self._nri.add(claim_uid)
+
     async def prepare(self, plan: ClaimPlan) -> dict[DeviceRef, str]:
         """CDI ids for the claim's devices the runtime will move; {} in NRI mode (and for a claim
         already prepared in NRI mode, so a retry answers as the first Prepare did)."""

@@ -64,14 +64,36 @@ def delete_all(local_node: LocalNode, api: k.ApiClient, namespace: str) -> None:
 
 
 def test_twenty_pods_at_once(local_node: LocalNode, driver: ChartDriver, node_namespace: str) -> None:
+    """Also the deployed driver's claim cache: the claims of one namespace are mostly prepared from the
+    watch (only those before it follows the namespace are read), and every plan made from it ends
+    confirmed, none refused (its /metrics)."""
     before = e2e.host_links()
     with local_node.api_client() as api:
         t0 = time.monotonic()
         configs = create_all(api, node_namespace, 20)
         check_all(local_node, api, node_namespace, configs)
         print(f"20 pods Running, configured and Ready in {time.monotonic() - t0:.1f}s")
+        figures = cache_figures(driver)
+        print(f"claim cache: {figures}")
+        assert figures["hit"] >= 1, figures
+        assert figures["refused"] == 0 and figures["replanned"] == 0, figures
+        assert figures["confirmed"] == figures["hit"], "every plan made from the cache was confirmed"
+        assert figures["unconfirmed"] == 0, figures
         delete_all(local_node, api, node_namespace)
     assert e2e.host_links() == before
+
+
+def cache_figures(driver: ChartDriver) -> dict[str, float]:
+    """The claim cache's lookups and confirmation outcomes, from the driver's /metrics."""
+    figures: dict[str, float] = {}
+    for line in driver.metrics().splitlines():
+        for family in ("netclaim_claim_cache_lookups_total{", "netclaim_claim_confirmations_total{"):
+            if line.startswith(family):
+                result = line.split('result="', 1)[1].split('"', 1)[0]
+                figures[result] = float(line.rsplit(" ", 1)[1])
+        if line.startswith("netclaim_claims_unconfirmed "):
+            figures["unconfirmed"] = float(line.rsplit(" ", 1)[1])
+    return figures
 
 
 def prepared_claims(driver: ChartDriver) -> float:

@@ -3,6 +3,7 @@ versions, over the real kubelet sockets); Unprepare removes them; a failed write
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -25,6 +26,7 @@ from draplugin.pb.dra.v1 import api_pb2 as v1
 from draplugin.pb.dra.v1 import api_pb2_grpc as v1_grpc
 from draplugin.pb.dra.v1beta1 import api_pb2 as v1beta1
 from draplugin.pb.dra.v1beta1 import api_pb2_grpc as v1beta1_grpc
+from draplugin.planner import plan_claim
 from draplugin.planstore import PlanStore
 from draplugin.prepare import Preparer
 
@@ -247,3 +249,15 @@ async def test_a_failed_child_fails_its_claim_only_and_rolls_back_its_host_side(
     assert error is not None and error.endswith("parent interface 'up0' not found on the host")
     assert results[VF.ref.uid].error is None
     assert host.prepared == {"eth2v0"}  # NIC's eth1 marker undone; the VF's stays
+
+
+async def test_a_claim_kept_for_the_hook_gets_no_cdi_ids_in_cdi_mode(base: Path) -> None:
+    """A plan made from the claim cache is attached by the hook, even when auto switched to CDI between
+    the plan and the answer: its devices are not confirmed, so they must not become CDI ids."""
+    auto = moves(base / "cdi", AttachMode.AUTO)
+    assert auto.runtime_configured("containerd", "v2.2.9") is AttachMode.CDI
+    plan = dataclasses.replace(plan_claim(NIC, DRIVER, NODE, DEVICES), confirmed=False)
+    auto.keep_nri(plan.claim.uid)
+    assert await auto.prepare(plan) == {}
+    assert spec_files(base / "cdi") == [] and not auto.expects(plan.claim.uid, plan.devices[0].ref)
+    assert await auto.prepare(dataclasses.replace(plan, confirmed=True)) == {}, "a retry keeps its mode"

@@ -19,11 +19,12 @@ from test_sandbox_records import Recording
 
 from draplugin.allocation import AllocatedClaim
 from draplugin.attachments import AttachmentStore
+from draplugin.cdi.mode import AttachMode
 from draplugin.checkpoint import Checkpoint
 from draplugin.claimcache import ClaimCache
 from draplugin.confirm import Confirmations
 from draplugin.metrics import Metrics
-from draplugin.model import ClaimRef
+from draplugin.model import ClaimPlan, ClaimRef, DeviceRef
 from draplugin.planstore import PlanStore
 from draplugin.prepare import Preparer
 from draplugin.sandboxes import Sandbox, SandboxError, SandboxService
@@ -278,10 +279,30 @@ async def test_claims_not_in_the_cache_or_already_prepared_are_read(tmp_path: Pa
     assert api.reads[-1] == "c1" and len(api.reads) == 3, "a namespace not live is not served"
 
 
-async def test_cdi_mode_never_plans_from_the_cache(tmp_path: Path) -> None:
-    """In CDI mode the device IDs of the answer are what the runtime moves: they come from the API."""
+class Moves:
+    """The two things Prepare asks of the CDI side here: the mode a claim gets now, and its ids."""
+
+    def __init__(self, active: AttachMode) -> None:
+        self.active = active
+        self.kept: set[str] = set()
+
+    def keep_nri(self, claim_uid: str) -> None:
+        self.kept.add(claim_uid)
+
+    async def prepare(self, plan: ClaimPlan) -> dict[DeviceRef, str]:
+        if self.active is AttachMode.CDI and plan.claim.uid not in self.kept:
+            return {d.ref: f"netclaim.dev/net={plan.claim.uid}-{d.ref.device}" for d in plan.devices}
+        return {}
+
+
+@pytest.mark.parametrize("active", [AttachMode.CDI, AttachMode.NRI])
+async def test_the_cache_is_used_only_while_claims_get_nri_mode(tmp_path: Path, active: AttachMode) -> None:
+    """CDI mode (configured, or auto on a runtime that moves devices): the answer's device IDs are what
+    the runtime moves, so they come from the API. auto on an older runtime attaches with the hook: the
+    cache serves, and the claim stays NRI even if a Configure switches auto meanwhile."""
     node = Node(tmp_path, Api(CACHED))
     node.cached(CACHED)
+    moves = Moves(active)
     preparer = Preparer(
         driver=DRIVER,
         node=NODE,
@@ -290,9 +311,15 @@ async def test_cdi_mode_never_plans_from_the_cache(tmp_path: Path) -> None:
         store=node.store,
         cache=node.cache,
         confirmations=node.confirmations,
-        cdi=object(),  # type: ignore[arg-type]  # only its presence matters here
+        cdi=moves,  # type: ignore[arg-type]
     )
-    assert preparer._cache is None
+    result = (await preparer.prepare([CACHED.ref]))[CACHED.ref.uid]
+    if active is AttachMode.CDI:
+        assert node.api.reads == ["c1"] and node.cache.hits == 0
+        assert result.cdi_device_ids, "CDI ids, from the API's allocation"
+    else:
+        assert node.api.reads == [] and node.cache.hits == 1
+        assert moves.kept == {CACHED.ref.uid} and not result.cdi_device_ids
 
 
 def test_the_cache_serves_only_live_allocated_copies_of_the_same_uid() -> None:
