@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from draplugin.allocation import AllocatedClaim
 from draplugin.model import ClaimRef
@@ -71,7 +71,7 @@ class _Entry:
     writing: bool = False
     refusal: Refusal | None = None
     last_error: str = ""
-    failures: int = field(default=0)
+    failures: int = 0
 
 
 class Confirmations:

@@ -479,9 +479,11 @@ class SandboxService:
 
     async def _confirmed_plans(self, pod: PodRef, plans: Sequence[ClaimPlan]) -> tuple[ClaimPlan, ...]:
         """The plans as their confirmations left them (confirmed, or planned again); SandboxError if one
-        is still unconfirmed, so a stale copy of a claim is never attached."""
+        is still unconfirmed, so a stale copy of a claim is never attached. Only those are read again:
+        a confirmed plan stays as the caller passed it (without the devices left to the runtime)."""
         await self._confirmed(pod.uid)
-        current = tuple(p for p in (self.plans.get(plan.claim.uid) for plan in plans) if p is not None)
+        again = (plan if plan.confirmed else self.plans.get(plan.claim.uid) for plan in plans)
+        current = tuple(plan for plan in again if plan is not None)
         unconfirmed = [plan.claim for plan in current if not plan.confirmed]
         if unconfirmed:
             raise SandboxError(

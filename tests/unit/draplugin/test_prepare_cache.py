@@ -341,3 +341,40 @@ def test_the_cache_serves_only_live_allocated_copies_of_the_same_uid() -> None:
     cache.forget("ns")
     assert len(cache) == 0 and cache.get(CACHED.ref) is None
     assert (cache.hits, cache.misses) == (1, 6)
+
+
+class Moved:
+    """The runtime moves every device of the given claims (CDI mode), as draplugin.cdi.moves says."""
+
+    def __init__(self, *uids: str) -> None:
+        self.uids = set(uids)
+
+    def expects(self, claim_uid: str, ref: DeviceRef) -> bool:
+        return claim_uid in self.uids
+
+    def hook_plan(self, claim: ClaimPlan) -> ClaimPlan:
+        return claim
+
+
+async def test_waiting_for_one_claim_keeps_another_claims_runtime_devices_out_of_the_hook(
+    tmp_path: Path,
+) -> None:
+    """A pod with a CDI claim (its device the runtime's to move) and a claim planned from the cache,
+    attached late (CreateContainer after a missed RunPodSandbox) while the confirmation runs: after the
+    wait, only the unconfirmed plan is read again."""
+    cdi_claim = claim("c2", device("v", "veth"), pods=("pod-1",))
+    api = Api(CACHED, cdi_claim)
+    node = Node(tmp_path, api)
+    await node.preparer.prepare([cdi_claim.ref])
+    api.gate.clear()
+    node.cached(CACHED)
+    await node.preparer.prepare([CACHED.ref])
+    node.sandboxes.runtime_moved = Moved(cdi_claim.ref.uid)
+    late = asyncio.create_task(
+        node.sandboxes.container_created(Sandbox("sb-1", PodRef("ns", "pod-1", "pod-1"), str(node.netns)))
+    )
+    await asyncio.sleep(0.05)
+    assert not late.done() and node.attached() == [], "waits for the confirmation"
+    api.gate.set()
+    await late
+    assert node.attached() == ["macvlan-up0"], "the veth is left to the runtime"
