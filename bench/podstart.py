@@ -5,15 +5,18 @@ containerd with NRI, kubelet: `testbed.node.LocalNode`) with the driver installe
 as a DaemonSet pod (`testbed.chart.ChartDriver`, as the node tier and operators run it), and two
 stand-in uplinks (veths whose peers sit in scratch netns, `testbed.standin`) as macvlan parents.
 
-Three pod shapes, one busybox container each:
+Four pod shapes, one busybox container each:
 - `plain`: no claim (the reference);
+- `1noop`: one claim of a driver that does nothing (bench/noop_driver.py): the second reference, the
+  whole DRA path of Kubernetes without a network driver's work;
 - `1if`: one claim from a template, a macvlan on the uplink as `net1`;
 - `4if`: four claims from four templates, macvlans `net1`..`net4`.
 
 Sequential part: pods are created one at a time, shapes interleaved (the order rotates each round), and
 each is timed from the create call (a plain POST, no discovery) to the moment a watch on the namespace
 sees it `Running`; then, untimed, its interfaces are checked inside the pod (CRI exec `ip link`), and it
-is deleted. The overheads are p50(shape) - p50(plain) of the same run. Burst part: `burst` one-interface
+is deleted. The overheads are p50(shape) - p50(plain) of the same run, and netclaim's own share of a
+one-interface pod is p50(1if) - p50(1noop). Burst part: `burst` one-interface
 pods created at once; the figure is the time from the first create to the last `Running`, and every
 pod's `net1` is then checked (`burst_..._unconfigured` counts pods Running without it).
 
@@ -37,17 +40,23 @@ from testbed.node import LocalNode
 from testbed.standin import stand_in
 
 from bench.common import ms, record_series
+from bench.noop_driver import TEMPLATE as NOOP_TEMPLATE
+from bench.noop_driver import NoopDriver
 
 UPLINK = e2e.UPLINK
 SECOND_UPLINK = "ncbp-up1"
 """A second macvlan parent: one parent offers `slots` (64) macvlans at once, fewer than the burst's
 100 pods; with two the scheduler spreads the burst's claims over both by their remaining capacity."""
-SHAPES = {"plain": 0, "1if": 1, "4if": 4}
+SHAPES = {"plain": 0, "1noop": 0, "1if": 1, "4if": 4}
+"""Shape -> netclaim interfaces; `1noop` holds one claim of the do-nothing driver instead."""
 NAMESPACE = "bench"
 START_TIMEOUT = 180.0
 
 
-def _pod(name: str, interfaces: int) -> dict[str, Any]:
+def _pod(name: str, interfaces: int, noop: bool = False) -> dict[str, Any]:
+    claims = [{"name": f"c{i}", "resourceClaimTemplateName": f"net{i}"} for i in range(1, interfaces + 1)]
+    if noop:
+        claims.append({"name": "noop", "resourceClaimTemplateName": NOOP_TEMPLATE})
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -62,9 +71,7 @@ def _pod(name: str, interfaces: int) -> dict[str, Any]:
                     "command": ["/bin/sleep", "3600"],
                 }
             ],
-            "resourceClaims": [
-                {"name": f"c{i}", "resourceClaimTemplateName": f"net{i}"} for i in range(1, interfaces + 1)
-            ],
+            "resourceClaims": claims,
         },
     }
 
@@ -150,10 +157,11 @@ def _sequential(node: LocalNode, api: k.ApiClient, rounds: int) -> dict[str, lis
     shapes = list(SHAPES)
     try:
         for round_ in range(rounds):
-            order = shapes[round_ % 3 :] + shapes[: round_ % 3]
+            turn = round_ % len(shapes)
+            order = shapes[turn:] + shapes[:turn]
             for shape in order:
                 name = f"{shape}-{round_}"
-                body = _pod(name, SHAPES[shape])
+                body = _pod(name, SHAPES[shape], noop=shape == "1noop")
                 t0 = time.monotonic()
                 core.create_namespaced_pod(NAMESPACE, body)
                 seen = watch.wait([name], START_TIMEOUT)[name]
@@ -201,6 +209,7 @@ def measure(line: str, rounds: int = 51, burst: int = 100) -> dict[str, float]:
         with stand_in(work, UPLINK), stand_in(work, SECOND_UPLINK):
             driver = ChartDriver(node, work / "driver", parents=(UPLINK, SECOND_UPLINK))
             driver.install()
+            noop = NoopDriver(node)
             try:
                 with node.api_client() as api:
                     e2e.wait_slices(api, node.node_name, {f"macvlan-{UPLINK}", f"macvlan-{SECOND_UPLINK}"})
@@ -211,10 +220,15 @@ def measure(line: str, rounds: int = 51, burst: int = 100) -> dict[str, float]:
                         for i in range(1, 5)
                     ]
                     e2e.apply(api, templates, NAMESPACE)
+                    noop.start(api)
+                    e2e.apply(api, [noop.template()], NAMESPACE)
                     times = _sequential(node, api, rounds)
+                    noop_prepared = len(noop.preparer.prepared)
                     burst_s, unconfigured = _burst(node, api, burst)
             finally:
                 left = node.delete_all_pods()
+                with node.api_client() as api:  # after every pod: kubelet unprepares their claims
+                    left += noop.stop(api)
                 left += driver.wait_unprepared()
                 left += driver.uninstall()
                 left += driver.leftovers()
@@ -238,9 +252,10 @@ def measure(line: str, rounds: int = 51, burst: int = 100) -> dict[str, float]:
             - parts[f"pod_start_plain_{part}_ms_p50{suffix}"],
             3,
         )
-        for shape in ("1if", "4if")
+        for shape in ("1noop", "1if", "4if")
         for part in ("schedule", "node")
     }
+    noop50 = ms(times["1noop"], 50)
     return {
         **parts,
         **overheads,
@@ -252,6 +267,11 @@ def measure(line: str, rounds: int = 51, burst: int = 100) -> dict[str, float]:
         f"pod_start_4if_ms_p99{suffix}": ms(times["4if"], 99),
         f"pod_start_overhead_1if_ms_p50{suffix}": round(ms(times["1if"], 50) - plain50, 3),
         f"pod_start_overhead_4if_ms_p50{suffix}": round(ms(times["4if"], 50) - plain50, 3),
+        f"pod_start_1noop_ms_p50{suffix}": noop50,
+        f"pod_start_1noop_ms_p99{suffix}": ms(times["1noop"], 99),
+        f"pod_start_overhead_1noop_ms_p50{suffix}": round(noop50 - plain50, 3),
+        f"pod_start_netclaim_1if_ms_p50{suffix}": round(ms(times["1if"], 50) - noop50, 3),
+        f"pod_start_noop_prepares{suffix}": float(noop_prepared),
         f"pod_start_samples{suffix}": float(len(times["plain"])),
         f"burst_{burst}_pods_s{suffix}": round(burst_s, 2),
         f"burst_{burst}_pods_unconfigured{suffix}": float(unconfigured),
