@@ -110,8 +110,11 @@ class NoopDriver:
             if self._servers is not None:
                 self._run(self._servers.stop(grace=5))
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
+            if self._thread.is_alive():  # not when the bench failed before start()
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(10)
+            if not self._loop.is_running():
+                self._loop.close()
 
     def _run(self, coro: Any) -> Any:
         future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)
