@@ -109,7 +109,7 @@ async def prepare(
     admin: kubernetes.client.ApiClient, aio: kubernetes.aio.client.ApiClient, claims: int
 ) -> dict[str, float]:
     """The cached path and its reference (a GET per claim), one after the other in this run."""
-    read = await _prepare(admin, aio, claims, cached=False)
+    read = await _prepare(admin, aio, claims)
     cached, confirmed = await _prepare_cached(admin, aio, claims, burst=False)
     burst, _ = await _prepare_cached(admin, aio, claims, burst=True)
     return {
@@ -128,9 +128,7 @@ async def _prepare_cached(
     admin: kubernetes.client.ApiClient, aio: kubernetes.aio.client.ApiClient, claims: int, burst: bool
 ) -> tuple[list[float], int]:
     cache, confirmations = ClaimCache(), Confirmations()
-    samples = await _prepare(
-        admin, aio, claims, cached=True, cache=cache, confirmations=confirmations, burst=burst
-    )
+    samples = await _prepare(admin, aio, claims, cache=cache, confirmations=confirmations, burst=burst)
     if cache.hits != len(samples) + 4 or cache.misses:  # all but the first: it made the namespace followed
         raise RuntimeError(f"{cache.hits} cache hits, {cache.misses} misses for {len(samples) + 4} claims")
     confirmed = confirmations.confirmed
@@ -143,7 +141,6 @@ async def _prepare(
     aio: kubernetes.aio.client.ApiClient,
     claims: int,
     *,
-    cached: bool,
     cache: ClaimCache | None = None,
     confirmations: Confirmations | None = None,
     burst: bool = False,
@@ -171,7 +168,7 @@ async def _prepare(
             async with grpc.aio.insecure_channel(f"unix://{paths.dra}") as channel:
                 stub = v1_grpc.DRAPluginStub(channel)
                 for i, ref in enumerate(refs):
-                    if cached and i == 1:  # the first claim made the namespace followed: warm up
+                    if cache is not None and i == 1:  # the first claim made the namespace followed: warm up
                         watcher = ReservationWatcher(aio, store, cache=cache)
                         watching = asyncio.create_task(watcher.run())
                         await _cached(cache, refs)
@@ -203,10 +200,9 @@ async def _prepare(
     return samples
 
 
-async def _cached(cache: ClaimCache | None, refs: list[v1.Claim]) -> None:
+async def _cached(cache: ClaimCache, refs: list[v1.Claim]) -> None:
     """Until the watcher has listed every claim: the figure is for a warm cache. The probes' lookups
     are not counted as Prepare's."""
-    assert cache is not None
     wanted = [ClaimRef(r.namespace, r.name, r.uid) for r in refs[1:]]
     for _ in range(400):
         if all(cache.get(ref) is not None for ref in wanted):

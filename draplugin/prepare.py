@@ -285,8 +285,7 @@ class Preparer:
             # But only for the allocation it was made from: a claim deallocated and allocated again
             # (its pods gone, kubelet's Unprepare of them not yet through) would hand the new pod the
             # old devices. Refused until that Unprepare drops the old plan; kubelet retries Prepare.
-            planned = sorted(_device_key(plan.ref) for plan in prepared.devices)
-            allocated = sorted(_device_key(device) for device in claim.devices_of(self.driver))
+            planned, allocated = _planned_keys(prepared), _allocated_keys(claim, self.driver)
             if planned != allocated:
                 return _Failed(
                     f"claim {ref}: allocated to {_devices_text(allocated)}, but the plan prepared for it "
@@ -580,8 +579,15 @@ def _same_allocation(
     restart. The pods are not compared: the API's are taken over."""
     if basis is not None:
         return dataclasses.replace(claim, pod_uids=()) == dataclasses.replace(basis, pod_uids=())
-    planned = sorted(_device_key(device.ref) for device in plan.devices)
-    return planned == sorted(_device_key(device) for device in claim.devices_of(driver))
+    return _planned_keys(plan) == _allocated_keys(claim, driver)
+
+
+def _planned_keys(plan: ClaimPlan) -> list[tuple[str, str, str, str]]:
+    return sorted(_device_key(device.ref) for device in plan.devices)
+
+
+def _allocated_keys(claim: AllocatedClaim, driver: str) -> list[tuple[str, str, str, str]]:
+    return sorted(_device_key(device) for device in claim.devices_of(driver))
 
 
 def _device_key(ref: DeviceRef) -> tuple[str, str, str, str]:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import kubernetes.aio.client
 import kubernetes.client
 import pytest
+from polling import until
 from test_ipam import Driver, allocated_claim, ipam_config, objects_of
 from testbed.namespaces import request
 
@@ -51,15 +52,6 @@ class RecordingExecutor(Executor):
         return None
 
 
-async def _until(condition: Callable[[], bool], what: str) -> None:
-    """Poll for up to 10 s: the watcher has no event to wait on from outside."""
-    for _ in range(200):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{what}: not within 10 s")
-
-
 async def test_a_pod_joining_a_pool_claim_gets_no_second_address_and_waits_for_the_holder(
     admin_api: kubernetes.client.ApiClient,
     aio_api: kubernetes.aio.client.ApiClient,
@@ -86,7 +78,7 @@ async def test_a_pod_joining_a_pool_claim_gets_no_second_address_and_waits_for_t
             claim["status"]["reservedFor"].append(second)
             code, updated = request(admin_api, "PUT", path, claim)
             assert code == 200, updated
-            await _until(lambda: bool(driver.store.plans_for_pod(second["uid"])), "the second pod's plan")
+            await until(lambda: bool(driver.store.plans_for_pod(second["uid"])), "the second pod's plan")
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

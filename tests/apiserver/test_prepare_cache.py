@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import kubernetes.aio.client
 import kubernetes.client
+from polling import until
 from test_prepare_claims import DEVICES, DRIVER, NODE, Allocation, allocate
 from testbed.namespaces import request
 
@@ -53,14 +54,6 @@ class Node:
     reader: CountingReader
 
 
-async def _until(condition: Callable[[], bool], what: str) -> None:
-    for _ in range(200):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not reached within 10 s: {what}")
-
-
 @asynccontextmanager
 async def node_with_cache(
     aio_api: kubernetes.aio.client.ApiClient,
@@ -91,7 +84,7 @@ async def node_with_cache(
     )
     task = asyncio.create_task(watcher.run())
     try:
-        await _until(lambda: cache.get(first) is not None, "namespace followed and listed")
+        await until(lambda: cache.get(first) is not None, "namespace followed and listed")
         yield Node(preparer, store, cache, confirmations, reader)
     finally:
         task.cancel()
@@ -100,8 +93,19 @@ async def node_with_cache(
     assert len(cache) == 0, "a stopped watcher leaves no copy to be served"
 
 
+async def cached_claim(
+    node: Node, admin_api: kubernetes.client.ApiClient, namespace: str, name: str, pod: str
+) -> tuple[ClaimRef, AllocatedClaim]:
+    """A claim allocated to macvlan-up0 for `pod`, once the watch has put it in the cache; its copy."""
+    ref = allocate(admin_api, namespace, name, [Allocation("nic", "macvlan-up0")], pod_uids=(pod,))
+    await until(lambda: node.cache.get(ref) is not None, f"the watch delivered claim {name}")
+    copy = node.cache.get(ref)
+    assert copy is not None
+    return ref, copy
+
+
 async def _confirmed(node: Node, ref: ClaimRef) -> None:
-    await _until(lambda: not node.confirmations.pending(ref.uid), f"confirmation of {ref.name}")
+    await until(lambda: not node.confirmations.pending(ref.uid), f"confirmation of {ref.name}")
 
 
 async def test_a_claim_of_a_followed_namespace_is_prepared_from_the_cache(
@@ -112,8 +116,7 @@ async def test_a_claim_of_a_followed_namespace_is_prepared_from_the_cache(
 ) -> None:
     async with node_with_cache(aio_api, admin_api, namespace, tmp_path) as node:
         pod = str(uuid.uuid4())
-        ref = allocate(admin_api, namespace, "second", [Allocation("nic", "macvlan-up0")], pod_uids=(pod,))
-        await _until(lambda: node.cache.get(ref) is not None, "the watch delivered the new claim")
+        ref, _ = await cached_claim(node, admin_api, namespace, "second", pod)
         reads = len(node.reader.reads)
         result = (await node.preparer.prepare([ref]))[ref.uid]
         assert result.error is None, result.error
@@ -136,12 +139,7 @@ async def test_a_stale_copy_is_planned_again_from_the_api(
 ) -> None:
     """The claim was deallocated and allocated again (another device) while the event was in flight."""
     async with node_with_cache(aio_api, admin_api, namespace, tmp_path) as node:
-        ref = allocate(
-            admin_api, namespace, "moved", [Allocation("nic", "macvlan-up0")], pod_uids=(str(uuid.uuid4()),)
-        )
-        await _until(lambda: node.cache.get(ref) is not None, "cached")
-        old = node.cache.get(ref)
-        assert old is not None
+        ref, old = await cached_claim(node, admin_api, namespace, "moved", str(uuid.uuid4()))
         path = f"/apis/resource.k8s.io/v1/namespaces/{namespace}/resourceclaims/moved/status"
         code, claim = request(admin_api, "GET", path, None)
         assert code == 200, claim
@@ -158,7 +156,7 @@ async def test_a_stale_copy_is_planned_again_from_the_api(
             copy = node.cache.get(ref)
             return copy is not None and copy.devices[0].device == "veth"
 
-        await _until(moved, "the watch delivered the new allocation")
+        await until(moved, "the watch delivered the new allocation")
         node.cache.seen(old)  # the event still in flight, as far as Prepare can tell
         result = (await node.preparer.prepare([ref]))[ref.uid]
         assert [d.device for d in result.devices] == ["macvlan-up0"], "answered from the stale copy"
@@ -177,14 +175,11 @@ async def test_a_copy_of_a_deleted_claim_is_refused(
 ) -> None:
     async with node_with_cache(aio_api, admin_api, namespace, tmp_path) as node:
         pod = str(uuid.uuid4())
-        ref = allocate(admin_api, namespace, "gone", [Allocation("nic", "macvlan-up0")], pod_uids=(pod,))
-        await _until(lambda: node.cache.get(ref) is not None, "cached")
-        old = node.cache.get(ref)
-        assert old is not None
+        ref, old = await cached_claim(node, admin_api, namespace, "gone", pod)
         base = f"/apis/resource.k8s.io/v1/namespaces/{namespace}/resourceclaims/gone"
         code, body = request(admin_api, "DELETE", base, None)
         assert code in (200, 202), body
-        await _until(lambda: node.cache.get(ref) is None, "the watch delivered the deletion")
+        await until(lambda: node.cache.get(ref) is None, "the watch delivered the deletion")
         node.cache.seen(old)  # the DELETED event still in flight
         await node.preparer.prepare([ref])
         await _confirmed(node, ref)

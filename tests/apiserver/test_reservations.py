@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import kubernetes.aio.client
 import kubernetes.client
+from polling import until
 from test_prepare_claims import DEVICES, DRIVER, NODE, Allocation, allocate
 from testbed.namespaces import request
 
@@ -21,15 +21,6 @@ from draplugin.kube.claims import KubeClaimReader
 from draplugin.kube.reservations import ReservationWatcher
 from draplugin.planstore import PlanStore
 from draplugin.prepare import Preparer
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    """Poll for up to 10 s: the watcher has no event to wait on from outside."""
-    for _ in range(200):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached within 10 s")
 
 
 async def test_second_pod_of_a_shared_claim_gets_the_plan(
@@ -56,7 +47,7 @@ async def test_second_pod_of_a_shared_claim_gets_the_plan(
         claim["status"]["reservedFor"].append({"resource": "pods", "name": "pod-two", "uid": second})
         code, updated = request(admin_api, "PUT", path, claim)
         assert code == 200, updated
-        await _until(lambda: bool(store.plans_for_pod(second)))
+        await until(lambda: bool(store.plans_for_pod(second)), "the second pod's plan")
         assert [p.claim.uid for p in store.plans_for_pod(second)] == [ref.uid]
         assert store.plans_for_pod(first), "the first pod keeps its plan"
         # Persisted: a restarted driver knows the second pod too.

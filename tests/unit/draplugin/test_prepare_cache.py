@@ -52,7 +52,14 @@ class Api:
 
 
 class Node:
-    def __init__(self, tmp_path: Path, api: Api, wait_s: float = 1.0, store: PlanStore | None = None) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        api: Api,
+        wait_s: float = 1.0,
+        store: PlanStore | None = None,
+        cdi: object = None,
+    ) -> None:
         self.api = api
         self.store = store or PlanStore.open(Checkpoint(tmp_path / "plans.json"))
         self.cache = ClaimCache()
@@ -65,6 +72,7 @@ class Node:
             store=self.store,
             cache=self.cache,
             confirmations=self.confirmations,
+            cdi=cdi,  # type: ignore[arg-type]  # a stand-in for RuntimeMoves where a test gives one
         )
         self.executor = Recording()
         self.sandboxes = SandboxService(
@@ -300,20 +308,10 @@ async def test_the_cache_is_used_only_while_claims_get_nri_mode(tmp_path: Path, 
     """CDI mode (configured, or auto on a runtime that moves devices): the answer's device IDs are what
     the runtime moves, so they come from the API. auto on an older runtime attaches with the hook: the
     cache serves, and the claim stays NRI even if a Configure switches auto meanwhile."""
-    node = Node(tmp_path, Api(CACHED))
-    node.cached(CACHED)
     moves = Moves(active)
-    preparer = Preparer(
-        driver=DRIVER,
-        node=NODE,
-        reader=node.api,
-        lookup=DEVICES,
-        store=node.store,
-        cache=node.cache,
-        confirmations=node.confirmations,
-        cdi=moves,  # type: ignore[arg-type]
-    )
-    result = (await preparer.prepare([CACHED.ref]))[CACHED.ref.uid]
+    node = Node(tmp_path, Api(CACHED), cdi=moves)
+    node.cached(CACHED)
+    result = (await node.preparer.prepare([CACHED.ref]))[CACHED.ref.uid]
     if active is AttachMode.CDI:
         assert node.api.reads == ["c1"] and node.cache.hits == 0
         assert result.cdi_device_ids, "CDI ids, from the API's allocation"
