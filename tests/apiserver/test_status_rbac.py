@@ -146,9 +146,13 @@ async def test_driver_service_account_can_do_its_job_and_nothing_else(
         pod_sink = ApiStatusSink(pod_sa, driver=DRIVER, node="node-a")
         host_sink = ApiStatusSink(host_sa, driver=DRIVER, node="node-a")
 
+        # One snapshot for every write of `here`'s state: its conditions' lastTransitionTime is the
+        # snapshot's time, so a second snapshot taken a second later would be a changed entry.
+        mine = ClaimStatus(here, [*ours, theirs], state)
+
         # As a pod on node-a (associated-node:patch): allowed on a claim allocated to node-a.
         async def pod_allowed() -> bool:
-            return await apply_outcome(pod_sink, ClaimStatus(here, [*ours, theirs], state)) == "ok"
+            return await apply_outcome(pod_sink, mine) == "ok"
 
         assert await eventually(pod_allowed)
         assert by_device(status_devices(admin_api, namespace, "here"))[DRIVER, "dev0"]["networkData"][
@@ -159,7 +163,7 @@ async def test_driver_service_account_can_do_its_job_and_nothing_else(
         assert "(permission)" in outcome and 'resource="resourceclaims/driver"' in outcome, outcome
         # and not as a host process (no node name in the credential): only arbitrary-node:* counts then.
         # (The check runs only for entries a write changes: re-applying identical entries passes.)
-        assert await apply_outcome(host_sink, ClaimStatus(here, [*ours, theirs], state)) == "ok"
+        assert await apply_outcome(host_sink, mine) == "ok"
         changed = {ours[0]: attached(ours[0], "net0", ["203.0.113.9/24"])}
         outcome = await apply_outcome(host_sink, ClaimStatus(here, [*ours, theirs], changed))
         assert "(permission)" in outcome and "arbitrary-node:patch" in outcome, outcome
