@@ -32,6 +32,7 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 from draplugin.attach import Executor
 from draplugin.attachments import AttachmentStore
 from draplugin.checkpoint import Checkpoint
+from draplugin.gcsweep import sweep_forever
 from draplugin.hooks import NetworkHooks
 from draplugin.metrics import Metrics
 from draplugin.planstore import PlanStore
@@ -88,11 +89,15 @@ async def serve(socket: str, state: Path, trace: bool) -> dict[str, object]:
         loop.add_signal_handler(signal.SIGUSR1, lambda: baseline.append(tracemalloc.take_snapshot()))
     attachments.start()
     task = asyncio.create_task(stub.run(), name="nri")
+    sweeping: asyncio.Task[None] | None = None
     try:
         await asyncio.wait_for(stub.wait_synchronized(), 20)
+        sweeping = asyncio.create_task(sweep_forever(), name="gc-sweep")  # as the daemon, after start-up
         print("ready", flush=True)
         await stopping.wait()
     finally:
+        if sweeping is not None:
+            sweeping.cancel()
         await stub.stop()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -39,6 +39,7 @@ from draplugin.discovery.filters import MULTI_KINDS, FilterPolicy
 from draplugin.discovery.inventory import Inventory
 from draplugin.discovery.netlink import link_events
 from draplugin.discovery.sysfs import SysfsReader
+from draplugin.gcsweep import sweep_forever
 from draplugin.health import HealthServer
 from draplugin.hooks import NetworkHooks
 from draplugin.ipam.allocator import Allocator
@@ -250,6 +251,7 @@ class Daemon:
             tasks.append(
                 asyncio.create_task(collect_forever(allocator, claim_reader, prepared), name="ipam-gc")
             )
+            tasks.append(asyncio.create_task(sweep_forever(), name="gc-sweep"))  # start-up is over
             log.info("netclaim %s running on node %s", s.driver, s.node_name)
             await self._wait(tasks)
         finally:

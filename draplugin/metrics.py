@@ -22,6 +22,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
     PlatformCollector,
     ProcessCollector,
@@ -145,6 +146,7 @@ class Metrics:
         r = self.registry
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
+        GCCollector(registry=r)  # generation 2 is gcsweep's timer: its count and what it found
         self.calls = Counter(
             "netclaim_calls", "NRI hooks and kubelet calls handled", ["method", "result"], registry=r
         )

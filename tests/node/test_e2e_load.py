@@ -16,6 +16,8 @@ import pytest
 from testbed.chart import ChartDriver
 from testbed.node import LocalNode
 
+from draplugin.gcsweep import SWEEP_SECONDS
+
 
 def numbered(index: int) -> list[e2e.Doc]:
     """The macvlan-static example for pod number `index`: own names, addresses and MAC."""
@@ -67,8 +69,12 @@ def test_twenty_pods_at_once(local_node: LocalNode, driver: ChartDriver, node_na
     """Also the deployed driver's claim cache (its /metrics): a claim of a namespace the driver already
     follows is prepared from the watch, and every plan made from it ends confirmed, none refused. The
     burst alone cannot show the first: its claims may all be prepared before the driver follows the
-    namespace (it picks a namespace up within a second of its first plan), so a 21st pod comes after."""
+    namespace (it picks a namespace up within a second of its first plan), so a 21st pod comes after.
+
+    And its garbage sweep: full collections on the sweep's timer, where CPython's own schedule would
+    run one every few hundred pods."""
     before = e2e.host_links()
+    swept = full_collections(driver)
     with local_node.api_client() as api:
         t0 = time.monotonic()
         configs = create_all(api, node_namespace, 20)
@@ -86,6 +92,9 @@ def test_twenty_pods_at_once(local_node: LocalNode, driver: ChartDriver, node_na
         assert figures["refused"] == 0 and figures["replanned"] == 0, figures
         assert figures["confirmed"] == figures["hit"], "every plan made from the cache was confirmed"
         assert figures["unconfirmed"] == 0, figures
+        elapsed = time.monotonic() - t0
+        sweeps = full_collections(driver) - swept
+        assert sweeps >= elapsed // SWEEP_SECONDS - 1, f"{sweeps} full collections in {elapsed:.0f}s"
         delete_all(local_node, api, node_namespace)
     assert e2e.host_links() == before
 
@@ -101,6 +110,13 @@ def cache_figures(driver: ChartDriver) -> dict[str, float]:
         if line.startswith("netclaim_claims_unconfirmed "):
             figures["unconfirmed"] = float(line.rsplit(" ", 1)[1])
     return figures
+
+
+def full_collections(driver: ChartDriver) -> float:
+    """The driver's collections of the oldest generation (its /metrics)."""
+    prefix = 'python_gc_collections_total{generation="2"} '
+    (line,) = [line for line in driver.metrics().splitlines() if line.startswith(prefix)]
+    return float(line.rsplit(" ", 1)[1])
 
 
 def prepared_claims(driver: ChartDriver) -> float:
