@@ -10,8 +10,8 @@ process (grpc, kubernetes, protobuf modules: 14-31 ms measured), inside whicheve
 
 So, once start-up is over, everything alive is frozen (`gc.freeze`: moved out of the collector's view;
 plain reference counting still frees it), and a full collection runs every `SWEEP_SECONDS`. It then
-walks only what was created since start, about 0.5 ms on an idle node, and the garbage of a few seconds
-of pods never reaches a second mebibyte.
+walks only what was created since start (0.5 ms measured in a process running the hook), and the
+garbage of a few seconds of pods never reaches a second mebibyte.
 
 The cost of freezing: an object that exists at the freeze and later becomes unreachable *through a
 cycle* is never collected. Start-up objects are modules, servers and the first listing; they live as

@@ -51,9 +51,8 @@ def test_a_sweep_frees_cycles_made_after_the_freeze() -> None:
     later_ref = weakref.ref(later)
     del later
     assert later_ref() is not None  # only a cyclic collection can free it
-    spent = gcsweep.sweep()
+    gcsweep.sweep()
     assert later_ref() is None
-    assert spent >= 0
 
 
 async def test_sweep_forever_freezes_then_collects_on_its_timer_without_any_automatic_collection() -> None:
