@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import orjson
+import polling
 import pytest
 
 from draplugin.checkpoint import Checkpoint
@@ -103,11 +104,8 @@ def fast() -> Backoff:
 
 
 async def until(condition: Callable[[], bool], what: str) -> None:
-    for _ in range(400):
-        if condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"not reached: {what}")
+    """The shared poller at this file's pace: fakes answer at once, so 2 s is plenty."""
+    await polling.until(condition, what, within=2.0, step=0.005)
 
 
 @contextlib.asynccontextmanager
