@@ -20,11 +20,18 @@ one-interface pod is p50(1if) - p50(1noop). Burst part: `burst` one-interface
 pods created at once; the figure is the time from the first create to the last `Running`, and every
 pod's `net1` is then checked (`burst_..._unconfigured` counts pods Running without it).
 
+Where the time goes, from the same run: the node's part of each pod split at containerd's CRI calls
+(`NODE_PHASES`, read from containerd's log); the driver's own time per call (means of its
+`netclaim_call_duration_seconds` over the sequential part: NodePrepareResources, each NRI hook); and the
+driver's CPU per pod of that part (its /proc times, less what it burns on an idle node).
+
 Run as root after `make deps-node`: `python -m bench --only podstart [--podstart-rounds N]`.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import tempfile
 import threading
 import time
@@ -39,6 +46,7 @@ from testbed.cri import BUSYBOX_IMAGE
 from testbed.node import LocalNode
 from testbed.standin import stand_in
 
+from bench import cri_timeline
 from bench.common import ms, record_series
 from bench.noop_driver import TEMPLATE as NOOP_TEMPLATE
 from bench.noop_driver import NoopDriver
@@ -84,6 +92,9 @@ class RunningWatch:
         self.core, self.namespace = core, namespace
         self.seen: dict[str, float] = {}
         self.bound: dict[str, float] = {}
+        self.seen_wall: dict[str, float] = {}
+        self.bound_wall: dict[str, float] = {}
+        """The same sightings on the wall clock (time.time), to line them up with containerd's log."""
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._watch = kubernetes.watch.Watch()
@@ -100,9 +111,11 @@ class RunningWatch:
                     if pod.spec is not None and pod.spec.node_name:
                         with self._cond:
                             self.bound.setdefault(pod.metadata.name, time.monotonic())
+                            self.bound_wall.setdefault(pod.metadata.name, time.time())
                     if pod.status is not None and pod.status.phase == "Running":
                         with self._cond:
                             self.seen.setdefault(pod.metadata.name, time.monotonic())
+                            self.seen_wall.setdefault(pod.metadata.name, time.time())
                             self._cond.notify_all()
                     if self._stop.is_set():
                         return
@@ -144,16 +157,34 @@ def _wait_gone(core: k.CoreV1Api, timeout: float = 240.0) -> None:
         time.sleep(0.5)
 
 
+NODE_PHASES = ("kubelet", "sandbox", "container", "report")
+"""The node's part (bound -> Running) split at containerd's CRI calls (bench/cri_timeline.py): bound ->
+RunPodSandbox called (kubelet: the claims read, NodePrepareResources, its checkpoint), the sandbox call
+(netns, CNI, the NRI RunPodSandbox hooks), sandbox returned -> container started (CreateContainer and
+StartContainer with their hooks), started -> the watch sees Running (kubelet's status report)."""
+
+
+def _node_phases(points: cri_timeline.PodPoints, bound: float, seen: float) -> dict[str, float] | None:
+    marks = (bound, points.sandbox_called, points.sandbox_returned, points.container_started, seen)
+    if any(mark is None for mark in marks):
+        return None
+    return {phase: b - a for phase, a, b in zip(NODE_PHASES, marks[:-1], marks[1:], strict=True)}  # type: ignore[operator]
+
+
 def _sequential(node: LocalNode, api: k.ApiClient, rounds: int) -> dict[str, list[float]]:
     """Per shape: created -> Running (`<shape>`), created -> bound (`<shape>:schedule`, the control
     plane's part: the claim controller creating claims from templates, the scheduler allocating
     devices and writing them to the claims, the binding) and bound -> Running (`<shape>:node`, kubelet's
-    part: NodePrepareResources, the sandbox with the NRI hook, the container)."""
+    part: NodePrepareResources, the sandbox with the NRI hook, the container), the latter also split
+    into `NODE_PHASES` (`<shape>:node:<phase>`)."""
     core = k.CoreV1Api(api)
     watch = RunningWatch(core, NAMESPACE)
     times: dict[str, list[float]] = {
-        key: [] for shape in SHAPES for key in (shape, f"{shape}:schedule", f"{shape}:node")
+        key: []
+        for shape in SHAPES
+        for key in (shape, f"{shape}:schedule", f"{shape}:node", *(f"{shape}:node:{p}" for p in NODE_PHASES))
     }
+    timed: list[tuple[str, str]] = []
     shapes = list(SHAPES)
     try:
         for round_ in range(rounds):
@@ -174,10 +205,22 @@ def _sequential(node: LocalNode, api: k.ApiClient, rounds: int) -> dict[str, lis
                     times[shape].append(seen - t0)
                     times[f"{shape}:schedule"].append(bound - t0)
                     times[f"{shape}:node"].append(seen - bound)
+                    timed.append((shape, name))
                 _delete_pods(core, [name])
         _wait_gone(core)
     finally:
         watch.close()
+    assert node.containerd is not None
+    points = cri_timeline.read(node.containerd.log_path, NAMESPACE)
+    for shape, name in timed:
+        seen = watch.seen_wall[name]
+        phases = _node_phases(
+            points.get(name, cri_timeline.PodPoints()), watch.bound_wall.get(name, seen), seen
+        )
+        if phases is None:
+            raise AssertionError(f"containerd's log lacks the CRI calls of {name}: {points.get(name)}")
+        for phase, seconds in phases.items():
+            times[f"{shape}:node:{phase}"].append(seconds)
     return times
 
 
@@ -198,6 +241,47 @@ def _burst(node: LocalNode, api: k.ApiClient, count: int) -> tuple[float, int]:
     _delete_pods(core, names)
     _wait_gone(core)
     return elapsed, unconfigured
+
+
+CALL_METRIC = "netclaim_call_duration_seconds"
+IDLE_SECONDS = 10.0
+"""How long the driver's CPU is read on an idle node first: its own background (resyncs, the garbage
+sweep, probes) is then taken off the sequential part's CPU, leaving what the pods cost it."""
+
+
+def _driver_calls(driver: ChartDriver) -> dict[tuple[str, str], list[float]]:
+    """(method, result) -> [seconds summed, calls] from the driver's /metrics."""
+    calls: dict[tuple[str, str], list[float]] = {}
+    for line in driver.metrics().splitlines():
+        for index, suffix in enumerate(("_sum{", "_count{")):
+            if line.startswith(CALL_METRIC + suffix):
+                labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+                key = (labels["method"], labels["result"])
+                calls.setdefault(key, [0.0, 0.0])[index] = float(line.rsplit(" ", 1)[1])
+    return calls
+
+
+def _call_means(
+    before: dict[tuple[str, str], list[float]], after: dict[tuple[str, str], list[float]]
+) -> dict[str, float]:
+    """Mean time per call inside the driver during the sequential part, per method and result: what
+    its own code (NodePrepareResources, each NRI hook) added to the pods of that part."""
+    means = {}
+    for (method, result), (total, count) in after.items():
+        was_total, was_count = before.get((method, result), [0.0, 0.0])
+        if count > was_count:
+            means[f"{method}_{result}"] = round((total - was_total) / (count - was_count) * 1000, 3)
+    return means
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes so far (/proc/<pid>/stat fields 14 and 15)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
 
 
 def measure(line: str, rounds: int = 51, burst: int = 100) -> dict[str, float]:
@@ -222,7 +306,14 @@ def measure(line: str, rounds: int = 51, burst: int = 100) -> dict[str, float]:
                     e2e.apply(api, templates, NAMESPACE)
                     noop.start(api)
                     e2e.apply(api, [noop.template()], NAMESPACE)
+                    pids = driver.process_pids()
+                    idle_cpu = _cpu_seconds(pids)
+                    time.sleep(IDLE_SECONDS)
+                    before, cpu0, t0 = _driver_calls(driver), _cpu_seconds(pids), time.monotonic()
+                    idle_rate = (cpu0 - idle_cpu) / IDLE_SECONDS
                     times = _sequential(node, api, rounds)
+                    in_driver = _call_means(before, _driver_calls(driver))
+                    busy = _cpu_seconds(pids) - cpu0 - idle_rate * (time.monotonic() - t0)
                     noop_prepared = len(noop.preparer.prepared)
                     burst_s, unconfigured = _burst(node, api, burst)
             finally:
@@ -246,6 +337,11 @@ def measure(line: str, rounds: int = 51, burst: int = 100) -> dict[str, float]:
         for shape in SHAPES
         for part in ("schedule", "node")
     }
+    phases = {
+        f"pod_start_{shape}_node_{phase}_ms_p50{suffix}": ms(times[f"{shape}:node:{phase}"], 50)
+        for shape in SHAPES
+        for phase in NODE_PHASES
+    }
     overheads = {
         f"pod_start_overhead_{shape}_{part}_ms_p50{suffix}": round(
             parts[f"pod_start_{shape}_{part}_ms_p50{suffix}"]
@@ -258,6 +354,8 @@ def measure(line: str, rounds: int = 51, burst: int = 100) -> dict[str, float]:
     noop50 = ms(times["1noop"], 50)
     return {
         **parts,
+        **phases,
+        **{f"pod_start_driver_{call}_ms_mean{suffix}": mean for call, mean in in_driver.items()},
         **overheads,
         f"pod_start_plain_ms_p50{suffix}": plain50,
         f"pod_start_plain_ms_p99{suffix}": ms(times["plain"], 99),
@@ -273,6 +371,8 @@ def measure(line: str, rounds: int = 51, burst: int = 100) -> dict[str, float]:
         f"pod_start_netclaim_1if_ms_p50{suffix}": round(ms(times["1if"], 50) - noop50, 3),
         f"pod_start_noop_prepares{suffix}": float(noop_prepared),
         f"pod_start_samples{suffix}": float(len(times["plain"])),
+        f"pod_start_driver_cpu_idle_ms_per_s{suffix}": round(idle_rate * 1000, 2),
+        f"pod_start_driver_cpu_ms_per_pod{suffix}": round(busy * 1000 / (rounds * len(SHAPES)), 2),
         f"burst_{burst}_pods_s{suffix}": round(burst_s, 2),
         f"burst_{burst}_pods_unconfigured{suffix}": float(unconfigured),
     }
