@@ -5,12 +5,17 @@ wipes a node's slices when it starts and a driver's slices 30 s after the driver
 periodic resync as the safety net. Each trigger runs one reconcile round: rediscover, compare with
 what the apiserver holds, and if anything differs rewrite every slice of the pool with one new
 generation, so consumers never see a pool mixing two generations as complete.
+
+A round reads the apiserver only when either side may have moved: discovery found other devices than
+the apiserver was last seen holding, or the watch on our slices reported something (our own writes
+included) or restarted, or the resync tick came. Link notifications are mostly not about devices:
+every pod started or stopped on the node adds or removes CNI's host veth, so reading the slices on each
+would cost the apiserver one LIST per pod start and stop on every node.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -139,6 +144,13 @@ class Publisher:
         self.last: PublishResult | None = None
         self._trigger = asyncio.Event()
         self.rounds = 0
+        self.unchanged_rounds = 0
+        """Rounds of `run` that found nothing to compare (no read of the apiserver)."""
+        self._matched: str | None = None
+        """Fingerprint of the pool content the apiserver was last seen holding (read or written)."""
+        self._store_moved = True
+        """The apiserver side must be read again: the slice watch reported an event or restarted, the
+        resync tick came, or the last round failed. Nothing is known before the first round."""
 
     def poke(self) -> None:
         """Ask for a reconcile round soon (from any coroutine on the loop)."""
@@ -166,6 +178,7 @@ class Publisher:
         )
         outdated = isinstance(self.store, KnowsStale) and any(map(self.store.outdated, existing.values()))
         if self.generation > 0 and not outdated and _in_sync(existing, [s.name for s in desired], content):
+            self._matched = content
             return self._done(started, desired, written=False, deleted=())
         self.generation += 1
         annotations = {CONTENT_ANNOTATION: content}
@@ -183,6 +196,7 @@ class Publisher:
         await asyncio.gather(*writes)
         stale = tuple(sorted(set(existing) - {s.name for s in desired}))
         await asyncio.gather(*(self.store.delete(name) for name in stale))
+        self._matched = content
         return self._done(started, desired, written=True, deleted=stale)
 
     def _done(
@@ -206,8 +220,22 @@ class Publisher:
         return self.last
 
     async def reconcile(self) -> PublishResult:
-        """Rediscover and publish once."""
+        """Rediscover and publish once, comparing with what the apiserver holds now."""
         return await self.publish(await self.discover())
+
+    async def _round(self) -> None:
+        """One round of `run`: like `reconcile`, but without reading the apiserver when neither side can
+        have moved since a round saw them equal (see the module's docstring)."""
+        devices = await self.discover()
+        if not self._store_moved and self._matched == fingerprint(device_entries(devices, self.driver)):
+            self.unchanged_rounds += 1
+            return
+        self._store_moved = False  # an event from here on is read by the next round
+        try:
+            await self.publish(devices)
+        except BaseException:
+            self._store_moved = True
+            raise
 
     async def run(self, link_events: AsyncIterator[None] | None = None) -> None:
         """Reconcile now, then on every trigger or resync tick, until cancelled."""
@@ -219,12 +247,14 @@ class Publisher:
             waiting = 0
             failing = 0
             while True:
-                with contextlib.suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(self._trigger.wait(), self.resync_seconds)
+                except TimeoutError:
+                    self._store_moved = True  # the safety net compares, whatever the watch said
                 await asyncio.sleep(self.debounce_seconds)
                 self._trigger.clear()
                 try:
-                    await self.reconcile()
+                    await self._round()
                     if failing:
                         log.info("ResourceSlices published again after %d failed attempts", failing)
                     waiting = failing = 0
@@ -263,4 +293,5 @@ class Publisher:
 
     async def _pump_store(self) -> None:
         async for _ in self.store.changes():
+            self._store_moved = True
             self._trigger.set()

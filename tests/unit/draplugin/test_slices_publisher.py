@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import polling
 import pytest
 
 from draplugin.model import DeviceKind, PublishedDevice
@@ -138,6 +139,74 @@ async def test_run_republishes_when_the_store_reports_a_deletion() -> None:
             await store.written.wait()
         assert set(store.items) == {"n1-netclaim.dev-0"}
         assert publisher.generation == 2
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_link_noise_does_not_read_the_apiserver_but_a_store_event_or_the_resync_does() -> None:
+    """Most link notifications (CNI's host veths, one per pod start and stop) change no device: such a
+    round must not LIST the slices. A change to our slices reported by the watch, and the resync tick,
+    must still make a round compare with the apiserver and repair what differs."""
+    store = MemoryStore()
+    lists = 0
+    real_list = store.list
+
+    async def counting_list() -> tuple[list[dict[str, Any]], str]:
+        nonlocal lists
+        lists += 1
+        return await real_list()
+
+    store.list = counting_list  # type: ignore[method-assign]
+    devices = nics(2)
+    discovered = asyncio.Event()
+
+    async def discover() -> list[PublishedDevice]:
+        discovered.set()
+        return devices
+
+    async def round_after(trigger: Callable[[], None]) -> None:
+        discovered.clear()
+        before = publisher.rounds + publisher.unchanged_rounds
+        trigger()
+        await discovered.wait()
+        await polling.until(
+            lambda: publisher.rounds + publisher.unchanged_rounds > before, "a round", step=0.001
+        )
+
+    publisher = Publisher(store, discover, node="n1", resync_seconds=3600, debounce_seconds=0.0)
+    task = asyncio.create_task(publisher.run())
+    try:
+        async with asyncio.timeout(5):
+            await store.written.wait()
+            await polling.until(lambda: publisher.rounds > 0, "the first round", step=0.001)
+            first = lists
+            await round_after(lambda: store.events.put_nowait("ADDED"))  # the watch shows our write
+            assert lists == first + 1
+            for _ in range(3):  # link noise: same devices, nothing from the watch
+                await round_after(publisher.poke)
+            assert (lists, publisher.unchanged_rounds) == (first + 1, 3)
+
+            devices = nics(3)  # a device appeared: compared and written
+            store.written.clear()
+            await round_after(publisher.poke)
+            assert lists == first + 2 and store.written.is_set()
+            await round_after(lambda: store.events.put_nowait("MODIFIED"))
+
+            del store.items["n1-netclaim.dev-0"]  # someone deleted our slice: the watch says so
+            store.written.clear()
+            await round_after(lambda: store.events.put_nowait("DELETED"))
+            assert store.written.is_set() and "n1-netclaim.dev-0" in store.items
+
+            await round_after(lambda: store.events.put_nowait("MODIFIED"))
+            store.items["n1-netclaim.dev-0"]["metadata"]["annotations"] = {CONTENT_ANNOTATION: "x"}
+            counted = lists
+            publisher.resync_seconds = 0.2  # read by the wait that follows the next round
+            store.written.clear()
+            await round_after(publisher.poke)  # a change the watch missed: not seen by link noise...
+            assert lists == counted and not store.written.is_set()
+            await store.written.wait()  # ...but by the resync tick
+            assert store.items["n1-netclaim.dev-0"]["metadata"]["annotations"][CONTENT_ANNOTATION] != "x"
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
