@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from kubernetes.aio import client as kclient
 
@@ -37,7 +37,7 @@ from draplugin.devices.registry import default_registry
 from draplugin.devices.sriov_vf import SriovVfHandler
 from draplugin.discovery.filters import MULTI_KINDS, FilterPolicy
 from draplugin.discovery.inventory import Inventory
-from draplugin.discovery.netlink import link_events
+from draplugin.discovery.netlink import LinkInfo, link_events
 from draplugin.discovery.sysfs import SysfsReader
 from draplugin.gcsweep import sweep_forever
 from draplugin.health import HealthServer
@@ -239,7 +239,7 @@ class Daemon:
             tasks.append(asyncio.create_task(self.stub.run(), name="nri"))
             await _nri_first(self.stub, within=NRI_FIRST_SECONDS)
             await self.kubelet.start()
-            publishing = _publish(publisher, device_policies)
+            publishing = _publish(publisher, device_policies, inventory.notice_matters)
             tasks.append(asyncio.create_task(publishing, name="publisher"))
             watcher = ReservationWatcher(api, plans, cache=claim_cache)
             tasks.append(asyncio.create_task(watcher.run(), name="reservations"))
@@ -345,14 +345,19 @@ POLICY_FIRST_SECONDS = 5.0
 """How long the first publish waits for the DevicePolicies and the Node's labels."""
 
 
-async def _publish(publisher: Publisher, book: PolicyBook, within: float = POLICY_FIRST_SECONDS) -> None:
+async def _publish(
+    publisher: Publisher,
+    book: PolicyBook,
+    link_matters: Callable[[LinkInfo], bool],
+    within: float = POLICY_FIRST_SECONDS,
+) -> None:
     """Publish the first time with the policies applied: published before them, every device would be
     offered for a moment and the scheduler could allocate one that a policy withholds."""
     try:
         await asyncio.wait_for(book.ready.wait(), within)
     except TimeoutError:
         log.warning("DevicePolicies or the Node's labels not read after %.0fs; publishing anyway", within)
-    await publisher.run(link_events())
+    await publisher.run(link_events(link_matters=link_matters))
 
 
 def unstarted_pods(plans: PlanStore, attachments: AttachmentStore) -> set[str]:

@@ -166,16 +166,27 @@ def _exclusion(
     by_index: Mapping[int, LinkInfo],
     policy: FilterPolicy,
 ) -> str | None:
+    reason = _named_exclusion(link, policy)
+    if reason is not None:
+        return reason
+    if link.ifindex in snapshot.uplinks:
+        return "default-route uplink"
+    if link.ifindex in guarded:
+        return "stacked on or under the default-route uplink"
+    return _kind_exclusion(link, by_index, policy)
+
+
+def _named_exclusion(link: LinkInfo, policy: FilterPolicy) -> str | None:
     if link.loopback:
         return "loopback"
     if link.name in policy.exclude:
         return "excluded by configuration"
     if link.name.startswith(CDI_CHILD_PREFIX):
         return "created by netclaim for a prepared claim (CDI), moved by the runtime"
-    if link.ifindex in snapshot.uplinks:
-        return "default-route uplink"
-    if link.ifindex in guarded:
-        return "stacked on or under the default-route uplink"
+    return None
+
+
+def _kind_exclusion(link: LinkInfo, by_index: Mapping[int, LinkInfo], policy: FilterPolicy) -> str | None:
     if link.kind in UNMOVABLE_KINDS:
         return f"{link.kind} cannot leave the host namespace"
     if link.kind in HOST_OWNED_KINDS:
@@ -183,9 +194,36 @@ def _exclusion(
     if link.master is not None:
         master = by_index.get(link.master)
         return f"member of {master.name if master else f'ifindex {link.master}'}"
-    if link.kind == "veth" and link.peer_in_other_netns and link.name not in policy.offer:
-        return "host end of a veth whose peer is in another namespace (a pod's interface)"
+    if link.kind == "veth" and link.name not in policy.offer:
+        if link.peer_in_other_netns:
+            return "host end of a veth whose peer is in another namespace (a pod's interface)"
+        if link.peer is None:
+            return "a veth being deleted (its peer is gone)"
     return None
+
+
+def notice_noise(link: LinkInfo, policy: FilterPolicy = DEFAULT_POLICY) -> bool:
+    """Whether a link, as a notification now shows it, is excluded by a rule that reads only the link
+    itself (not the uplinks or other links) and cannot be a parent: then it is never published, never
+    a parent, and its own change moves no other link's verdict (being a master or a peer decides
+    nothing for the other link). CNI's per-pod links are such: a veth host end, its bridge port
+    messages (they carry the master), the bridge itself. The caller still counts a link that was
+    anything else in its last snapshot (a rename, a link leaving what discovery used)."""
+    if policy.parents is not None and link.name in policy.parents:
+        return False
+    if _named_exclusion(link, policy) is None and _kind_exclusion(link, {}, policy) is None:
+        return False
+    return policy.parents is not None or not _may_parent(link, policy)
+
+
+def _may_parent(link: LinkInfo, policy: FilterPolicy) -> bool:
+    """The automatic parent rules that read only the link (uplink ties and VF-ness need more)."""
+    return (
+        not link.loopback
+        and (link.kind in AUTO_PARENT_KINDS or _ipoib_parent(link))
+        and link.master is None
+        and link.name not in policy.exclude
+    )
 
 
 def parents(

@@ -24,6 +24,7 @@ from draplugin.discovery.filters import (
     FilterPolicy,
     classify,
     fits,
+    notice_noise,
     parents,
 )
 from draplugin.discovery.netlink import LinkInfo, LinkSnapshot, read_links
@@ -221,6 +222,8 @@ class Inventory:
         """True while the kernel runs RDMA in exclusive netns mode and RDMA devices are not offered."""
         self._devices: dict[str, PublishedDevice] = {}
         self.decisions: list[Decision] = []
+        self._telling: frozenset[int] = frozenset()
+        """ifindexes of the last snapshot's links that were not `notice_noise`."""
 
     @property
     def devices(self) -> list[PublishedDevice]:
@@ -242,6 +245,13 @@ class Inventory:
         """
         for device in devices:
             self._devices.setdefault(device.name, device)
+
+    def notice_matters(self, link: LinkInfo) -> bool:
+        """Whether a notification about `link` may change what `refresh` finds: not when the link is
+        noise now (`filters.notice_noise`: a pod's veth host end, a CNI bridge) and was noise or absent
+        in the last snapshot (a link renamed away from what discovery used keeps its ifindex: it counts;
+        so does the deletion of one)."""
+        return not notice_noise(link, self.policy) or link.ifindex in self._telling
 
     async def refresh(self) -> list[PublishedDevice]:
         snapshot = await read_links(self.netns)
@@ -267,6 +277,9 @@ class Inventory:
     ) -> list[PublishedDevice]:
         """Replace the inventory with what `snapshot` shows, keeping allocated devices that left."""
         devices, self.decisions = build_devices(snapshot, facts, self.policy, rdma)
+        self._telling = frozenset(
+            link.ifindex for link in snapshot.links if not notice_noise(link, self.policy)
+        )
         if self.device_policy is not None:
             devices = self.device_policy.screen(devices, facts, rdma)
         present = {d.host_name for d in devices if d.host_name is not None}

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import secrets
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -195,6 +195,72 @@ async def test_link_changes_are_noticed_and_rediscovered(scratch: Scratch, tmp_p
     await inventory.refresh()
     reasons = {d.link.name: d.reason for d in inventory.decisions}
     assert reasons[names["mvup"]] == "publish"
+
+
+class Notices:
+    """Whether `link_events` yields within a time. One step stays pending across calls: cancelling a
+    step would close the generator."""
+
+    def __init__(self, events: AsyncIterator[None]) -> None:
+        self.events = events
+        self.step: asyncio.Future[None] | None = None
+
+    async def within(self, seconds: float) -> bool:
+        if self.step is None:
+            self.step = asyncio.ensure_future(anext(self.events))
+        done, _ = await asyncio.wait({self.step}, timeout=seconds)
+        if not done:
+            return False
+        self.step.result()
+        self.step = None
+        return True
+
+
+async def test_a_pods_links_are_not_notified_but_what_discovery_reads_is(
+    scratch: Scratch, tmp_path: Path
+) -> None:
+    """What CNI's bridge plugin does to the host for each pod (a veth made in the pod's netns, its host
+    end moved out, enslaved to the bridge, brought up, a route to the pod; at the end the pod's end
+    deleted) must not wake the publisher: these notifications change nothing discovery finds. A renamed
+    offered link, a new link that could be offered and the default route must wake it."""
+    names = build_node(scratch)
+    netns = Path(ns_path(scratch.host))
+    ip = ("ip", "-n", scratch.host)
+    bridge = f"cni{token()}"
+    sh(*ip, "link", "add", bridge, "type", "bridge")
+    sh(*ip, "link", "set", bridge, "up")
+    policy = FilterPolicy(offer=frozenset({names["lonely"]}))
+    inventory = Inventory(netns=netns, sysfs=SysfsReader(tmp_path), policy=policy)
+    await inventory.refresh()
+    events = link_events(netns, link_matters=inventory.notice_matters)
+    notices = Notices(events)
+    try:
+        assert not await notices.within(0.3)  # subscribed; nothing happened yet
+        for _ in range(2):  # the second pod finds a bridge that already had a port
+            pod = scratch.netns("ncdispod")
+            host_end = f"veth{token()}"
+            sh("ip", "-n", pod, "link", "add", "eth0", "type", "veth", "peer", "name", host_end)
+            sh("ip", "-n", pod, "link", "set", host_end, "netns", scratch.host)
+            sh(*ip, "link", "set", host_end, "master", bridge)
+            sh(*ip, "link", "set", host_end, "up")
+            sh("ip", "-n", pod, "link", "set", "eth0", "up")
+            sh(*ip, "route", "add", "203.0.113.128/25", "dev", bridge)
+            sh(*ip, "route", "del", "203.0.113.128/25", "dev", bridge)
+            sh("ip", "-n", pod, "link", "del", "eth0")
+        assert not await notices.within(1.0)
+
+        sh(*ip, "link", "set", names["lonely"], "name", f"ren{token()}")  # was offered: counts
+        assert await notices.within(5.0)
+        sh(*ip, "link", "add", f"pa{token()}", "type", "veth", "peer", "name", f"pb{token()}")  # offerable
+        assert await notices.within(5.0)
+        sh(*ip, "route", "del", "default")
+        assert await notices.within(5.0)
+    finally:
+        if notices.step is not None:
+            notices.step.cancel()
+            with contextlib.suppress(BaseException):
+                await notices.step
+        await events.aclose()
 
 
 async def test_without_configuration_no_bridge_or_veth_becomes_a_parent(

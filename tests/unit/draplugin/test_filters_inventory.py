@@ -112,6 +112,34 @@ def test_allocated_devices_stay_published_after_leaving_the_host() -> None:
     assert inventory.lookup("ens1") is None
 
 
+def test_notifications_about_a_pods_links_are_noise_unless_the_link_was_something_else() -> None:
+    """What CNI does per pod (a veth host end, its bridge port messages, the bridge) changes nothing
+    discovery finds and need not cost a rediscovery; a notification about any link that could be
+    offered or parent, that the operator named, or that was something else in the last snapshot
+    (renamed away from an offered name) does."""
+    policy = FilterPolicy(offer=frozenset({"lab0"}))
+    inventory = Inventory(policy=policy)
+    lab = link(20, "lab0", "veth", peer=3, foreign_peer=True)
+    inventory.update(LinkSnapshot(links=(*NODE.links, lab), uplinks=NODE.uplinks), {})
+    assert not inventory.notice_matters(link(13, "podside", "veth", peer=3, foreign_peer=True))
+    assert not inventory.notice_matters(link(40, "veth1234", "veth", peer=3, foreign_peer=True))  # new
+    assert not inventory.notice_matters(link(40, "veth1234", "veth", master=6, peer=3, foreign_peer=True))
+    assert not inventory.notice_matters(link(40, "veth1234", master=6))  # its AF_BRIDGE message
+    assert not inventory.notice_matters(link(40, "veth1234", "veth"))  # being deleted: peer gone
+    assert not inventory.notice_matters(link(6, "br0", "bridge"))
+    assert inventory.notice_matters(link(20, "lab1", "veth", peer=3, foreign_peer=True))  # renamed
+    assert inventory.notice_matters(link(41, "lab0", "veth", peer=3, foreign_peer=True))  # offered
+    assert inventory.notice_matters(link(43, "vpair", "veth", peer=44))  # both ends here: offerable
+    assert inventory.notice_matters(link(45, "ens9"))
+    assert inventory.notice_matters(link(10, "slave0"))  # left its bond: offerable now
+    assert inventory.notice_matters(link(46, "mv0", "macvlan", parent=11))
+    assert inventory.notice_matters(link(47, "bond1", "bond"))  # may parent macvlans
+    named = Inventory(policy=FilterPolicy(parents=frozenset({"br0"})))
+    named.update(NODE, {})
+    assert named.notice_matters(link(6, "br0", "bridge"))  # the operator's macvlan parent
+    assert not named.notice_matters(link(47, "bond1", "bond"))  # parents are only those named
+
+
 def test_seeded_records_survive_a_restart_while_allocated() -> None:
     in_pod = PublishedDevice("ens7", DeviceKind.HOST_DEVICE, "ens7", {"kind": "host-device"})
     stale = PublishedDevice("ens8", DeviceKind.HOST_DEVICE, "ens8", {"kind": "host-device"})
