@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from kubernetes.aio import client as kclient
 
@@ -37,7 +37,7 @@ from draplugin.devices.registry import default_registry
 from draplugin.devices.sriov_vf import SriovVfHandler
 from draplugin.discovery.filters import MULTI_KINDS, FilterPolicy
 from draplugin.discovery.inventory import Inventory
-from draplugin.discovery.netlink import LinkInfo, link_events
+from draplugin.discovery.netlink import LinkJudge, link_events
 from draplugin.discovery.sysfs import SysfsReader
 from draplugin.gcsweep import sweep_forever
 from draplugin.health import HealthServer
@@ -348,7 +348,7 @@ POLICY_FIRST_SECONDS = 5.0
 async def _publish(
     publisher: Publisher,
     book: PolicyBook,
-    link_matters: Callable[[LinkInfo], bool],
+    link_matters: LinkJudge,
     within: float = POLICY_FIRST_SECONDS,
 ) -> None:
     """Publish the first time with the policies applied: published before them, every device would be

@@ -222,8 +222,8 @@ class Inventory:
         """True while the kernel runs RDMA in exclusive netns mode and RDMA devices are not offered."""
         self._devices: dict[str, PublishedDevice] = {}
         self.decisions: list[Decision] = []
-        self._telling: frozenset[int] = frozenset()
-        """ifindexes of the last snapshot's links that were not `notice_noise`."""
+        self._telling: dict[int, LinkInfo] = {}
+        """The last snapshot's links that were not `notice_noise`, by ifindex."""
 
     @property
     def devices(self) -> list[PublishedDevice]:
@@ -246,12 +246,19 @@ class Inventory:
         for device in devices:
             self._devices.setdefault(device.name, device)
 
-    def notice_matters(self, link: LinkInfo) -> bool:
-        """Whether a notification about `link` may change what `refresh` finds: not when the link is
-        noise now (`filters.notice_noise`: a pod's veth host end, a CNI bridge) and was noise or absent
-        in the last snapshot (a link renamed away from what discovery used keeps its ifindex: it counts;
-        so does the deletion of one)."""
-        return not notice_noise(link, self.policy) or link.ifindex in self._telling
+    def notice_matters(self, link: LinkInfo, gone: bool = False) -> bool:
+        """Whether a notification about `link` may change what `refresh` finds (`gone`: it was deleted
+        or left the namespace). Not when it shows a link of the last snapshot exactly as that snapshot
+        had it (a macvlan added on a parent notifies the parent, unchanged), nor when the link is noise
+        (`filters.notice_noise`: a pod's veth host end, a CNI bridge) and was noise or absent before. A
+        link that was something else keeps its ifindex when renamed: it counts, as does its deletion;
+        a link absent from the last snapshot and deleted since was judged when it appeared."""
+        before = self._telling.get(link.ifindex)
+        if gone:
+            return before is not None
+        if before is not None:
+            return before != link
+        return not notice_noise(link, self.policy)
 
     async def refresh(self) -> list[PublishedDevice]:
         snapshot = await read_links(self.netns)
@@ -277,9 +284,7 @@ class Inventory:
     ) -> list[PublishedDevice]:
         """Replace the inventory with what `snapshot` shows, keeping allocated devices that left."""
         devices, self.decisions = build_devices(snapshot, facts, self.policy, rdma)
-        self._telling = frozenset(
-            link.ifindex for link in snapshot.links if not notice_noise(link, self.policy)
-        )
+        self._telling = {link.ifindex: link for link in snapshot.links if not notice_noise(link, self.policy)}
         if self.device_policy is not None:
             devices = self.device_policy.screen(devices, facts, rdma)
         present = {d.host_name for d in devices if d.host_name is not None}

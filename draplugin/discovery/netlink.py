@@ -127,26 +127,31 @@ async def read_links(netns: Path | None = None) -> LinkSnapshot:
 RTM_NEWLINK, RTM_DELLINK, RTM_NEWROUTE, RTM_DELROUTE = 16, 17, 24, 25
 
 
-def _may_matter(msg: Any, link_matters: Callable[[LinkInfo], bool]) -> bool:
+LinkJudge = Callable[[LinkInfo, bool], bool]
+"""Whether a notification about a link (as it shows it; True: the link is gone) may change discovery."""
+
+
+def _may_matter(msg: Any, link_matters: LinkJudge) -> bool:
     """Whether a notification can change what `read_links` returns: a route only as a default route
     (the uplinks are all it reads of routes), a link as `link_matters` judges it, anything else yes."""
     kind = msg["header"]["type"]
     if kind in (RTM_NEWROUTE, RTM_DELROUTE):
         return _is_default_route(msg)
     if kind in (RTM_NEWLINK, RTM_DELLINK):
-        return link_matters(_link_from_msg(msg))
+        return link_matters(_link_from_msg(msg), kind == RTM_DELLINK)
     return True
 
 
 async def link_events(
-    netns: Path | None = None, link_matters: Callable[[LinkInfo], bool] = lambda _: True
+    netns: Path | None = None, link_matters: LinkJudge = lambda _link, _gone: True
 ) -> AsyncGenerator[None, None]:
     """Yield once per batch of link or route notifications that may change what discovery finds; the
     caller rediscovers on each.
 
     Messages are not decoded into deltas: a full re-read cannot drift from the kernel. They are only
-    sorted out: non-default routes, and links `link_matters` calls noise (a pod's veth host end: CNI adds
-    and removes one per pod), change nothing discovery reads. A message that cannot be judged counts.
+    sorted out: non-default routes, and links `link_matters` finds unchanged or noise (a pod's veth host
+    end: CNI adds and removes one per pod), change nothing discovery reads. A message that cannot be
+    judged counts.
     """
     ipr = await _open(netns, groups=RTMGRP_LINK | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE)
     try:

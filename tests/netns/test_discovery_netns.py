@@ -221,8 +221,9 @@ async def test_a_pods_links_are_not_notified_but_what_discovery_reads_is(
 ) -> None:
     """What CNI's bridge plugin does to the host for each pod (a veth made in the pod's netns, its host
     end moved out, enslaved to the bridge, brought up, a route to the pod; at the end the pod's end
-    deleted) must not wake the publisher: these notifications change nothing discovery finds. A renamed
-    offered link, a new link that could be offered and the default route must wake it."""
+    deleted), and a macvlan made in the pod on an offered link, must not wake the publisher: these
+    notifications change nothing discovery finds. A renamed offered link, a new link that could be
+    offered, a deleted one and the default route must wake it."""
     names = build_node(scratch)
     netns = Path(ns_path(scratch.host))
     ip = ("ip", "-n", scratch.host)
@@ -246,12 +247,17 @@ async def test_a_pods_links_are_not_notified_but_what_discovery_reads_is(
             sh("ip", "-n", pod, "link", "set", "eth0", "up")
             sh(*ip, "route", "add", "203.0.113.128/25", "dev", bridge)
             sh(*ip, "route", "del", "203.0.113.128/25", "dev", bridge)
+            sh(*ip, "link", "add", "net1", "link", names["va"], "netns", pod, "type", "macvlan")
+            sh("ip", "-n", pod, "link", "del", "net1")  # the parent is told, unchanged
             sh("ip", "-n", pod, "link", "del", "eth0")
         assert not await notices.within(1.0)
 
         sh(*ip, "link", "set", names["lonely"], "name", f"ren{token()}")  # was offered: counts
         assert await notices.within(5.0)
         sh(*ip, "link", "add", f"pa{token()}", "type", "veth", "peer", "name", f"pb{token()}")  # offerable
+        assert await notices.within(5.0)
+        await inventory.refresh()  # as the publisher's round would
+        sh(*ip, "link", "del", names["mvfree"])  # an offered link gone
         assert await notices.within(5.0)
         sh(*ip, "route", "del", "default")
         assert await notices.within(5.0)

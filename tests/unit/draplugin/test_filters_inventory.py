@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from discovery_builders import NODE, link
@@ -134,9 +135,16 @@ def test_notifications_about_a_pods_links_are_noise_unless_the_link_was_somethin
     assert inventory.notice_matters(link(10, "slave0"))  # left its bond: offerable now
     assert inventory.notice_matters(link(46, "mv0", "macvlan", parent=11))
     assert inventory.notice_matters(link(47, "bond1", "bond"))  # may parent macvlans
+    ens1 = next(li for li in NODE.links if li.name == "ens1")
+    assert not inventory.notice_matters(ens1)  # as the snapshot had it (a macvlan added on it)
+    assert inventory.notice_matters(replace(ens1, mtu=9000))
+    assert inventory.notice_matters(ens1, gone=True)
+    assert inventory.notice_matters(lab, gone=True)
+    assert not inventory.notice_matters(link(13, "podside", "veth", peer=3, foreign_peer=True), gone=True)
+    assert not inventory.notice_matters(link(40, "veth1234", "veth"), gone=True)  # never seen
     named = Inventory(policy=FilterPolicy(parents=frozenset({"br0"})))
     named.update(NODE, {})
-    assert named.notice_matters(link(6, "br0", "bridge"))  # the operator's macvlan parent
+    assert named.notice_matters(replace(link(6, "br0", "bridge"), mtu=1400))  # the operator's parent
     assert not named.notice_matters(link(47, "bond1", "bond"))  # parents are only those named
 
 
