@@ -8,15 +8,17 @@ generation, so consumers never see a pool mixing two generations as complete.
 
 A round reads the apiserver only when either side may have moved: discovery found other devices than
 the apiserver was last seen holding, or the watch on our slices reported something (our own writes
-included) or restarted, or the resync tick came. Link notifications are mostly not about devices:
-every pod started or stopped on the node adds or removes CNI's host veth, so reading the slices on each
-would cost the apiserver one LIST per pod start and stop on every node.
+included) or restarted; and at least once per `resync_seconds`, the safety net. Link notifications are
+mostly not about devices: every pod started or stopped on the node adds or removes CNI's host veth, so
+reading the slices on each would cost the apiserver one LIST per pod start and stop on every node.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -149,8 +151,11 @@ class Publisher:
         self._matched: str | None = None
         """Fingerprint of the pool content the apiserver was last seen holding (read or written)."""
         self._store_moved = True
-        """The apiserver side must be read again: the slice watch reported an event or restarted, the
-        resync tick came, or the last round failed. Nothing is known before the first round."""
+        """The apiserver side must be read again: the slice watch reported an event or restarted, or the
+        last round failed. Nothing is known before the first round."""
+        self._compared_at = -math.inf
+        """When a round last read the apiserver (time.monotonic): at least every `resync_seconds` one
+        does, however often notifications keep the loop busy (the resync tick only comes in a lull)."""
 
     def poke(self) -> None:
         """Ask for a reconcile round soon (from any coroutine on the loop)."""
@@ -227,10 +232,14 @@ class Publisher:
         """One round of `run`: like `reconcile`, but without reading the apiserver when neither side can
         have moved since a round saw them equal (see the module's docstring)."""
         devices = await self.discover()
-        if not self._store_moved and self._matched == fingerprint(device_entries(devices, self.driver)):
+        due = time.monotonic() - self._compared_at >= self.resync_seconds
+        if not (self._store_moved or due) and self._matched == fingerprint(
+            device_entries(devices, self.driver)
+        ):
             self.unchanged_rounds += 1
             return
         self._store_moved = False  # an event from here on is read by the next round
+        self._compared_at = time.monotonic()
         try:
             await self.publish(devices)
         except BaseException:
@@ -247,10 +256,8 @@ class Publisher:
             waiting = 0
             failing = 0
             while True:
-                try:
+                with contextlib.suppress(TimeoutError):  # the tick's round is due to compare
                     await asyncio.wait_for(self._trigger.wait(), self.resync_seconds)
-                except TimeoutError:
-                    self._store_moved = True  # the safety net compares, whatever the watch said
                 await asyncio.sleep(self.debounce_seconds)
                 self._trigger.clear()
                 try:

@@ -212,6 +212,32 @@ async def test_link_noise_does_not_read_the_apiserver_but_a_store_event_or_the_r
         await asyncio.gather(task, return_exceptions=True)
 
 
+async def test_notifications_without_a_lull_still_let_the_safety_net_compare() -> None:
+    """The resync tick only comes when no trigger came for `resync_seconds`; a link that keeps
+    notifying must not keep the publisher from comparing with the apiserver that long."""
+    store = MemoryStore()
+
+    async def discover() -> list[PublishedDevice]:
+        return nics(1)
+
+    publisher = Publisher(store, discover, node="n1", resync_seconds=0.3, debounce_seconds=0.0)
+    task = asyncio.create_task(publisher.run())
+    try:
+        async with asyncio.timeout(5):
+            await store.written.wait()
+            await polling.until(lambda: publisher.rounds > 0, "the first round", step=0.001)
+            store.items["n1-netclaim.dev-0"]["metadata"]["annotations"] = {CONTENT_ANNOTATION: "x"}
+            store.written.clear()
+            while not store.written.is_set():  # a trigger every 50 ms: never a lull of 0.3 s
+                publisher.poke()
+                await asyncio.sleep(0.05)
+        assert publisher.unchanged_rounds > 0
+        assert store.items["n1-netclaim.dev-0"]["metadata"]["annotations"][CONTENT_ANNOTATION] != "x"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_refusals_are_logged_in_one_line_and_retried_until_they_stop(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
