@@ -257,6 +257,7 @@ async def test_a_pods_links_are_not_notified_but_what_discovery_reads_is(
         sh(*ip, "link", "add", f"pa{token()}", "type", "veth", "peer", "name", f"pb{token()}")  # offerable
         assert await notices.within(5.0)
         await inventory.refresh()  # as the publisher's round would
+        assert not await notices.within(0.5)  # what is left of the pair's notifications is now known
         sh(*ip, "link", "del", names["mvfree"])  # an offered link gone
         assert await notices.within(5.0)
         sh(*ip, "route", "del", "default")
