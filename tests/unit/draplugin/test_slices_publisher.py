@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -64,6 +65,17 @@ class MemoryStore:
     async def changes(self) -> AsyncIterator[str]:
         while True:
             yield await self.events.get()
+
+
+@contextlib.asynccontextmanager
+async def running(publisher: Publisher) -> AsyncIterator[None]:
+    """The publisher's `run` loop for the body of a test, cancelled after it."""
+    task = asyncio.create_task(publisher.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def nics(n: int) -> list[PublishedDevice]:
@@ -129,8 +141,7 @@ async def test_run_republishes_when_the_store_reports_a_deletion() -> None:
         return nics(1)
 
     publisher = Publisher(store, discover, node="n1", resync_seconds=3600, debounce_seconds=0.01)
-    task = asyncio.create_task(publisher.run())
-    try:
+    async with running(publisher):
         async with asyncio.timeout(5):
             await store.written.wait()
             store.written.clear()
@@ -139,9 +150,6 @@ async def test_run_republishes_when_the_store_reports_a_deletion() -> None:
             await store.written.wait()
         assert set(store.items) == {"n1-netclaim.dev-0"}
         assert publisher.generation == 2
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_link_noise_does_not_read_the_apiserver_but_a_store_event_or_the_resync_does() -> None:
@@ -175,8 +183,7 @@ async def test_link_noise_does_not_read_the_apiserver_but_a_store_event_or_the_r
         )
 
     publisher = Publisher(store, discover, node="n1", resync_seconds=3600, debounce_seconds=0.0)
-    task = asyncio.create_task(publisher.run())
-    try:
+    async with running(publisher):
         async with asyncio.timeout(5):
             await store.written.wait()
             await polling.until(lambda: publisher.rounds > 0, "the first round", step=0.001)
@@ -207,9 +214,6 @@ async def test_link_noise_does_not_read_the_apiserver_but_a_store_event_or_the_r
             assert lists == counted and not store.written.is_set()
             await store.written.wait()  # ...but by the resync tick
             assert store.items["n1-netclaim.dev-0"]["metadata"]["annotations"][CONTENT_ANNOTATION] != "x"
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_notifications_without_a_lull_still_let_the_safety_net_compare() -> None:
@@ -221,8 +225,7 @@ async def test_notifications_without_a_lull_still_let_the_safety_net_compare() -
         return nics(1)
 
     publisher = Publisher(store, discover, node="n1", resync_seconds=0.3, debounce_seconds=0.0)
-    task = asyncio.create_task(publisher.run())
-    try:
+    async with running(publisher):
         async with asyncio.timeout(5):
             await store.written.wait()
             await polling.until(lambda: publisher.rounds > 0, "the first round", step=0.001)
@@ -233,9 +236,6 @@ async def test_notifications_without_a_lull_still_let_the_safety_net_compare() -
                 await asyncio.sleep(0.05)
         assert publisher.unchanged_rounds > 0
         assert store.items["n1-netclaim.dev-0"]["metadata"]["annotations"][CONTENT_ANNOTATION] != "x"
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_refusals_are_logged_in_one_line_and_retried_until_they_stop(
@@ -261,16 +261,12 @@ async def test_refusals_are_logged_in_one_line_and_retried_until_they_stop(
         return nics(1)
 
     publisher = Publisher(store, discover, node="n1", resync_seconds=3600, debounce_seconds=0.0)
-    task = asyncio.create_task(publisher.run())
-    try:
+    async with running(publisher):
         with caplog.at_level(logging.INFO, logger="draplugin.publisher"):
             async with asyncio.timeout(5):
                 await store.written.wait()
                 await asyncio.sleep(0)  # the round that wrote logs its recovery right after
                 await asyncio.sleep(0)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
     assert refusals == 0 and set(store.items) == {"n1-netclaim.dev-0"}
     failures = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert [r.getMessage().split(",")[0] for r in failures] == [
