@@ -23,18 +23,22 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-import struct
+
+from draplugin.rtnlwire import (
+    ATTRIBUTE_TYPE_MASK,
+    IFINFO,
+    IFLA_IFNAME,
+    NETLINK_ROUTE,
+    NLMSG,
+    RTA,
+    RTM_DELLINK,
+    RTM_NEWLINK,
+    align,
+)
 
 log = logging.getLogger(__name__)
 
-NETLINK_ROUTE = 0
 RTMGRP_LINK = 0x1
-RTM_NEWLINK = 16
-RTM_DELLINK = 17
-IFLA_IFNAME = 3
-_NLMSG = struct.Struct("=IHHII")
-_IFINFO = struct.Struct("=BxHiII")
-_RTA = struct.Struct("=HH")
 _RECEIVE = 1 << 16
 _QUEUE = 1 << 20
 
@@ -53,35 +57,31 @@ def link_event_socket() -> socket.socket:
     return sock
 
 
-def _align(length: int) -> int:
-    return (length + 3) & ~3
-
-
 def parse_link_events(data: bytes | memoryview) -> list[tuple[int, int, str | None]]:
     """(message type, ifindex, name or None) of each RTM_NEWLINK/RTM_DELLINK in one datagram."""
     events: list[tuple[int, int, str | None]] = []
     offset = 0
-    while offset + _NLMSG.size <= len(data):
-        length, kind, _flags, _seq, _pid = _NLMSG.unpack_from(data, offset)
-        if length < _NLMSG.size or offset + length > len(data):
+    while offset + NLMSG.size <= len(data):
+        length, kind, _flags, _seq, _pid = NLMSG.unpack_from(data, offset)
+        if length < NLMSG.size or offset + length > len(data):
             break
-        body = offset + _NLMSG.size
-        if kind in (RTM_NEWLINK, RTM_DELLINK) and length >= _NLMSG.size + _IFINFO.size:
-            _family, _type, index, _flags2, _change = _IFINFO.unpack_from(data, body)
-            events.append((kind, index, _ifname(data, body + _IFINFO.size, offset + length)))
-        offset += _align(length)
+        body = offset + NLMSG.size
+        if kind in (RTM_NEWLINK, RTM_DELLINK) and length >= NLMSG.size + IFINFO.size:
+            _family, _type, index, _flags2, _change = IFINFO.unpack_from(data, body)
+            events.append((kind, index, _ifname(data, body + IFINFO.size, offset + length)))
+        offset += align(length)
     return events
 
 
 def _ifname(data: bytes | memoryview, start: int, end: int) -> str | None:
-    while start + _RTA.size <= end:
-        length, kind = _RTA.unpack_from(data, start)
-        if length < _RTA.size or start + length > end:
+    while start + RTA.size <= end:
+        length, kind = RTA.unpack_from(data, start)
+        if length < RTA.size or start + length > end:
             return None
-        if kind & 0x3FFF == IFLA_IFNAME:
-            raw = bytes(data[start + _RTA.size : start + length])
+        if kind & ATTRIBUTE_TYPE_MASK == IFLA_IFNAME:
+            raw = bytes(data[start + RTA.size : start + length])
             return raw.split(b"\0", 1)[0].decode(errors="replace")
-        start += _align(length)
+        start += align(length)
     return None
 
 

@@ -17,25 +17,33 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import struct
 from dataclasses import dataclass
 from typing import Any
 
-NLMSG_ERROR = 2
-RTM_NEWLINK = 16
-RTM_GETLINK = 18
-NLM_F_REQUEST = 0x1
-IFLA_ADDRESS = 1
-IFLA_IFNAME = 3
-IFLA_MTU = 4
-IFLA_IFALIAS = 20
-IFLA_EXT_MASK = 29
-RTEXT_FILTER_SKIP_STATS = 1 << 3
-_NLMSG = struct.Struct("=IHHII")
-_IFINFO = struct.Struct("=BxHiII")
-_RTA = struct.Struct("=HH")
-_U32 = struct.Struct("=I")
-_I32 = struct.Struct("=i")
+from draplugin.rtnlwire import (
+    ATTRIBUTE_TYPE_MASK,
+    I32,
+    IFINFO,
+    IFLA_ADDRESS,
+    IFLA_EXT_MASK,
+    IFLA_IFALIAS,
+    IFLA_IFNAME,
+    IFLA_MTU,
+    NETLINK_ROUTE,
+    NLM_F_REQUEST,
+    NLMSG,
+    NLMSG_ERROR,
+    RTA,
+    RTEXT_FILTER_SKIP_STATS,
+    RTM_GETLINK,
+    RTM_NEWLINK,
+    U32,
+    align,
+    attribute,
+    ifname_attribute,
+    link_request,
+)
+
 _RECEIVE = 1 << 16
 
 
@@ -67,43 +75,34 @@ class LinkBrief:
 
 
 def query_socket() -> socket.socket:
-    return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
-
-
-def _attribute(kind: int, payload: bytes) -> bytes:
-    length = _RTA.size + len(payload)
-    return _RTA.pack(length, kind) + payload + b"\0" * ((4 - length % 4) % 4)
+    return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
 
 
 def _request(name: str, seq: int) -> bytes:
-    body = (
-        _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-        + _attribute(IFLA_IFNAME, name.encode() + b"\0")
-        + _attribute(IFLA_EXT_MASK, _U32.pack(RTEXT_FILTER_SKIP_STATS))
-    )
-    return _NLMSG.pack(_NLMSG.size + len(body), RTM_GETLINK, NLM_F_REQUEST, seq, 0) + body
+    attributes = ifname_attribute(name) + attribute(IFLA_EXT_MASK, U32.pack(RTEXT_FILTER_SKIP_STATS))
+    return link_request(RTM_GETLINK, NLM_F_REQUEST, seq, attributes)
 
 
 def parse_brief(data: bytes | memoryview, start: int, end: int) -> LinkBrief:
     """The facts of one RTM_NEWLINK whose ifinfomsg starts at `start`."""
-    _family, _type, index, flags, _change = _IFINFO.unpack_from(data, start)
+    _family, _type, index, flags, _change = IFINFO.unpack_from(data, start)
     fields: dict[int, bytes] = {}  # copies: `data` may be a view of a buffer that is reused
-    offset = start + _IFINFO.size
-    while offset + _RTA.size <= end:
-        length, kind = _RTA.unpack_from(data, offset)
-        if length < _RTA.size or offset + length > end:
+    offset = start + IFINFO.size
+    while offset + RTA.size <= end:
+        length, kind = RTA.unpack_from(data, offset)
+        if length < RTA.size or offset + length > end:
             break
-        kind &= 0x3FFF
+        kind &= ATTRIBUTE_TYPE_MASK
         if kind in (IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_IFALIAS):
-            fields[kind] = bytes(data[offset + _RTA.size : offset + length])
-        offset += (length + 3) & ~3
+            fields[kind] = bytes(data[offset + RTA.size : offset + length])
+        offset += align(length)
     mtu = fields.get(IFLA_MTU)
     address = fields.get(IFLA_ADDRESS)
     return LinkBrief(
         index=index,
         flags=flags,
         name=_text(fields.get(IFLA_IFNAME)) or "",
-        mtu=_U32.unpack(mtu[:4])[0] if mtu and len(mtu) >= 4 else None,
+        mtu=U32.unpack(mtu[:4])[0] if mtu and len(mtu) >= 4 else None,
         address=":".join(f"{byte:02x}" for byte in address) if address else None,
         alias=_text(fields.get(IFLA_IFALIAS)),
     )
@@ -133,20 +132,20 @@ class LinkQuery:
                 raise NoReply(name) from error
             data = memoryview(self._buffer)[:size]
             offset = 0
-            while offset + _NLMSG.size <= len(data):
-                length, kind, _flags, seq, _pid = _NLMSG.unpack_from(data, offset)
-                if length < _NLMSG.size or offset + length > len(data):
+            while offset + NLMSG.size <= len(data):
+                length, kind, _flags, seq, _pid = NLMSG.unpack_from(data, offset)
+                if length < NLMSG.size or offset + length > len(data):
                     break
                 if seq == self._seq:
-                    body = offset + _NLMSG.size
+                    body = offset + NLMSG.size
                     if kind == NLMSG_ERROR:
-                        code = -_I32.unpack_from(data, body)[0]
+                        code = -I32.unpack_from(data, body)[0]
                         if code == errno.ENODEV:
                             return None
                         raise OSError(code, f"RTM_GETLINK {name!r}: {os.strerror(code)}")
                     if kind == RTM_NEWLINK:
                         return parse_brief(data, body, offset + length)
-                offset += (length + 3) & ~3
+                offset += align(length)
 
     def close(self) -> None:
         self._sock.close()
