@@ -17,6 +17,8 @@ from draplugin.devices.base import AttachContext, DeviceHandler, Placement
 from draplugin.devices.registry import Registry, default_registry
 from draplugin.devices.sriov_vf import SriovVfHandler
 from draplugin.devices.vfsettings import VfSettingError
+from draplugin.devices.virtual import VirtualLink
+from draplugin.linkdelete import delete_links
 from draplugin.model import AttachResult, ClaimPlan, ClaimRef, DeviceKind, DevicePlan, DeviceRef, VfSettings
 from draplugin.netns import HostNetns, Netns, NetnsGone, entered
 
@@ -180,9 +182,27 @@ class Executor:
             if netns_path is None:
                 raise NetnsGone("no netns path")
             async with entered(netns_path) as pod:
+                await _delete_pod_links(self._registry, pod, results)
                 return await _undo_each(self._registry, AttachContext(host=host, pod=pod), results)
         except NetnsGone:
             return await _undo_each(self._registry, AttachContext(host=host, pod=None), results)
+
+
+async def _delete_pod_links(registry: Registry, pod: Netns, results: Sequence[AttachResult]) -> None:
+    """The links the pod got by creation, deleted in one request and off the event loop
+    (linkdelete.py), ahead of the per-device undo: those links are independent of the devices moved
+    in (their parents stay on the host), so the order between the two sets does not matter. A failure
+    here only costs the batch: each handler's detach then deletes what is left, one link at a time."""
+    names = []
+    for result in results:
+        handler = registry.handler(result.kind)
+        name = handler.pod_link(result.restore) if isinstance(handler, VirtualLink) else None
+        if name is not None:
+            names.append(name)
+    try:
+        await delete_links(pod, names)
+    except OSError as error:
+        log.warning("deleting %s together failed (%s); deleting them one by one", ", ".join(names), error)
 
 
 async def _undo_each(

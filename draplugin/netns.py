@@ -24,11 +24,11 @@ from pyroute2 import AsyncIPRoute
 
 from draplugin.linkindex import LinkIndex, link_event_socket
 from draplugin.linkquery import LinkQuery, query_socket
+from draplugin.rtnlwire import NETLINK_ROUTE
 
 T = TypeVar("T")
 
 CLONE_NEWNET = 0x40000000
-NETLINK_ROUTE = 0
 _SOCKET_BUFFER = 1 << 20
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -166,6 +166,12 @@ async def netlink_in(netns_fd: int) -> AsyncIPRoute:
     groups=0: no multicast subscription, so a long-lived socket never queues unread link events.
     """
     return AsyncIPRoute(use_socket=await _made_inside(netns_fd, _netlink_socket), groups=0)
+
+
+async def socket_inside(netns_fd: int) -> socket.socket:
+    """A raw rtnetlink socket acting inside the netns, for requests sent from a worker thread
+    (linkdelete.py)."""
+    return await _made_inside(netns_fd, query_socket)
 
 
 def _pod_sockets() -> tuple[socket.socket, socket.socket]:

@@ -73,6 +73,13 @@ class VirtualLink:
             settings["address"] = spec.hardware_address.lower()
         return settings
 
+    def pod_link(self, restore: Restore) -> str | None:
+        """The pod-side link whose deletion undoes this placement (a veth's host end goes with it), so
+        a teardown can delete all of a pod's links in one request (linkdelete.py); None for a record
+        that does not name it, which detach then reports."""
+        name = restore.get("pod_name")
+        return name if isinstance(name, str) else None
+
     async def detach(self, ctx: AttachContext, restore: Restore) -> None:
         await delete_link(ctx.require_pod(), restore["pod_name"])
 
