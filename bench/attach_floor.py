@@ -12,7 +12,11 @@ veth pair this benchmark creates on the host, its peer in a private netns, so no
 - cni: /usr/lib/cni/macvlan with static IPAM (a process per call, as containerd runs it).
 
 Pass 2 attaches 8 macvlans to one pod through the hook (hook_8if_*), interleaved with the floor doing
-the same 8 (floor_8if_*), so a tail that the floor shows too is the machine's, not the driver's.
+the same 8 (floor_8if_*), so a tail that the floor shows too is the machine's, not the driver's. The
+teardown is timed too: the hook's StopPodSandbox (hook_8if_stop_*) against the floor's deletion of
+the 8 as one link group in one request (floor_8if_delete_*), each with the longest stretch the event
+loop went unserved meanwhile (`*_loop_stall_*`: the floor's pyroute2 request holds the loop for the
+kernel's whole wait).
 
 Pass 3, a host device: one end of a second veth pair (peer in the private netns) stands in for a NIC.
 - hook: RunPodSandbox moves it into the pod netns as net1 with MTU 1400 and up (`host_device.py`:
@@ -92,6 +96,7 @@ UNDO_GAP_S = 0.02
 no gap the floor's return began while the RCU grace period its own move had started was still
 running and finished early on it (measured: return floor 14.8 ms vs 17.4 ms p50 with a 5 ms gap,
 while the hook, whose record write sat in between, paid the full wait)."""
+LOOP_TICK_S = 0.001
 UNDO_GROUP = 4242  # a link group in the bed's pod netns only
 HOSTDEV_POD_NAME = "net1"
 HOSTDEV_POD_MTU = 1400  # the stand-in comes with 1500, so the MTU change is real work on both sides
@@ -112,6 +117,9 @@ class Method:
     check: Step | None = None
     timed_undo: bool = False
     between: Step | None = None
+    watch_loop: bool = False
+    """With a timed undo: also record (as `<name>:undo_stall`) the longest the event loop went unserved
+    during it, i.e. how long the daemon would have answered nothing else."""
 
 
 def sandbox(uid: str, netns: str) -> api.PodSandbox:
@@ -211,6 +219,9 @@ class Hook:
     async def undo(self) -> None:
         await self.stop()
         await self.forget()
+        await self.check_gone()
+
+    async def check_gone(self) -> None:
         left = await asyncio.to_thread(
             subprocess.run,
             ["nsenter", f"--net={self.bed.pod_path}", "ip", "-o", "link"],
@@ -256,8 +267,9 @@ class Floor:
             os.close(fd)
 
     async def undo(self) -> None:
-        """Untimed: tag the links with a group, then delete the group in one request, which the kernel
-        unregisters as one batch (one RCU wait, ~20 ms here, instead of one per link)."""
+        """Tag the links with a group, then delete the group in one request, which the kernel
+        unregisters as one batch (one RCU wait, ~20 ms here, instead of one per link). Timed in the
+        8-macvlan pass as the floor of StopPodSandbox; it runs on the event loop, as pyroute2 does."""
         fd = open_netns_fd(self.bed.pod_path)
         pod = await netlink_in(fd)
         try:
@@ -417,6 +429,7 @@ async def interleaved(runs: int, methods: dict[str, Method]) -> Series:
     """`runs` timed samples of each method, taken in rotating order, after WARMUP untimed rounds."""
     samples: Series = {name: [] for name in methods}
     samples.update({f"{name}:undo": [] for name, method in methods.items() if method.timed_undo})
+    samples.update({f"{name}:undo_stall": [] for name, method in methods.items() if method.watch_loop})
     order = list(methods)
     for i in range(runs + WARMUP):
         rotation = order[i % len(order) :] + order[: i % len(order)]
@@ -429,16 +442,49 @@ async def interleaved(runs: int, methods: dict[str, Method]) -> Series:
                 await method.between()
             if method.timed_undo:
                 await asyncio.sleep(UNDO_GAP_S)
-            start = time.perf_counter()
-            await method.undo()
-            undone = time.perf_counter() - start
+            async with LoopWatch(method.watch_loop) as watch:
+                start = time.perf_counter()
+                await method.undo()
+                undone = time.perf_counter() - start
             if method.check is not None:
                 await method.check()
             if i >= WARMUP:
                 samples[name].append(elapsed)
                 if method.timed_undo:
                     samples[f"{name}:undo"].append(undone)
+                if method.watch_loop:
+                    samples[f"{name}:undo_stall"].append(watch.longest)
     return samples
+
+
+class LoopWatch:
+    """The longest gap between turns of a task that only sleeps LOOP_TICK_S at a time: how long the
+    event loop served nothing else. Off (`active` False) it costs nothing."""
+
+    def __init__(self, active: bool) -> None:
+        self.active = active
+        self.longest = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._done = asyncio.Event()
+
+    async def __aenter__(self) -> LoopWatch:
+        if self.active:
+            self._task = asyncio.create_task(self._tick())
+            await asyncio.sleep(0)  # let it take its first time stamp before the step starts
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._done.set()
+            await self._task
+
+    async def _tick(self) -> None:
+        last = time.perf_counter()
+        while not self._done.is_set():
+            await asyncio.sleep(LOOP_TICK_S)
+            now = time.perf_counter()
+            self.longest = max(self.longest, now - last)
+            last = now
 
 
 async def hostdev_pass(bed: Bed, runs: int) -> tuple[Series, str]:
@@ -483,6 +529,8 @@ SERIES_LABELS = (
     ("cni", "1 macvlan: CNI"),
     ("hook8", "8 macvlans: hook"),
     ("floor8", "8 macvlans: floor"),
+    ("hook8:undo", "8 macvlans: hook StopPodSandbox"),
+    ("floor8:undo", "8 macvlans: floor deletion"),
     ("hostdev_hook", "host-device: hook RunPodSandbox"),
     ("hostdev_floor", "host-device: floor move"),
     ("hostdev_hook:undo", "host-device: hook StopPodSandbox"),
@@ -504,9 +552,20 @@ async def measure(runs: int, runs_8if: int, runs_hostdev: int) -> tuple[dict[str
                 print(f"attach: {cni.plugin} missing, no CNI reference", file=sys.stderr)
             samples = await interleaved(runs, methods)
         async with Hook(bed, 8) as hook8, Floor(bed, 8) as floor8:
+
+            async def hook8_settle() -> None:
+                await hook8.forget()
+                await hook8.check_gone()
+
             eight = await interleaved(
                 runs_8if,
-                {"hook8": Method(hook8.attach, hook8.undo), "floor8": Method(floor8.attach, floor8.undo)},
+                {
+                    # The attach's record is written before the timed StopPodSandbox, as on a node.
+                    "hook8": Method(
+                        hook8.attach, hook8.stop, hook8_settle, True, between=hook8.settled, watch_loop=True
+                    ),
+                    "floor8": Method(floor8.attach, floor8.undo, timed_undo=True, watch_loop=True),
+                },
             )
         samples.update(eight)
         hostdev, nic_name = await hostdev_pass(bed, runs_hostdev)
@@ -541,6 +600,16 @@ def summarize(samples: Series, runs: int, runs_8if: int, runs_hostdev: int) -> d
         out[f"ratio_8if_vs_floor_p{q}"] = pratio(samples, "hook8", "floor8", q)
     out["ratio_8if_vs_floor"] = out["ratio_8if_vs_floor_p50"]
     for key, name in (
+        ("hook_8if_stop", "hook8:undo"),
+        ("floor_8if_delete", "floor8:undo"),
+        ("hook_8if_stop_loop_stall", "hook8:undo_stall"),
+        ("floor_8if_delete_loop_stall", "floor8:undo_stall"),
+    ):
+        for q in (50, 99):
+            out[f"{key}_ms_p{q}"] = ms(samples[name], q)
+    for q in (50, 99):
+        out[f"ratio_8if_stop_vs_floor_p{q}"] = pratio(samples, "hook8:undo", "floor8:undo", q)
+    for key, name in (
         ("hostdev_hook", "hostdev_hook"),
         ("hostdev_floor", "hostdev_floor"),
         ("hostdev_stop", "hostdev_hook:undo"),
@@ -574,12 +643,15 @@ SPREAD_KEYS = {
     "ratio_hostdev_vs_floor_p99": "ratio_hostdev_vs_floor_p99_spread",
     "ratio_hostdev_stop_vs_floor_p50": "ratio_hostdev_stop_vs_floor_p50_spread",
     "ratio_hostdev_stop_vs_floor_p99": "ratio_hostdev_stop_vs_floor_p99_spread",
+    "ratio_8if_stop_vs_floor_p50": "ratio_8if_stop_vs_floor_p50_spread",
+    "ratio_8if_stop_vs_floor_p99": "ratio_8if_stop_vs_floor_p99_spread",
 }
 PER_RUN_KEYS = (
     "ratio_attach_vs_floor_p50",
     "ratio_8if_vs_floor_p50",
     "ratio_hostdev_vs_floor_p50",
     "ratio_hostdev_stop_vs_floor_p50",
+    "ratio_8if_stop_vs_floor_p50",
 )
 
 
