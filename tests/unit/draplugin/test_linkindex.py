@@ -6,7 +6,8 @@ from __future__ import annotations
 import socket
 import struct
 
-from draplugin.linkindex import IFLA_IFNAME, RTM_DELLINK, RTM_NEWLINK, LinkIndex, parse_link_events
+from draplugin.linkindex import LinkIndex, parse_link_events
+from draplugin.rtnlwire import IFLA_IFNAME, RTM_DELLINK, RTM_NEWLINK
 
 
 def _event(kind: int, index: int, name: str | None) -> bytes:
