@@ -202,7 +202,8 @@ async def _delete_pod_links(registry: Registry, pod: Netns, results: Sequence[At
     try:
         await delete_links(pod, names)
     except OSError as error:
-        log.warning("deleting %s together failed (%s); deleting them one by one", ", ".join(names), error)
+        together = ", ".join(names)
+        log.warning("deleting %s in %s together failed (%s); one by one instead", together, pod.path, error)
 
 
 async def _undo_each(

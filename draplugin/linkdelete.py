@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import logging
 import os
 import secrets
 import socket
@@ -43,8 +42,6 @@ from draplugin.rtnlwire import (
     ifname_attribute,
     link_request,
 )
-
-log = logging.getLogger(__name__)
 
 REPLY_TIMEOUT = 10.0
 """How long the worker thread waits for the kernel's answer to one request; the kernel answers
