@@ -562,7 +562,12 @@ async def measure(runs: int, runs_8if: int, runs_hostdev: int) -> tuple[dict[str
                 {
                     # The attach's record is written before the timed StopPodSandbox, as on a node.
                     "hook8": Method(
-                        hook8.attach, hook8.stop, hook8_settle, True, between=hook8.settled, watch_loop=True
+                        hook8.attach,
+                        hook8.stop,
+                        hook8_settle,
+                        timed_undo=True,
+                        between=hook8.settled,
+                        watch_loop=True,
                     ),
                     "floor8": Method(floor8.attach, floor8.undo, timed_undo=True, watch_loop=True),
                 },
