@@ -84,9 +84,10 @@ from draplugin.checkpoint import Checkpoint
 from draplugin.hooks import NetworkHooks
 from draplugin.metrics import Metrics
 from draplugin.model import DevicePlan
-from draplugin.netconf import IFF_UP, find_link
+from draplugin.netconf import find_link
 from draplugin.netns import netlink_in, open_netns_fd
 from draplugin.planstore import PlanStore
+from draplugin.rtnlwire import IFF_UP
 from nriplugin import api
 
 CNI_DIR = Path("/usr/lib/cni")

@@ -33,12 +33,12 @@ from draplugin.rtnlwire import (
     RTA,
     RTM_DELLINK,
     RTM_NEWLINK,
+    RTMGRP_LINK,
     align,
 )
 
 log = logging.getLogger(__name__)
 
-RTMGRP_LINK = 0x1
 _RECEIVE = 1 << 16
 _QUEUE = 1 << 20
 

@@ -23,8 +23,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from draplugin.linkquery import LinkBrief, NoReply
 from draplugin.model import NetdevSpec, Route
 from draplugin.netns import Netns
+from draplugin.rtnlwire import IFF_UP
 
-IFF_UP = 0x1
 IFA_F_NODAD = 0x02
 RT_SCOPE_LINK = 253
 

@@ -1,9 +1,11 @@
-"""rtnetlink's wire format, for the few requests the driver encodes and parses by hand.
+"""rtnetlink's wire facts, in one place: for the requests the driver encodes and parses by hand, and
+the numbers it reads pyroute2's messages with.
 
 pyroute2 does the general work. A handful of hot or blocking paths (link lookups in the hook,
-the parent index's events, link deletions run on a thread) talk to the kernel on raw sockets, and
-these are the facts they share: message and attribute layouts from linux/netlink.h and
-linux/rtnetlink.h, and the numbers of the few types, flags and attributes they use.
+the parent index's events, link deletions run on a thread) talk to the kernel on raw sockets and
+share the message and attribute layouts of linux/netlink.h and linux/rtnetlink.h; they and the
+pyroute2 users (discovery, netconf, device health) share the message types, multicast groups,
+interface flags and attribute numbers below.
 """
 
 from __future__ import annotations
@@ -21,13 +23,21 @@ U32 = struct.Struct("=I")
 I32 = struct.Struct("=i")
 
 NETLINK_ROUTE = 0
+RTMGRP_LINK = 0x1
+RTMGRP_IPV4_ROUTE = 0x40
+RTMGRP_IPV6_ROUTE = 0x400
 NLMSG_ERROR = 2
 RTM_NEWLINK = 16
 RTM_DELLINK = 17
 RTM_GETLINK = 18
 RTM_SETLINK = 19
+RTM_NEWROUTE = 24
+RTM_DELROUTE = 25
 NLM_F_REQUEST = 0x1
 NLM_F_ACK = 0x4
+IFF_UP = 0x1
+IFF_LOOPBACK = 0x8
+IFF_LOWER_UP = 0x10000
 IFLA_ADDRESS = 1
 IFLA_IFNAME = 3
 IFLA_MTU = 4

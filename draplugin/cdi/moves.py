@@ -35,7 +35,8 @@ from draplugin.devices.virtual import ChildLink
 from draplugin.hooks import NetworkHooks
 from draplugin.metrics import Metrics
 from draplugin.model import ClaimPlan, DeviceKind, DevicePlan, DeviceRef
-from draplugin.netconf import IFF_UP, find_link
+from draplugin.netconf import find_link
+from draplugin.rtnlwire import IFF_UP
 
 log = logging.getLogger(__name__)
 

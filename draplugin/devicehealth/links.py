@@ -20,11 +20,10 @@ from draplugin.attachments import SandboxRecord
 from draplugin.devicehealth.board import DeviceKey, Health, HealthBoard
 from draplugin.netconf import find_link
 from draplugin.netns import Netns, NetnsGone, drop_strays, netlink_in, open_netns_fd
+from draplugin.rtnlwire import IFF_LOWER_UP, IFF_UP
 
 log = logging.getLogger(__name__)
 
-IFF_UP = 0x1
-IFF_LOWER_UP = 0x10000
 Observation = dict[DeviceKey, tuple[Health, str]]
 
 

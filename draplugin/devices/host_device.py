@@ -19,8 +19,9 @@ from draplugin.devices.base import (
     require_valid_netdev,
 )
 from draplugin.model import DeviceKind, DevicePlan
-from draplugin.netconf import IFF_UP, brief
+from draplugin.netconf import brief
 from draplugin.netns import Netns
+from draplugin.rtnlwire import IFF_UP
 
 MARKER = "netclaim/v1"
 

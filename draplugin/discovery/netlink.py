@@ -18,11 +18,17 @@ from typing import Any
 from pyroute2 import AsyncIPRoute
 
 from draplugin.netns import netlink_in, open_netns_fd
+from draplugin.rtnlwire import (
+    IFF_LOOPBACK,
+    RTM_DELLINK,
+    RTM_DELROUTE,
+    RTM_NEWLINK,
+    RTM_NEWROUTE,
+    RTMGRP_IPV4_ROUTE,
+    RTMGRP_IPV6_ROUTE,
+    RTMGRP_LINK,
+)
 
-IFF_LOOPBACK = 0x8
-RTMGRP_LINK = 0x1
-RTMGRP_IPV4_ROUTE = 0x40
-RTMGRP_IPV6_ROUTE = 0x400
 RT_TABLE_MAIN = 254
 
 
@@ -122,9 +128,6 @@ async def read_links(netns: Path | None = None) -> LinkSnapshot:
         return LinkSnapshot(links=links, uplinks=frozenset(uplinks))
     finally:
         ipr.close()
-
-
-RTM_NEWLINK, RTM_DELLINK, RTM_NEWROUTE, RTM_DELROUTE = 16, 17, 24, 25
 
 
 LinkJudge = Callable[[LinkInfo, bool], bool]

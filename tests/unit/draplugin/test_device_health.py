@@ -17,7 +17,7 @@ from draplugin_builders import DEVICES, DRIVER, NODE
 
 from draplugin.checkpoint import Checkpoint
 from draplugin.devicehealth.board import MAX_MESSAGE, DeviceKey, Health, HealthBoard
-from draplugin.devicehealth.links import IFF_LOWER_UP, IFF_UP, link_health
+from draplugin.devicehealth.links import link_health
 from draplugin.kubelet.health_service import stream
 from draplugin.kubelet.server import KubeletServers, SocketPaths
 from draplugin.pb.drahealth.v1 import api_pb2 as h1
@@ -28,6 +28,7 @@ from draplugin.pb.pluginregistration.v1 import api_pb2 as reg
 from draplugin.pb.pluginregistration.v1 import api_pb2_grpc as reg_grpc
 from draplugin.planstore import PlanStore
 from draplugin.prepare import Preparer
+from draplugin.rtnlwire import IFF_LOWER_UP, IFF_UP
 
 NIC = DeviceKey(NODE, "nic-eth1")
 MACVLAN = DeviceKey(NODE, "macvlan-up0")
