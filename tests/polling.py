@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 
 async def until(
@@ -15,3 +17,15 @@ async def until(
             return
         await asyncio.sleep(step)
     raise AssertionError(f"{what}: not within {within:g} s")
+
+
+@contextlib.asynccontextmanager
+async def in_background(loop: Coroutine[Any, Any, Any]) -> AsyncIterator[None]:
+    """A watcher's `run` loop for the body of a test, cancelled after it (whatever it raised is the
+    test's assertions' business, not the teardown's)."""
+    task = asyncio.create_task(loop)
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

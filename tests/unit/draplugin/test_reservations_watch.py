@@ -108,16 +108,6 @@ async def until(condition: Callable[[], bool], what: str) -> None:
     await polling.until(condition, what, within=2.0, step=0.005)
 
 
-@contextlib.asynccontextmanager
-async def running(watcher: ReservationWatcher) -> AsyncIterator[None]:
-    task = asyncio.create_task(watcher.run())
-    try:
-        yield
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
 def watcher_for(api: FakeApi, store: PlanStore, **tuning: int) -> ReservationWatcher:
     return ReservationWatcher(api, store, tuning=Tuning(resync_s=0.01, backoff=fast, **tuning))
 
@@ -133,7 +123,7 @@ async def test_only_namespaces_with_a_prepared_claim_are_listed_and_watched(tmp_
     api.items = {"mine": [claim_json("mine", "c1", ("pod-1", "pod-2"))]}
     api.items["theirs"] = [claim_json("theirs", "x")]
     store = await prepared(tmp_path, ("mine", "c1", ("pod-1",)))
-    async with running(watcher_for(api, store)):
+    async with polling.in_background(watcher_for(api, store).run()):
         await until(lambda: pods_of(store, "c1") == ("pod-1", "pod-2"), "list applied")
         await until(lambda: "mine" in api.open_watches, "watch open")
         api.event("mine", "MODIFIED", claim_json("mine", "c1", ("pod-2",)))
@@ -149,7 +139,7 @@ async def test_lists_are_paged(tmp_path: Path) -> None:
     api.items = {"ns": [claim_json("ns", f"c{i:03}") for i in range(249)]}
     api.items["ns"].append(claim_json("ns", "z", ("pod-9",)))
     store = await prepared(tmp_path, ("ns", "z", ()))
-    async with running(watcher_for(api, store, page_size=100)):
+    async with polling.in_background(watcher_for(api, store, page_size=100).run()):
         await until(lambda: pods_of(store, "z") == ("pod-9",), "last page applied")
     assert api.lists[:3] == [("ns", 100, None), ("ns", 100, "100"), ("ns", 100, "200")]
 
@@ -169,7 +159,7 @@ async def test_hostile_objects_are_skipped_and_reported_once(
     store = await prepared(tmp_path, ("ns", "mine", ()), ("ns", "deep", ()))
     watcher = watcher_for(api, store, max_event_bytes=64 * 1024)
     with caplog.at_level(logging.INFO, logger=LOGGER):
-        async with running(watcher):
+        async with polling.in_background(watcher.run()):
             await until(lambda: pods_of(store, "mine") == ("pod-1",), "ours applied after the hostile ones")
             assert pods_of(store, "deep") == (), "a deep claim is still read, its deep part pruned"
             await until(lambda: "ns" in api.open_watches, "watch open")
@@ -193,7 +183,7 @@ async def test_gone_relists_and_resumes(tmp_path: Path) -> None:
     api.items = {"ns": [claim_json("ns", "c1")]}
     store = await prepared(tmp_path, ("ns", "c1", ()))
     watcher = watcher_for(api, store)
-    async with running(watcher):
+    async with polling.in_background(watcher.run()):
         await until(lambda: "ns" in api.open_watches, "watch open")
         api.event("ns", "BOOKMARK", b'{"metadata":{"resourceVersion":"42"}}')
         api.send("ns", None)  # the server ends the watch: resumed from the bookmark, no list
@@ -211,7 +201,7 @@ async def test_gone_again_before_any_event_backs_off(tmp_path: Path) -> None:
     store = await prepared(tmp_path, ("ns", "c1", ()))
     watcher = watcher_for(api, store)
     gone = b'{"kind":"Status","code":410,"reason":"Expired","message":"too old"}'
-    async with running(watcher):
+    async with polling.in_background(watcher.run()):
         await until(lambda: "ns" in api.open_watches, "watch open")
         api.event("ns", "ERROR", gone)
         api.event("ns", "ERROR", gone)  # the watch after the relist is refused at once as well
@@ -226,7 +216,7 @@ async def test_a_watch_that_ends_at_once_is_not_retried_in_a_spin(tmp_path: Path
     store = await prepared(tmp_path, ("ns", "c1", ()))
     pause = Backoff(initial_s=0.05, cap_s=0.05, rand=lambda: 1.0)
     watcher = ReservationWatcher(api, store, tuning=Tuning(resync_s=0.01, backoff=lambda: pause))
-    async with running(watcher):
+    async with polling.in_background(watcher.run()):
         await asyncio.sleep(0.3)
     assert 2 <= len(api.watch_calls) <= 10, len(api.watch_calls)
     assert watcher.failures == 0
@@ -242,7 +232,7 @@ async def test_an_outage_logs_one_line_when_it_starts_and_one_when_it_ends(
     store = await prepared(tmp_path, ("ns", "c1", ()))
     watcher = watcher_for(api, store)
     with caplog.at_level(logging.DEBUG, logger=LOGGER):
-        async with running(watcher):
+        async with polling.in_background(watcher.run()):
             await until(lambda: pods_of(store, "c1") == ("pod-1",), "recovered")
     lines = [r.getMessage() for r in caplog.records if "claim ns/c1" not in r.getMessage()]
     assert watcher.failures == 60
@@ -325,7 +315,7 @@ async def test_followed_namespaces_feed_the_claim_cache_while_live(tmp_path: Pat
     cache = ClaimCache()
     watcher = ReservationWatcher(api, store, tuning=Tuning(resync_s=0.01, backoff=fast), cache=cache)
     nxt, later = ClaimRef("ns", "next", "uid-next"), ClaimRef("ns", "later", "uid-later")
-    async with running(watcher):
+    async with polling.in_background(watcher.run()):
         await until(lambda: cache.get(nxt) is not None, "listed claim cached")
         claim = cache.get(nxt)
         assert claim is not None and [d.device for d in claim.devices] == ["macvlan-up0"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -65,17 +64,6 @@ class MemoryStore:
     async def changes(self) -> AsyncIterator[str]:
         while True:
             yield await self.events.get()
-
-
-@contextlib.asynccontextmanager
-async def running(publisher: Publisher) -> AsyncIterator[None]:
-    """The publisher's `run` loop for the body of a test, cancelled after it."""
-    task = asyncio.create_task(publisher.run())
-    try:
-        yield
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 def nics(n: int) -> list[PublishedDevice]:
@@ -141,7 +129,7 @@ async def test_run_republishes_when_the_store_reports_a_deletion() -> None:
         return nics(1)
 
     publisher = Publisher(store, discover, node="n1", resync_seconds=3600, debounce_seconds=0.01)
-    async with running(publisher):
+    async with polling.in_background(publisher.run()):
         async with asyncio.timeout(5):
             await store.written.wait()
             store.written.clear()
@@ -183,7 +171,7 @@ async def test_link_noise_does_not_read_the_apiserver_but_a_store_event_or_the_r
         )
 
     publisher = Publisher(store, discover, node="n1", resync_seconds=3600, debounce_seconds=0.0)
-    async with running(publisher):
+    async with polling.in_background(publisher.run()):
         async with asyncio.timeout(5):
             await store.written.wait()
             await polling.until(lambda: publisher.rounds > 0, "the first round", step=0.001)
@@ -225,7 +213,7 @@ async def test_notifications_without_a_lull_still_let_the_safety_net_compare() -
         return nics(1)
 
     publisher = Publisher(store, discover, node="n1", resync_seconds=0.3, debounce_seconds=0.0)
-    async with running(publisher):
+    async with polling.in_background(publisher.run()):
         async with asyncio.timeout(5):
             await store.written.wait()
             await polling.until(lambda: publisher.rounds > 0, "the first round", step=0.001)
@@ -261,7 +249,7 @@ async def test_refusals_are_logged_in_one_line_and_retried_until_they_stop(
         return nics(1)
 
     publisher = Publisher(store, discover, node="n1", resync_seconds=3600, debounce_seconds=0.0)
-    async with running(publisher):
+    async with polling.in_background(publisher.run()):
         with caplog.at_level(logging.INFO, logger="draplugin.publisher"):
             async with asyncio.timeout(5):
                 await store.written.wait()
