@@ -19,6 +19,19 @@ from draplugin.model import AttachResult, DeviceKind
 from draplugin.netns import Netns, entered
 
 
+def spy_on_batches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], list[str]]]:
+    """Records each batch the executor asks for, as (names asked, names deleted), and lets it run."""
+    calls: list[tuple[list[str], list[str]]] = []
+
+    async def spy(ns: Netns, names: Sequence[str]) -> list[str]:
+        deleted = await delete_links(ns, names)
+        calls.append((list(names), deleted))
+        return deleted
+
+    monkeypatch.setattr(attach, "delete_links", spy)
+    return calls
+
+
 async def _pod_with_four(
     executor: Executor, scratch: Scratch
 ) -> tuple[str, list[AttachResult], str, set[LinkRow]]:
@@ -43,14 +56,7 @@ async def _pod_with_four(
 async def test_a_pods_created_links_go_in_one_request_and_nothing_else_does(
     executor: Executor, scratch: Scratch, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls: list[tuple[list[str], list[str]]] = []
-
-    async def spy(ns: Netns, names: Sequence[str]) -> list[str]:
-        deleted = await delete_links(ns, names)
-        calls.append((list(names), deleted))
-        return deleted
-
-    monkeypatch.setattr(attach, "delete_links", spy)
+    calls = spy_on_batches(monkeypatch)
     pod, results, nic, before = await _pod_with_four(executor, scratch)
     assert "ncvtest3" in {row[0] for row in await scratch.host_links()}
 
@@ -99,14 +105,7 @@ async def test_every_kind_born_in_the_pod_goes_in_the_batch(
     """dummy, ipvlan and vlan: kinds this VM's kernel lacks, so this runs in the kernel tier's guest."""
     for kind in ("dummy", "ipvlan", "vlan"):
         require_kind(kind)
-    calls: list[list[str]] = []
-
-    async def spy(ns: Netns, names: Sequence[str]) -> list[str]:
-        deleted = await delete_links(ns, names)
-        calls.append(deleted)
-        return deleted
-
-    monkeypatch.setattr(attach, "delete_links", spy)
+    calls = spy_on_batches(monkeypatch)
     parent = scratch.veth_end("ncup", up=True)
     pod = scratch.netns()
     before = await scratch.host_links()
@@ -119,6 +118,6 @@ async def test_every_kind_born_in_the_pod_goes_in_the_batch(
 
     await executor.detach(results)
 
-    assert [sorted(deleted) for deleted in calls] == [["net1", "net2", "net3"]]
+    assert [sorted(deleted) for _asked, deleted in calls] == [["net1", "net2", "net3"]]
     assert await link_names(pod) == {"lo"}
     assert await scratch.host_links() == before
