@@ -1,10 +1,10 @@
 """rtnetlink's wire facts, in one place: for the requests the driver encodes and parses by hand, and
 the numbers it reads pyroute2's messages with.
 
-pyroute2 does the general work. A handful of hot or blocking paths (link lookups in the hook,
-the parent index's events, link deletions run on a thread) talk to the kernel on raw sockets and
-share the message and attribute layouts of linux/netlink.h and linux/rtnetlink.h; they and the
-pyroute2 users (discovery, netconf, device health) share the message types, multicast groups,
+pyroute2 does the general work. A handful of hot or blocking paths (link lookups in the hook, the
+parent index's events, link deletions and netns moves run on a thread) talk to the kernel on raw
+sockets and share the message and attribute layouts of linux/netlink.h and linux/rtnetlink.h; they and
+the pyroute2 users (discovery, netconf, device health) share the message types, multicast groups,
 interface flags and attribute numbers below.
 """
 
@@ -43,6 +43,7 @@ IFLA_IFNAME = 3
 IFLA_MTU = 4
 IFLA_IFALIAS = 20
 IFLA_GROUP = 27
+IFLA_NET_NS_FD = 28
 IFLA_EXT_MASK = 29
 RTEXT_FILTER_SKIP_STATS = 1 << 3
 ATTRIBUTE_TYPE_MASK = 0x3FFF
@@ -62,8 +63,17 @@ def ifname_attribute(name: str) -> bytes:
     return attribute(IFLA_IFNAME, name.encode() + b"\0")
 
 
-def link_request(kind: int, flags: int, seq: int, attributes: bytes, index: int = 0) -> bytes:
-    """An RTM_*LINK request: an ifinfomsg for `index` (0: the attributes name the link) and its
-    attributes."""
-    body = IFINFO.pack(socket.AF_UNSPEC, 0, index, 0, 0) + attributes
+def link_request(
+    kind: int,
+    flags: int,
+    seq: int,
+    attributes: bytes,
+    index: int = 0,
+    *,
+    link_flags: int = 0,
+    change: int = 0,
+) -> bytes:
+    """An RTM_*LINK request: an ifinfomsg for `index` (0: the attributes name the link), the interface
+    flags to set (`link_flags`, only those in the `change` mask count) and its attributes."""
+    body = IFINFO.pack(socket.AF_UNSPEC, 0, index, link_flags, change) + attributes
     return NLMSG.pack(NLMSG.size + len(body), kind, flags, seq, 0) + body

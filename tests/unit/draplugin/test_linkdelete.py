@@ -1,94 +1,24 @@
-"""What linkdelete puts on the wire, and where it waits: a stand-in socket answers each request with the
-kernel's acknowledgement (an NLMSG_ERROR carrying the errno chosen by the test) and records what was
-sent, and from which thread. The real kernel's side is in tests/netns/test_teardown_together.py."""
+"""What linkdelete puts on the wire: a stand-in socket (kernel_standin.py) answers each request with
+the kernel's acknowledgement carrying the errno chosen by the test. Where it waits (a worker thread) is
+in test_rtnlthread.py; the real kernel's side in tests/netns/test_teardown_together.py."""
 
 from __future__ import annotations
 
 import errno
 import socket
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import cast
 
 import pytest
+from kernel_standin import KernelStandIn
 
-from draplugin import linkdelete
+from draplugin import linkdelete, rtnlthread
 from draplugin.netns import Netns
-from draplugin.rtnlwire import (
-    I32,
-    IFINFO,
-    IFLA_GROUP,
-    IFLA_IFNAME,
-    NLM_F_ACK,
-    NLMSG,
-    NLMSG_ERROR,
-    RTA,
-    RTM_DELLINK,
-    RTM_SETLINK,
-    U32,
-    align,
-)
-
-
-@dataclass
-class Sent:
-    kind: int
-    flags: int
-    index: int
-    attributes: dict[int, bytes]
-    thread: int
-
-    @property
-    def name(self) -> str | None:
-        raw = self.attributes.get(IFLA_IFNAME)
-        return None if raw is None else raw.rstrip(b"\0").decode()
-
-    @property
-    def group(self) -> int | None:
-        raw = self.attributes.get(IFLA_GROUP)
-        return None if raw is None else int(U32.unpack(raw)[0])
-
-
-@dataclass
-class KernelStandIn:
-    """Answers every request at once, as the kernel does inside sendmsg(2)."""
-
-    errno_for: Callable[[Sent], int] = lambda sent: 0
-    sent: list[Sent] = field(default_factory=list)
-    replies: list[bytes] = field(default_factory=list)
-    closed: bool = False
-    timeout: float | None = None
-
-    def settimeout(self, value: float) -> None:
-        self.timeout = value
-
-    def send(self, data: bytes) -> int:
-        length, kind, flags, seq, _pid = NLMSG.unpack_from(data)
-        _family, _type, index, _flags, _change = IFINFO.unpack_from(data, NLMSG.size)
-        attributes: dict[int, bytes] = {}
-        offset = NLMSG.size + IFINFO.size
-        while offset < length:
-            size, attr = RTA.unpack_from(data, offset)
-            attributes[attr] = data[offset + RTA.size : offset + size]
-            offset += align(size)
-        sent = Sent(kind, flags, index, attributes, threading.get_ident())
-        self.sent.append(sent)
-        # A stray message ahead of the answer, as a socket may hold: must be skipped by sequence.
-        stray = NLMSG.pack(NLMSG.size + I32.size, NLMSG_ERROR, 0, seq + 1000, 0) + I32.pack(0)
-        answer = NLMSG.pack(NLMSG.size + I32.size + length, NLMSG_ERROR, 0, seq, 0)
-        self.replies.append(stray + answer + I32.pack(-self.errno_for(sent)) + data)
-        return len(data)
-
-    def recv(self, size: int) -> bytes:
-        return self.replies.pop(0)
-
-    def close(self) -> None:
-        self.closed = True
+from draplugin.rtnlthread import Requests
+from draplugin.rtnlwire import NLM_F_ACK, RTM_DELLINK, RTM_SETLINK
 
 
 def delete(kernel: KernelStandIn, names: list[str]) -> list[str]:
-    return linkdelete.delete_in_one_request(cast(socket.socket, kernel), names)
+    return linkdelete.delete_in_one_request(Requests(cast(socket.socket, kernel)), names)
 
 
 def test_one_link_is_deleted_by_name_in_one_request() -> None:
@@ -141,22 +71,19 @@ def test_a_refusal_is_raised_with_the_step(refuse: int, names: list[str], said: 
     assert raised.value.errno == errno.EOPNOTSUPP
 
 
-async def test_the_wait_happens_on_a_worker_thread_which_closes_the_socket(
+async def test_delete_links_runs_in_the_pod_netns_and_asks_nothing_for_no_names(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     kernel = KernelStandIn()
     opened: list[int] = []
 
-    async def socket_inside(fd: int) -> Any:
+    async def socket_inside(fd: int) -> KernelStandIn:
         opened.append(fd)
         return kernel
 
-    monkeypatch.setattr(linkdelete, "socket_inside", socket_inside)
+    monkeypatch.setattr(rtnlthread, "socket_inside", socket_inside)
     pod = cast(Netns, type("PodNetns", (), {"fd": 42})())
 
     assert await linkdelete.delete_links(pod, ["net1", "net2"]) == ["net1", "net2"]
-
-    assert opened == [42]
-    assert kernel.sent and threading.get_ident() not in {s.thread for s in kernel.sent}
-    assert kernel.closed and kernel.timeout == linkdelete.REPLY_TIMEOUT
+    assert opened == [42] and kernel.closed
     assert await linkdelete.delete_links(pod, []) == [] and opened == [42]  # nothing asked: no socket
