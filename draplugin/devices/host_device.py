@@ -18,6 +18,7 @@ from draplugin.devices.base import (
     require_netdev,
     require_valid_netdev,
 )
+from draplugin.linkmove import Landing, move_link
 from draplugin.model import DeviceKind, DevicePlan
 from draplugin.netconf import brief
 from draplugin.netns import Netns
@@ -70,14 +71,8 @@ class HostDeviceHandler:
             "up": bool(link.flags & IFF_UP),
             "ifindex": link.index,
         }
-        # One RTM_NEWLINK moves, renames and tags it; the kernel applies the name inside the pod netns.
-        await ctx.host.ipr.link(
-            "set",
-            index=link.index,
-            net_ns_fd=pod.fd,
-            ifname=spec.interface_name,
-            ifalias=encode_marker(restore),
-        )
+        # One request moves, renames and tags it, from a thread: the kernel's wait would stall the loop.
+        await move_link(ctx.host, link.index, pod, Landing(spec.interface_name, encode_marker(restore)))
         return Placement(spec.interface_name, restore)
 
     async def _recognise(self, pod: Netns, pod_name: str, host_name: str) -> dict[str, Any] | None:
@@ -95,9 +90,7 @@ class HostDeviceHandler:
         if link is None or decode_marker(link.alias) is None:
             await self.reclaim(ctx, restore)
             return
-        await pod.ipr.link("set", index=link.index, state="down")
-        await pod.ipr.link("set", index=link.index, net_ns_fd=ctx.host.fd, **_original(restore))
-        await _bring_up(ctx.host, restore)
+        await move_link(pod, link.index, ctx.host, _home(restore))
 
     async def reclaim(self, ctx: AttachContext, restore: Restore) -> None:
         """Find the device the kernel returned to the host (under any name) by its marker; restore it."""
@@ -107,6 +100,17 @@ class HostDeviceHandler:
         await ctx.host.ipr.link("set", index=link["index"], state="down")
         await ctx.host.ipr.link("set", index=link["index"], **_original(restore))
         await _bring_up(ctx.host, restore)
+
+
+def _home(restore: Restore) -> Landing:
+    """Back as it was: name, MTU, MAC, alias, and up if it was (one request, linkmove.py)."""
+    return Landing(
+        restore["host_name"],
+        restore.get("alias", ""),
+        restore["mtu"],
+        restore["mac"],
+        bool(restore.get("up")),
+    )
 
 
 def _original(restore: Restore) -> dict[str, Any]:

@@ -49,6 +49,30 @@ async def test_moves_in_renamed_and_returns_with_original_name_mtu_mac(
     assert "UP" in (await link(scratch.host, nic))["flags"]
 
 
+async def test_its_own_alias_and_down_state_come_back_and_the_marker_leaves(
+    executor: Executor, scratch: Scratch
+) -> None:
+    """The return is one request (draplugin/linkmove.py) carrying name, MTU, MAC, alias and flags; a
+    device that was down stays down, and an alias of its own replaces the driver's marker."""
+    nic = scratch.veth_end("nchd", mtu=ORIGINAL_MTU)
+    ip_in(scratch.host, "link", "set", nic, "alias", "uplink to rack 7")
+    plain = scratch.veth_end("nchd", mtu=ORIGINAL_MTU, up=True)
+    pod = scratch.netns()
+    before = await scratch.host_links()
+    spec = plan(DeviceKind.HOST_DEVICE, "net1", nic, mtu=1300, hardware_address="02:00:00:aa:bb:03")
+    other = plan(DeviceKind.HOST_DEVICE, "net2", plain)
+
+    results = await executor.attach("pod-uid", pod, [claim("c1", spec, other)])
+    assert (await link(pod, "net1"))["ifalias"].startswith("netclaim/v1 ")
+    await executor.detach(results)
+
+    assert await scratch.host_links() == before
+    returned, kept_up = await link(scratch.host, nic), await link(scratch.host, plain)
+    assert returned.get("ifalias") == "uplink to rack 7"
+    assert "UP" not in returned["flags"] and "UP" in kept_up["flags"]
+    assert kept_up.get("ifalias") is None, "no alias before, none after: the marker is gone"
+
+
 async def test_retry_recognises_the_moved_device(executor: Executor, scratch: Scratch) -> None:
     nic = scratch.veth_end("nchd", mtu=ORIGINAL_MTU)
     pod = scratch.netns()
