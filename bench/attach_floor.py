@@ -20,19 +20,20 @@ kernel's whole wait).
 
 Pass 3, a host device: one end of a second veth pair (peer in the private netns) stands in for a NIC.
 - hook: RunPodSandbox moves it into the pod netns as net1 with MTU 1400 and up (`host_device.py`:
-  recognise, look it up, one move + rename + ifalias marker; then netconf's configure and read-back);
-  its StopPodSandbox, timed too, gives it back (down, move back with the original name, MTU, MAC and
-  alias, up), RemovePodSandbox untimed.
-- floor: one RTM_NEWLINK that moves it with IFLA_NET_NS_FD and the final IFLA_IFNAME (the kernel
-  applies the name in the target netns), then one RTM_NEWLINK setting MTU and up in the pod netns; its
-  return: down, one RTM_NEWLINK moving it back with the original name, MTU and MAC, up on the host.
+  recognise, look it up, one move + rename + ifalias marker from a worker thread; then netconf's
+  configure and read-back); its StopPodSandbox, timed too, gives it back in one request from a thread
+  (move back with the original name, MTU, MAC and alias, and up), RemovePodSandbox untimed.
+- floor: one request that moves it with IFLA_NET_NS_FD and sets the final IFLA_IFNAME, MTU and up (the
+  kernel moves the link first, which takes it down, then applies the rest in the target netns); its
+  return: one request moving it back with the original name, MTU and MAC, and up. The floor sends them
+  on a pyroute2 socket, on the event loop, so its stall is the kernel's wait.
   The floor addresses the device in the pod by the ifindex it had on the host: the kernel keeps a
   moved device's ifindex when the target netns has it free (here it always is: the pod netns holds
   only lo), and were it not kept, the floor's request would fail instead of measuring something else.
 After every sample of either method the device must be back on the host under its original name with
 its original MTU and MAC, up, without a marker, and net1 absent from the pod (checked untimed), so an
 undo that broke cannot skew the next sample. Keys: hostdev_hook_*, hostdev_floor_*, hostdev_stop_*,
-hostdev_return_floor_*.
+hostdev_return_floor_*, each also as `*_loop_stall_*` (the longest the event loop went unserved).
 
 Every pass interleaves its methods sample by sample (rotating which goes first), so machine load
 drifting during the run hits all of them alike; a timed undo follows its attach after the same idle
@@ -54,6 +55,7 @@ Run as root: `python -m bench.attach_floor [runs] [repeats]`; prints one JSON ob
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import secrets
@@ -121,6 +123,8 @@ class Method:
     watch_loop: bool = False
     """With a timed undo: also record (as `<name>:undo_stall`) the longest the event loop went unserved
     during it, i.e. how long the daemon would have answered nothing else."""
+    watch_attach: bool = False
+    """The same for the attach, as `<name>:stall`."""
 
 
 def sandbox(uid: str, netns: str) -> api.PodSandbox:
@@ -400,14 +404,17 @@ class HostDevFloor:
 
     async def move(self) -> None:
         assert self.host is not None
-        index = self.nic.index
         fd = open_netns_fd(self.bed.pod_path)
-        pod = await netlink_in(fd)
         try:
-            await self.host.link("set", index=index, net_ns_fd=fd, ifname=HOSTDEV_POD_NAME)
-            await pod.link("set", index=index, mtu=HOSTDEV_POD_MTU, state="up")
+            await self.host.link(
+                "set",
+                index=self.nic.index,
+                net_ns_fd=fd,
+                ifname=HOSTDEV_POD_NAME,
+                mtu=HOSTDEV_POD_MTU,
+                state="up",
+            )
         finally:
-            pod.close()
             os.close(fd)
 
     async def give_back(self) -> None:
@@ -416,11 +423,15 @@ class HostDevFloor:
         fd = open_netns_fd(self.bed.pod_path)
         pod = await netlink_in(fd)
         try:
-            await pod.link("set", index=nic.index, state="down")
             await pod.link(
-                "set", index=nic.index, net_ns_fd=self.home_fd, ifname=nic.name, mtu=nic.mtu, address=nic.mac
+                "set",
+                index=nic.index,
+                net_ns_fd=self.home_fd,
+                ifname=nic.name,
+                mtu=nic.mtu,
+                address=nic.mac,
+                state="up",
             )
-            await self.host.link("set", ifname=nic.name, state="up")
         finally:
             pod.close()
             os.close(fd)
@@ -431,14 +442,16 @@ async def interleaved(runs: int, methods: dict[str, Method]) -> Series:
     samples: Series = {name: [] for name in methods}
     samples.update({f"{name}:undo": [] for name, method in methods.items() if method.timed_undo})
     samples.update({f"{name}:undo_stall": [] for name, method in methods.items() if method.watch_loop})
+    samples.update({f"{name}:stall": [] for name, method in methods.items() if method.watch_attach})
     order = list(methods)
     for i in range(runs + WARMUP):
         rotation = order[i % len(order) :] + order[: i % len(order)]
         for name in rotation:
             method = methods[name]
-            start = time.perf_counter()
-            await method.attach()
-            elapsed = time.perf_counter() - start
+            async with LoopWatch(method.watch_attach) as attach_watch:
+                start = time.perf_counter()
+                await method.attach()
+                elapsed = time.perf_counter() - start
             if method.between is not None:
                 await method.between()
             if method.timed_undo:
@@ -455,6 +468,8 @@ async def interleaved(runs: int, methods: dict[str, Method]) -> Series:
                     samples[f"{name}:undo"].append(undone)
                 if method.watch_loop:
                     samples[f"{name}:undo_stall"].append(watch.longest)
+                if method.watch_attach:
+                    samples[f"{name}:stall"].append(attach_watch.longest)
     return samples
 
 
@@ -498,10 +513,11 @@ async def hostdev_pass(bed: Bed, runs: int) -> tuple[Series, str]:
                 await hook.forget()
                 await nic.assert_home()
 
+            watched = functools.partial(Method, timed_undo=True, watch_loop=True, watch_attach=True)
             methods = {
                 # The attach's record is written before the timed StopPodSandbox, as it would be on a node.
-                "hook": Method(hook.attach, hook.stop, hook_settle, timed_undo=True, between=hook.settled),
-                "floor": Method(floor.move, floor.give_back, nic.assert_home, timed_undo=True),
+                "hook": watched(hook.attach, hook.stop, hook_settle, between=hook.settled),
+                "floor": watched(floor.move, floor.give_back, nic.assert_home),
             }
             return await interleaved(runs, methods), nic.name
 
@@ -614,6 +630,10 @@ def summarize(samples: Series, runs: int, runs_8if: int, runs_hostdev: int) -> d
         ("hostdev_floor", "hostdev_floor"),
         ("hostdev_stop", "hostdev_hook:undo"),
         ("hostdev_return_floor", "hostdev_floor:undo"),
+        ("hostdev_hook_loop_stall", "hostdev_hook:stall"),
+        ("hostdev_floor_loop_stall", "hostdev_floor:stall"),
+        ("hostdev_stop_loop_stall", "hostdev_hook:undo_stall"),
+        ("hostdev_return_floor_loop_stall", "hostdev_floor:undo_stall"),
     ):
         for q in (50, 99):
             out[f"{key}_ms_p{q}"] = ms(samples[name], q)
