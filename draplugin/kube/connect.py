@@ -8,7 +8,9 @@ failure here becomes a `Failure(what, hint)`, which the CLI prints as one line.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import urllib.parse
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -96,7 +98,7 @@ def _in_cluster(search: bool) -> Connection:
         kconfig.load_incluster_config(client_configuration=configuration)
     except kconfig.ConfigException as error:
         raise Failure(f"no kubeconfig, and not running in a cluster: {error}", _where_hint(search)) from error
-    return Connection(configuration, _service_account_namespace(), "in-cluster service account")
+    return Connection(_settled(configuration), _service_account_namespace(), "in-cluster service account")
 
 
 def _service_account_namespace() -> str | None:
@@ -125,7 +127,88 @@ async def _from_kubeconfig(paths: Sequence[str], context: str | None) -> Connect
         ) from error
     active: dict[str, Any] = loader.current_context or {}
     namespace = (active.get("context") or {}).get("namespace")
-    return Connection(configuration, str(namespace) if namespace else None, source)
+    return Connection(_settled(configuration), str(namespace) if namespace else None, source)
+
+
+def _settled(
+    configuration: kclient.Configuration, environ: Mapping[str, str] = os.environ
+) -> kclient.Configuration:
+    """The HTTP session without aiohttp's `trust_env`, the proxy taken from the environment here instead.
+
+    The client's session trusts the environment, which in aiohttp means proxies *and* a ~/.netrc (or
+    $NETRC) lookup before every request: a file read on a thread per call, and for a host the netrc
+    names, credentials that aiohttp refuses to combine with the bearer token, so every request failed
+    with a ValueError. What kubectl reads from the environment is the proxy: HTTPS_PROXY / HTTP_PROXY
+    for the server's scheme unless NO_PROXY covers its host; a kubeconfig's proxy-url wins.
+    """
+    configuration.client_session_kwargs = {**(configuration.client_session_kwargs or {}), "trust_env": False}
+    if not configuration.proxy:
+        configuration.proxy = environment_proxy(configuration.host, environ)
+    return configuration
+
+
+def environment_proxy(server: str, environ: Mapping[str, str]) -> str | None:
+    """The proxy the environment names for this server URL, read as Go's net/http (kubectl) reads it:
+    HTTPS_PROXY or HTTP_PROXY by the URL's scheme, the upper-case name first; none for a loopback host or
+    one NO_PROXY covers."""
+    url = urllib.parse.urlsplit(server)
+    proxy = _variable(environ, f"{url.scheme}_proxy") if url.scheme in ("http", "https") else None
+    if not proxy or not url.hostname:
+        return None
+    if url.hostname.lower() == "localhost" or _loopback(url.hostname):
+        return None  # as net/http: a local apiserver (a kind or `make demo` node) is never proxied
+    port = url.port or (443 if url.scheme == "https" else 80)
+    if any(_covers(entry, url.hostname, port) for entry in _variable(environ, "no_proxy").split(",")):
+        return None
+    return proxy
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _variable(environ: Mapping[str, str], name: str) -> str:
+    return environ.get(name.upper()) or environ.get(name) or ""
+
+
+def _covers(entry: str, host: str, port: int) -> bool:
+    """One NO_PROXY entry: `*`, an IP or CIDR (a service network, say), or a domain with its subdomains
+    (leading `.` or `*.` optional); `host:port` limits a name or IP entry to that port."""
+    entry = entry.strip().lower()
+    host = host.lower().rstrip(".")
+    if entry == "*":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if "/" in entry:
+        try:
+            return address is not None and address in ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            return False
+    named, _, wanted = entry.rpartition(":") if _has_port(entry) else (entry, "", "")
+    if wanted and wanted != str(port):
+        return False
+    named = named.strip("[]").removeprefix("*").lstrip(".").rstrip(".")
+    if not named:
+        return False
+    if address is not None:
+        try:
+            return address == ipaddress.ip_address(named)
+        except ValueError:
+            return False
+    return host == named or host.endswith("." + named)
+
+
+def _has_port(entry: str) -> bool:
+    """`name:443` or `[2001:db8::1]:443`; a bare IPv6 address has colons but no port."""
+    if entry.startswith("["):
+        return "]:" in entry
+    return entry.count(":") == 1
 
 
 def _read_all(paths: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -27,6 +27,8 @@ class FakeApi:
     deny: bool = False
     """Answer every request 403, as an apiserver does for a user without RBAC."""
     paths: list[str] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)
+    """Each request's Host header: the apiserver's name even when the request came through a proxy."""
     url: str = ""
 
     def app(self) -> web.Application:
@@ -40,6 +42,7 @@ class FakeApi:
     @web.middleware
     async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.paths.append(request.path)
+        self.hosts.append(request.host)
         if self.deny:
             return web.json_response({"kind": "Status", "message": "forbidden", "code": 403}, status=403)
         response: web.StreamResponse = await handler(request)
