@@ -8,7 +8,9 @@ socket, that wait ran on the event loop, and for its whole length the daemon ans
 kubelet's gRPC calls, the other NRI events, the status writer, the publisher.
 
 Here a request goes out on a blocking raw socket that the setns worker opened in the right netns
-(netns.py), from a thread of asyncio's default executor; the loop only awaits the answer. The thread
+(netns.py), from a thread of a small pool of its own; the loop only awaits the answer. Not asyncio's
+default executor: that one also runs disk writes (checkpoint, attachment records, CDI specs) and sysfs
+binds at Prepare, and the hook's kernel requests must never queue behind those. The thread
 owns what the request uses: it closes the socket, and any fd it was handed (the target netns of a
 move), when it is done. A caller cancelled mid-wait therefore cannot close them under the thread, and
 a reused fd number can never point the kernel at another netns.
@@ -20,6 +22,7 @@ import asyncio
 import os
 import socket
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from draplugin.netns import socket_inside
@@ -31,6 +34,11 @@ REPLY_TIMEOUT = 10.0
 """How long the worker thread waits for the kernel's answer to one request; the kernel answers
 within the syscall, so this only bounds a thread against the unforeseen."""
 _RECEIVE = 1 << 16
+WORKERS = 4
+"""Threads for these requests. containerd runs NRI hooks one at a time node-wide, so a hook holds one;
+the others serve a teardown of a vanished sandbox that runs beside it. Started on first use."""
+THREAD_PREFIX = "netclaim-rtnl"
+_pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix=THREAD_PREFIX)
 
 
 class Requests:
@@ -94,8 +102,8 @@ async def in_thread(netns_fd: int, work: Callable[[Requests], T], owned: Sequenc
         raise
     loop = asyncio.get_running_loop()
     try:
-        answer = loop.run_in_executor(None, _run_and_close, sock, work, tuple(owned))
-    except BaseException:  # the executor refused the job (the loop is shutting down)
+        answer = loop.run_in_executor(_pool, _run_and_close, sock, work, tuple(owned))
+    except BaseException:  # the pool refused the job (the interpreter is shutting down)
         sock.close()
         _close(owned)
         raise

@@ -1,7 +1,8 @@
 """Where the blocking link requests wait, and who closes what (draplugin/rtnlthread.py): the work runs
-on a thread other than the event loop's, and that thread closes the socket and the fds handed to it,
-also when the caller was cancelled meanwhile; fds handed over are closed if no thread ever starts. A
-stand-in socket (kernel_standin.py) stands for the kernel."""
+on a thread of the module's own pool (neither the event loop's nor asyncio's default executor), and
+that thread closes the socket and the fds handed to it, also when the caller was cancelled meanwhile;
+fds handed over are closed if no thread ever starts. A stand-in socket (kernel_standin.py) stands for
+the kernel."""
 
 from __future__ import annotations
 
@@ -44,13 +45,17 @@ async def test_the_work_waits_on_a_worker_thread_which_closes_socket_and_handed_
 ) -> None:
     handed = os.open(tmp_path, os.O_RDONLY)
 
+    threads: list[str] = []
+
     def work(requests: Requests) -> int:
         assert fd_open(handed), "handed fds stay open while the work runs"
+        threads.append(threading.current_thread().name)
         return requests.ask(RTM_SETLINK, b"")
 
     assert await rtnlthread.in_thread(42, work, owned=(handed,)) == 0
 
     assert kernel.sent and threading.get_ident() not in {s.thread for s in kernel.sent}
+    assert threads[0].startswith(rtnlthread.THREAD_PREFIX), "its own pool, not the default executor"
     assert kernel.closed and kernel.timeout == rtnlthread.REPLY_TIMEOUT
     assert not fd_open(handed)
 
