@@ -23,10 +23,12 @@ Pass 3, a host device: one end of a second veth pair (peer in the private netns)
   recognise, look it up, one move + rename + ifalias marker from a worker thread; then netconf's
   configure and read-back); its StopPodSandbox, timed too, gives it back in one request from a thread
   (move back with the original name, MTU, MAC and alias, and up), RemovePodSandbox untimed.
-- floor: one request that moves it with IFLA_NET_NS_FD and sets the final IFLA_IFNAME, MTU and up (the
-  kernel moves the link first, which takes it down, then applies the rest in the target netns); its
-  return: one request moving it back with the original name, MTU and MAC, and up. The floor sends them
-  on a pyroute2 socket, on the event loop, so its stall is the kernel's wait.
+- floor: the fewest requests with the hook's guarantees. The move: one RTM_NEWLINK with IFLA_NET_NS_FD
+  and the final IFLA_IFNAME (the kernel applies the name in the target netns), then one setting MTU
+  and up in the pod netns (folded into the move, a refused MTU would leave the device moved under its
+  host name: the kernel moves first and applies the rest after). The return: one request moving it
+  back with the original name, MTU and MAC, and up (the hook's own return, linkmove.py). On a
+  pyroute2 socket, on the event loop, so the floor's stall is the kernel's wait.
   The floor addresses the device in the pod by the ifindex it had on the host: the kernel keeps a
   moved device's ifindex when the target netns has it free (here it always is: the pod netns holds
   only lo), and were it not kept, the floor's request would fail instead of measuring something else.
@@ -100,6 +102,8 @@ no gap the floor's return began while the RCU grace period its own move had star
 running and finished early on it (measured: return floor 14.8 ms vs 17.4 ms p50 with a 5 ms gap,
 while the hook, whose record write sat in between, paid the full wait)."""
 LOOP_TICK_S = 0.001
+STALL_SAMPLES = 30
+"""Cycles per watching method for the loop-stall figures (their p99 is the slowest but one)."""
 UNDO_GROUP = 4242  # a link group in the bed's pod netns only
 HOSTDEV_POD_NAME = "net1"
 HOSTDEV_POD_MTU = 1400  # the stand-in comes with 1500, so the MTU change is real work on both sides
@@ -403,18 +407,17 @@ class HostDevFloor:
         os.close(self.home_fd)
 
     async def move(self) -> None:
+        """Two requests, as the hook must: MTU and up folded into the move would, if refused, leave
+        the device moved under its host name and without a marker, so nothing could find it again."""
         assert self.host is not None
+        index = self.nic.index
         fd = open_netns_fd(self.bed.pod_path)
+        pod = await netlink_in(fd)
         try:
-            await self.host.link(
-                "set",
-                index=self.nic.index,
-                net_ns_fd=fd,
-                ifname=HOSTDEV_POD_NAME,
-                mtu=HOSTDEV_POD_MTU,
-                state="up",
-            )
+            await self.host.link("set", index=index, net_ns_fd=fd, ifname=HOSTDEV_POD_NAME)
+            await pod.link("set", index=index, mtu=HOSTDEV_POD_MTU, state="up")
         finally:
+            pod.close()
             os.close(fd)
 
     async def give_back(self) -> None:
@@ -438,39 +441,59 @@ class HostDevFloor:
 
 
 async def interleaved(runs: int, methods: dict[str, Method]) -> Series:
-    """`runs` timed samples of each method, taken in rotating order, after WARMUP untimed rounds."""
+    """`runs` timed samples of each method, taken in rotating order, after WARMUP untimed rounds; then,
+    for the methods that watch the loop, STALL_SAMPLES more cycles in the same rotation for the stall.
+
+    The stall cycles come after all timed ones, not between them. The watcher's ticker runs every
+    LOOP_TICK_S, and while a method leaves the loop free (a request on a worker thread) those turns
+    slow it down: a threaded host-device return measured ~3 ms longer (p50) with the ticker than
+    without, where a method that blocks the loop is not slowed at all. Cycles with a ticker between the
+    timed ones changed what the kernel's next grace period cost (a return floor 19.6 ms p50 alone,
+    15.7 ms right after a watched cycle). So the timed samples run with no watcher anywhere.
+    """
     samples: Series = {name: [] for name in methods}
     samples.update({f"{name}:undo": [] for name, method in methods.items() if method.timed_undo})
     samples.update({f"{name}:undo_stall": [] for name, method in methods.items() if method.watch_loop})
     samples.update({f"{name}:stall": [] for name, method in methods.items() if method.watch_attach})
     order = list(methods)
     for i in range(runs + WARMUP):
-        rotation = order[i % len(order) :] + order[: i % len(order)]
-        for name in rotation:
-            method = methods[name]
-            async with LoopWatch(method.watch_attach) as attach_watch:
-                start = time.perf_counter()
-                await method.attach()
-                elapsed = time.perf_counter() - start
-            if method.between is not None:
-                await method.between()
-            if method.timed_undo:
-                await asyncio.sleep(UNDO_GAP_S)
-            async with LoopWatch(method.watch_loop) as watch:
-                start = time.perf_counter()
-                await method.undo()
-                undone = time.perf_counter() - start
-            if method.check is not None:
-                await method.check()
+        for name in order[i % len(order) :] + order[: i % len(order)]:
+            elapsed, undone = await _cycle(methods[name])
             if i >= WARMUP:
                 samples[name].append(elapsed)
-                if method.timed_undo:
+                if methods[name].timed_undo:
                     samples[f"{name}:undo"].append(undone)
-                if method.watch_loop:
-                    samples[f"{name}:undo_stall"].append(watch.longest)
-                if method.watch_attach:
-                    samples[f"{name}:stall"].append(attach_watch.longest)
+    watching = [name for name in order if methods[name].watch_attach or methods[name].watch_loop]
+    for i in range(STALL_SAMPLES if watching else 0):
+        for name in watching[i % len(watching) :] + watching[: i % len(watching)]:
+            method = methods[name]
+            stall, undo_stall = await _cycle(method, watched=True)
+            if method.watch_loop:
+                samples[f"{name}:undo_stall"].append(undo_stall)
+            if method.watch_attach:
+                samples[f"{name}:stall"].append(stall)
     return samples
+
+
+async def _cycle(method: Method, watched: bool = False) -> tuple[float, float]:
+    """One attach and undo: their durations, or (`watched`) the longest loop stall during each."""
+    async with LoopWatch(watched and method.watch_attach) as attach_watch:
+        start = time.perf_counter()
+        await method.attach()
+        elapsed = time.perf_counter() - start
+    if method.between is not None:
+        await method.between()
+    if method.timed_undo:
+        await asyncio.sleep(UNDO_GAP_S)
+    async with LoopWatch(watched and method.watch_loop) as undo_watch:
+        start = time.perf_counter()
+        await method.undo()
+        undone = time.perf_counter() - start
+    if method.check is not None:
+        await method.check()
+    if watched:
+        return attach_watch.longest, undo_watch.longest
+    return elapsed, undone
 
 
 class LoopWatch:
