@@ -11,7 +11,8 @@ down), then, inside the target netns, applies the name, MTU, hardware address an
 interface flags last: a device comes back named, sized, addressed and, if it was, up, in one request.
 IFLA_IFNAME also serves the move itself as the name to take should the link's current name be in use
 in the target netns. If a step after the move is refused (a name taken meanwhile), the link has moved
-and the error names the request; the caller's undo finds the device by its ifalias marker either way.
+and the error names the request. On the way back the marker is still on the link then (the alias
+comes after the name), so a retried teardown's reclaim finds it on the host.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class Landing:
 
     name: str
     alias: str
-    """"" leaves the link without an alias."""
+    """An empty one leaves the link without an alias."""
     mtu: int | None = None
     mac: str | None = None
     """Colon hex, as LinkBrief and the restore record hold it."""

@@ -160,7 +160,7 @@ def environment_proxy(server: str, environ: Mapping[str, str]) -> str | None:
     port = url.port or (443 if url.scheme == "https" else 80)
     if any(_covers(entry, url.hostname, port) for entry in _variable(environ, "no_proxy").split(",")):
         return None
-    return proxy
+    return proxy if "://" in proxy else f"http://{proxy}"  # `proxy:3128` means http, as in net/http
 
 
 def _loopback(host: str) -> bool:

@@ -110,6 +110,7 @@ def test_no_proxy_sends_the_requests_straight_to_the_server(
         ),
         ("https://api.example", {"https_proxy": "http://lower:1"}, "http://lower:1"),
         ("https://api.example", {}, None),
+        ("https://api.example", {"HTTPS_PROXY": "proxy.corp:3128"}, "http://proxy.corp:3128"),
         (
             "https://10.96.0.1:443",
             {"HTTPS_PROXY": "http://p:1", "NO_PROXY": "example.org,10.96.0.0/12"},
