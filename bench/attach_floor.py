@@ -444,12 +444,11 @@ async def interleaved(runs: int, methods: dict[str, Method]) -> Series:
     """`runs` timed samples of each method, taken in rotating order, after WARMUP untimed rounds; then,
     for the methods that watch the loop, STALL_SAMPLES more cycles in the same rotation for the stall.
 
-    The stall cycles come after all timed ones, not between them. The watcher's ticker runs every
-    LOOP_TICK_S, and while a method leaves the loop free (a request on a worker thread) those turns
-    slow it down: a threaded host-device return measured ~3 ms longer (p50) with the ticker than
-    without, where a method that blocks the loop is not slowed at all. Cycles with a ticker between the
-    timed ones changed what the kernel's next grace period cost (a return floor 19.6 ms p50 alone,
-    15.7 ms right after a watched cycle). So the timed samples run with no watcher anywhere.
+    The stall cycles come after all timed ones, not between them. The watcher's ticker takes a loop
+    turn (and the GIL) every LOOP_TICK_S; a method that waits on a worker thread competes with it for
+    both when its answer arrives, a method that blocks the loop does not, so timing with the ticker on
+    would load the two unequally. (One pair of runs showed a threaded return ~3 ms slower with the
+    ticker; later runs without any ticker moved by as much, so that figure is not established.)
     """
     samples: Series = {name: [] for name in methods}
     samples.update({f"{name}:undo": [] for name, method in methods.items() if method.timed_undo})
