@@ -476,23 +476,24 @@ async def interleaved(runs: int, methods: dict[str, Method]) -> Series:
 
 async def _cycle(method: Method, watched: bool = False) -> tuple[float, float]:
     """One attach and undo: their durations, or (`watched`) the longest loop stall during each."""
-    async with LoopWatch(watched and method.watch_attach) as attach_watch:
-        start = time.perf_counter()
-        await method.attach()
-        elapsed = time.perf_counter() - start
+    elapsed, stall = await _step(method.attach, watched and method.watch_attach)
     if method.between is not None:
         await method.between()
     if method.timed_undo:
         await asyncio.sleep(UNDO_GAP_S)
-    async with LoopWatch(watched and method.watch_loop) as undo_watch:
-        start = time.perf_counter()
-        await method.undo()
-        undone = time.perf_counter() - start
+    undone, undo_stall = await _step(method.undo, watched and method.watch_loop)
     if method.check is not None:
         await method.check()
-    if watched:
-        return attach_watch.longest, undo_watch.longest
-    return elapsed, undone
+    return (stall, undo_stall) if watched else (elapsed, undone)
+
+
+async def _step(step: Step, watch: bool) -> tuple[float, float]:
+    """How long the step took, and the longest the loop went unserved meanwhile (0 unwatched)."""
+    async with LoopWatch(watch) as watcher:
+        start = time.perf_counter()
+        await step()
+        elapsed = time.perf_counter() - start
+    return elapsed, watcher.longest
 
 
 class LoopWatch:
