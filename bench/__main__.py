@@ -125,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         "--cdi-cycles", type=int, default=40, help="pod cycles per attach mode and line for cdi (default 40)"
     )
     parser.add_argument(
-        "--podstart-rounds", type=int, default=51, help="podstart: rounds of the four shapes (first untimed)"
+        "--podstart-rounds",
+        type=int,
+        default=51,
+        help="podstart: pods per shape, the first untimed (the timed ones rounded up to whole cycles)",
     )
     parser.add_argument("--podstart-lines", default="2.1,1.7", help="podstart: containerd lines")
     parser.add_argument("--trace-rss", action="store_true", help="tracemalloc report of RSS growth (slow)")

@@ -12,13 +12,17 @@ Four pod shapes, one busybox container each:
 - `1if`: one claim from a template, a macvlan on the uplink as `net1`;
 - `4if`: four claims from four templates, macvlans `net1`..`net4`.
 
-Sequential part: pods are created one at a time, shapes interleaved (the order rotates each round), and
-each is timed from the create call (a plain POST, no discovery) to the moment a watch on the namespace
-sees it `Running`; then, untimed, its interfaces are checked inside the pod (CRI exec `ip link`), and it
-is deleted. The overheads are p50(shape) - p50(plain) of the same run, and netclaim's own share of a
-one-interface pod is p50(1if) - p50(1noop). Burst part: `burst` one-interface
-pods created at once; the figure is the time from the first create to the last `Running`, and every
-pod's `net1` is then checked (`burst_..._unconfigured` counts pods Running without it).
+Sequential part: pods are created one at a time, shapes interleaved in an order where each shape
+follows every other shape equally often (`sequence`), and each is timed from the create call (a plain
+POST, no discovery) to the moment a watch on the namespace sees it `Running`; then, untimed, its
+interfaces are checked inside the pod (CRI exec `ip link`), and it is deleted. The next pod is created
+while the one before it is torn down, as on a busy node; the order keeps that teardown from always
+landing on the same shape (a plain pod that always followed a 4-interface one paid for four links and
+four claims going away while it started, which made the reference slower and the overheads
+smaller). The overheads are p50(shape) - p50(plain) of the same run, and netclaim's own share of a
+one-interface pod is p50(1if) - p50(1noop). Burst part: `burst` one-interface pods created at once;
+the figure is the time from the first create to the last `Running`, and every pod's `net1` is then
+checked (`burst_..._unconfigured` counts pods Running without it).
 
 Where the time goes, from the same run: the node's part of each pod split at containerd's CRI calls
 (`NODE_PHASES`, read from containerd's log); the driver's own time per call (means of its
@@ -59,6 +63,18 @@ SHAPES = {"plain": 0, "1noop": 0, "1if": 1, "4if": 4}
 """Shape -> netclaim interfaces; `1noop` holds one claim of the do-nothing driver instead."""
 NAMESPACE = "bench"
 START_TIMEOUT = 180.0
+
+
+def sequence(shapes: list[str]) -> list[str]:
+    """One cycle of shapes in which each ordered pair of distinct shapes is adjacent exactly once,
+    counting the wrap from the last back to the first (an Eulerian circuit of the complete directed
+    graph): repeated, every shape is preceded by every other shape equally often, so whatever the
+    previous pod's teardown costs is spread evenly over the shapes. For shapes a, b, c: a b a c b c."""
+    cycle: list[str] = []
+    for i, first in enumerate(shapes):
+        for second in shapes[i + 1 :]:
+            cycle += [first, second]
+    return cycle
 
 
 def _pod(name: str, interfaces: int, noop: bool = False) -> dict[str, Any]:
@@ -176,7 +192,8 @@ def _sequential(node: LocalNode, api: k.ApiClient, rounds: int) -> dict[str, lis
     plane's part: the claim controller creating claims from templates, the scheduler allocating
     devices and writing them to the claims, the binding) and bound -> Running (`<shape>:node`, kubelet's
     part: NodePrepareResources, the sandbox with the NRI hook, the container), the latter also split
-    into `NODE_PHASES` (`<shape>:node:<phase>`)."""
+    into `NODE_PHASES` (`<shape>:node:<phase>`). After one untimed pod of each shape, at least
+    `rounds - 1` timed pods per shape, in whole cycles of `sequence`."""
     core = k.CoreV1Api(api)
     watch = RunningWatch(core, NAMESPACE)
     times: dict[str, list[float]] = {
@@ -185,28 +202,27 @@ def _sequential(node: LocalNode, api: k.ApiClient, rounds: int) -> dict[str, lis
         for key in (shape, f"{shape}:schedule", f"{shape}:node", *(f"{shape}:node:{p}" for p in NODE_PHASES))
     }
     timed: list[tuple[str, str]] = []
-    shapes = list(SHAPES)
+    cycle = sequence(list(SHAPES))
+    cycles = -(-(rounds - 1) * len(SHAPES) // len(cycle))
+    order = list(SHAPES) + cycle * cycles  # the first round untimed: it warms the image and the driver up
     try:
-        for round_ in range(rounds):
-            turn = round_ % len(shapes)
-            order = shapes[turn:] + shapes[:turn]
-            for shape in order:
-                name = f"{shape}-{round_}"
-                body = _pod(name, SHAPES[shape], noop=shape == "1noop")
-                t0 = time.monotonic()
-                core.create_namespaced_pod(NAMESPACE, body)
-                seen = watch.wait([name], START_TIMEOUT)[name]
-                expected = {f"net{i}" for i in range(1, SHAPES[shape] + 1)}
-                missing = expected - _interfaces(node, core, name)
-                if missing:
-                    raise AssertionError(f"{name} Running without {sorted(missing)}")
-                if round_ > 0:  # the first round warms the image and the driver's paths up
-                    bound = watch.bound.get(name, seen)
-                    times[shape].append(seen - t0)
-                    times[f"{shape}:schedule"].append(bound - t0)
-                    times[f"{shape}:node"].append(seen - bound)
-                    timed.append((shape, name))
-                _delete_pods(core, [name])
+        for index, shape in enumerate(order):
+            name = f"{shape}-{index}"
+            body = _pod(name, SHAPES[shape], noop=shape == "1noop")
+            t0 = time.monotonic()
+            core.create_namespaced_pod(NAMESPACE, body)
+            seen = watch.wait([name], START_TIMEOUT)[name]
+            expected = {f"net{i}" for i in range(1, SHAPES[shape] + 1)}
+            missing = expected - _interfaces(node, core, name)
+            if missing:
+                raise AssertionError(f"{name} Running without {sorted(missing)}")
+            if index >= len(SHAPES):
+                bound = watch.bound.get(name, seen)
+                times[shape].append(seen - t0)
+                times[f"{shape}:schedule"].append(bound - t0)
+                times[f"{shape}:node"].append(seen - bound)
+                timed.append((shape, name))
+            _delete_pods(core, [name])
         _wait_gone(core)
     finally:
         watch.close()
@@ -312,6 +328,7 @@ def measure(line: str, rounds: int = 51, burst: int = 100) -> dict[str, float]:
                     before, cpu0, t0 = _driver_calls(driver), _cpu_seconds(pids), time.monotonic()
                     idle_rate = (cpu0 - idle_cpu) / IDLE_SECONDS
                     times = _sequential(node, api, rounds)
+                    pods = len(SHAPES) + sum(len(times[shape]) for shape in SHAPES)
                     in_driver = _call_means(before, _driver_calls(driver))
                     busy = _cpu_seconds(pids) - cpu0 - idle_rate * (time.monotonic() - t0)
                     noop_prepared = len(noop.preparer.prepared)
@@ -372,7 +389,7 @@ def measure(line: str, rounds: int = 51, burst: int = 100) -> dict[str, float]:
         f"pod_start_noop_prepares{suffix}": float(noop_prepared),
         f"pod_start_samples{suffix}": float(len(times["plain"])),
         f"pod_start_driver_cpu_idle_ms_per_s{suffix}": round(idle_rate * 1000, 2),
-        f"pod_start_driver_cpu_ms_per_pod{suffix}": round(busy * 1000 / (rounds * len(SHAPES)), 2),
+        f"pod_start_driver_cpu_ms_per_pod{suffix}": round(busy * 1000 / pods, 2),
         f"burst_{burst}_pods_s{suffix}": round(burst_s, 2),
         f"burst_{burst}_pods_unconfigured{suffix}": float(unconfigured),
     }
