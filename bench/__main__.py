@@ -15,7 +15,7 @@ of one NIC on containerd 2.2 and 2.4, metrics suffixed `_containerd_2_2`/`_2_4` 
 Running on a whole local node with the chart-installed driver, plain vs 1 and 4 interfaces, and a burst
 of 100 pods, on containerd 2.1 and 1.7 (`_containerd_1_7`) (bench/podstart.py).
 
-usage: python -m bench [--full] [--only attach,apiserver,runtime,cdi,podstart] [--lines 2.1[,1.7]]
+usage: python -m bench [--full] [--only attach,apiserver,admission,runtime,cdi,podstart] [--lines 2.1[,1.7]]
        [--attach-repeats N]
 """
 
@@ -100,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--full", action="store_true", help="slow parts too: 1,000 pod cycles, containerd 1.7"
     )
-    parser.add_argument("--only", default="attach,apiserver,webhook,ipam,runtime", help="sections to run")
+    parser.add_argument(
+        "--only", default="attach,apiserver,admission,webhook,ipam,runtime", help="sections to run"
+    )
     parser.add_argument("--lines", default=None, help="containerd lines (default 2.1; --full: 2.1,1.7)")
     parser.add_argument(
         "--runs",
@@ -162,10 +164,11 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
         print(f"bench: {name} done in {time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
 
-    from bench import apiserver, attach_floor, cdi, ipam, runtime, webhook
+    from bench import admission, apiserver, attach_floor, cdi, ipam, runtime, webhook
 
     section("attach", lambda: attach_floor.run(runs, runs_8if, runs, repeats=repeats))
     section("apiserver", lambda: apiserver.measure(claims=200, status_claims=200, vfs=1000))
+    section("admission", lambda: admission.measure(per_kind=300))
     section("webhook", lambda: webhook.measure(requests=2000))
     section("ipam", lambda: ipam.measure(pairs=200))
     for line in lines:

@@ -57,18 +57,37 @@ def expected_path(case: Case, prefix: str) -> str:
     return f"{prefix}.{case.path}: " if case.path else f"{prefix}: "
 
 
-def wait_until_refused(api: kubernetes.client.ApiClient, namespace: str, within: float = 30.0) -> None:
+def wait_until_refused(
+    api: kubernetes.client.ApiClient,
+    namespace: str,
+    refuses: dict[str, Any] | None = None,
+    within: float = 30.0,
+) -> None:
     """Policies and webhook configurations reach the admission chain a moment after they are created."""
     deadline = time.monotonic() + within
-    while create(api, namespace, claim_object(BAD[0].parameters))[0] == 201:
+    probe = claim_object(BAD[0].parameters) if refuses is None else refuses
+    while create(api, namespace, probe)[0] == 201:
         assert time.monotonic() < deadline, "admission never took effect"
         time.sleep(0.2)
 
 
-@pytest.fixture
-def policy(admin_api: kubernetes.client.ApiClient, namespace: str) -> Iterator[str]:
-    suffix = uuid.uuid4().hex[:6]
+def policy_objects() -> tuple[dict[str, Any], dict[str, Any]]:
     policy_obj, binding = [d for d in yaml.safe_load_all(POLICY_FILE.read_text()) if d]
+    return policy_obj, binding
+
+
+@contextlib.contextmanager
+def installed(
+    admin_api: kubernetes.client.ApiClient,
+    namespace: str,
+    policy_obj: dict[str, Any],
+    binding: dict[str, Any],
+    refuses: dict[str, Any] | None = None,
+) -> Iterator[str]:
+    """The policy under a fresh name, bound to `namespace` only, until it refuses `refuses` (default:
+    the first bad case) there; deleted afterwards."""
+    suffix = uuid.uuid4().hex[:6]
+    policy_obj, binding = copy.deepcopy(policy_obj), copy.deepcopy(binding)
     policy_obj["metadata"]["name"] += suffix
     binding["metadata"]["name"] += suffix
     binding["spec"]["policyName"] = policy_obj["metadata"]["name"]
@@ -84,11 +103,17 @@ def policy(admin_api: kubernetes.client.ApiClient, namespace: str) -> Iterator[s
             status, body = namespaces.request(admin_api, "POST", f"{ADMISSION}/{plural}", obj)
             assert status == 201, body
             made.append(f"{ADMISSION}/{plural}/{obj['metadata']['name']}")
-        wait_until_refused(admin_api, namespace)
+        wait_until_refused(admin_api, namespace, refuses)
         yield policy_obj["metadata"]["name"]
     finally:
         for path in reversed(made):
             namespaces.request(admin_api, "DELETE", path)
+
+
+@pytest.fixture
+def policy(admin_api: kubernetes.client.ApiClient, namespace: str) -> Iterator[str]:
+    with installed(admin_api, namespace, *policy_objects()) as name:
+        yield name
 
 
 def test_what_the_apiserver_refuses_itself(admin_api: kubernetes.client.ApiClient, namespace: str) -> None:
@@ -126,6 +151,57 @@ def test_policy_admits_good_configs_and_other_drivers(
         assert (
             create(admin_api, namespace, claim_object(case.parameters, driver="other.example.com"))[0] == 201
         )
+
+
+def made_from_a_template(
+    claim: dict[str, Any], *, annotation: bool = True, owner: bool = True
+) -> dict[str, Any]:
+    """The claim with the marks kube-controller-manager puts on a claim it makes from a pod's template."""
+    claim = copy.deepcopy(claim)
+    if annotation:
+        claim["metadata"]["annotations"] = {"resource.kubernetes.io/pod-claim-name": "net"}
+    if owner:
+        claim["metadata"]["ownerReferences"] = [
+            {"apiVersion": "v1", "kind": "Pod", "name": "p", "uid": str(uuid.uuid4()), "controller": True}
+        ]
+    return claim
+
+
+def test_policy_leaves_claims_made_from_templates_to_the_templates_check(
+    admin_api: kubernetes.client.ApiClient, namespace: str, policy: str
+) -> None:
+    """Such a claim has its template's spec (immutable, judged when the template was made): judging it
+    again would only put the checks' time on each pod's way to the scheduler. Both marks are needed."""
+    bad = next(c for c in ADMITTED_BAD if c.policy)
+    claim = claim_object(bad.parameters)
+    assert create(admin_api, namespace, made_from_a_template(claim)) == (201, "")
+    for half in (made_from_a_template(claim, annotation=False), made_from_a_template(claim, owner=False)):
+        status, message = create(admin_api, namespace, half)
+        assert status == 422 and f"ValidatingAdmissionPolicy '{policy}'" in message, message
+    assert create(admin_api, namespace, template_object(bad.parameters))[0] == 422
+
+
+def test_policy_is_not_evaluated_for_objects_without_netclaim_configs(
+    admin_api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    """Every check passes an object without a netclaim.dev config, so only its cost would show: a
+    probe validation that refuses all it sees, under the policy's own match conditions, must see a
+    netclaim claim and never another driver's claim, a claim without configs, or a generated claim."""
+    policy_obj, binding = policy_objects()
+    policy_obj["spec"]["validations"] = [{"expression": "false", "message": "probe saw it"}]
+    good = claim_object(GOOD[0].parameters)
+    with installed(admin_api, namespace, policy_obj, binding, refuses=good):
+        status, message = create(admin_api, namespace, good)
+        assert status == 422 and "probe saw it" in message, (status, message)
+        other = claim_object(GOOD[0].parameters, driver="other.example.com")
+        bare = copy.deepcopy(good)
+        del bare["spec"]["devices"]["config"]
+        for unseen in (other, bare, made_from_a_template(good)):
+            assert create(admin_api, namespace, unseen) == (201, ""), unseen
+        cls = class_object(GOOD[0].parameters)
+        assert "probe saw it" in create(admin_api, None, cls)[1]
+        del cls["spec"]["config"]
+        assert create(admin_api, None, cls) == (201, "")
 
 
 class ThreadedWebhook:

@@ -33,7 +33,11 @@ def test_policy_judges_the_three_kinds_on_create_and_spec_change_only() -> None:
     (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
     assert set(rule["resources"]) == {"resourceclaims", "resourceclaimtemplates", "deviceclasses"}
     assert rule["operations"] == ["CREATE", "UPDATE"]
-    assert "oldObject.spec" in policy["spec"]["matchConditions"][0]["expression"]
+    conditions = {c["name"]: c["expression"] for c in policy["spec"]["matchConditions"]}
+    assert list(conditions) == ["created-or-spec-changed", "has-netclaim-config", "not-made-from-a-template"]
+    assert "oldObject.spec" in conditions["created-or-spec-changed"]
+    assert "c.opaque.driver == 'netclaim.dev'" in conditions["has-netclaim-config"]
+    assert "'resource.kubernetes.io/pod-claim-name' in" in conditions["not-made-from-a-template"]
     assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
 
 
@@ -74,6 +78,10 @@ def test_webhook_is_off_by_default_and_renders_when_enabled() -> None:
     assert known <= {o for a in webhook_parser._actions for o in a.option_strings}
     (hook,) = only(objects, "ValidatingWebhookConfiguration")["webhooks"]
     assert hook["failurePolicy"] == "Ignore" and hook["clientConfig"]["caBundle"] == "QUJD"
+    # Called for what the policy judges, no more: not for other drivers' claims nor generated ones.
+    policy = only(objects, "ValidatingAdmissionPolicy")
+    assert hook["matchConditions"] == policy["spec"]["matchConditions"]
+    assert len(hook["matchConditions"]) == 3
     assert hook["clientConfig"]["service"]["path"] == "/validate"
     assert ("Service", "netclaim", "netclaim-webhook") in index
 
