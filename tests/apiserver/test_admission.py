@@ -253,6 +253,8 @@ def webhook_configuration(
                     }
                 ],
                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                # As the chart installs it: under the policy's own conditions.
+                "matchConditions": policy_objects()[0]["spec"]["matchConditions"],
             }
         ],
     }
@@ -296,6 +298,9 @@ def test_webhook_refuses_every_bad_config_with_prepares_path(
                 create(admin_api, namespace, claim_object(case.parameters, driver="other.example.com"))[0]
                 == 201
             )
+            # Not called for a claim made from a template (its template was judged).
+            generated = made_from_a_template(claim_object(case.parameters))
+            assert create(admin_api, namespace, generated) == (201, ""), case.id
 
 
 def test_webhook_down_with_failure_policy_ignore_admits_claims(
