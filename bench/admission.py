@@ -15,7 +15,6 @@ admitted again). Keys: `admission_claim_create_ms_p50_<claim>` (with the policy)
 
 from __future__ import annotations
 
-import copy
 import time
 import uuid
 from collections.abc import Iterator
@@ -77,22 +76,16 @@ def _wait(api: kubernetes.client.ApiClient, refused: bool, within: float = 30.0)
 
 @contextmanager
 def _policy(api: kubernetes.client.ApiClient) -> Iterator[None]:
-    policy, binding = [copy.deepcopy(d) for d in yaml.safe_load_all(POLICY_FILE.read_text()) if d]
-    made = []
-    try:
-        for plural, obj in (
-            ("validatingadmissionpolicies", policy),
-            ("validatingadmissionpolicybindings", binding),
-        ):
-            status, body = namespaces.request(api, "POST", f"{ADMISSION}/{plural}", obj)
-            if status != 201:
-                raise RuntimeError(f"cannot install {obj['kind']}: {body}")
-            made.append(f"{ADMISSION}/{plural}/{obj['metadata']['name']}")
+    policy, binding = [d for d in yaml.safe_load_all(POLICY_FILE.read_text()) if d]
+    with namespaces.posted(
+        api,
+        (
+            (f"{ADMISSION}/validatingadmissionpolicies", policy),
+            (f"{ADMISSION}/validatingadmissionpolicybindings", binding),
+        ),
+    ):
         _wait(api, refused=True)
         yield
-    finally:
-        for path in reversed(made):
-            namespaces.request(api, "DELETE", path)
     _wait(api, refused=False)
 
 

@@ -94,20 +94,15 @@ def installed(
     binding["spec"]["matchResources"] = {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
     }
-    made = []
-    try:
-        for plural, obj in (
-            ("validatingadmissionpolicies", policy_obj),
-            ("validatingadmissionpolicybindings", binding),
-        ):
-            status, body = namespaces.request(admin_api, "POST", f"{ADMISSION}/{plural}", obj)
-            assert status == 201, body
-            made.append(f"{ADMISSION}/{plural}/{obj['metadata']['name']}")
+    with namespaces.posted(
+        admin_api,
+        (
+            (f"{ADMISSION}/validatingadmissionpolicies", policy_obj),
+            (f"{ADMISSION}/validatingadmissionpolicybindings", binding),
+        ),
+    ):
         wait_until_refused(admin_api, namespace, refuses)
         yield policy_obj["metadata"]["name"]
-    finally:
-        for path in reversed(made):
-            namespaces.request(admin_api, "DELETE", path)
 
 
 @pytest.fixture
@@ -258,12 +253,8 @@ def webhook_configuration(
             }
         ],
     }
-    status, created = namespaces.request(api, "POST", f"{ADMISSION}/validatingwebhookconfigurations", body)
-    assert status == 201, created
-    try:
+    with namespaces.posted(api, [(f"{ADMISSION}/validatingwebhookconfigurations", body)]):
         yield
-    finally:
-        namespaces.request(api, "DELETE", f"{ADMISSION}/validatingwebhookconfigurations/{name}")
 
 
 @pytest.fixture

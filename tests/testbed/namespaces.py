@@ -8,9 +8,11 @@ then finalize the namespace and wait until it is gone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import kubernetes.client
@@ -54,6 +56,22 @@ def request(
     except ValueError:  # plain-text endpoints such as /readyz
         decoded = {"text": data.decode(errors="replace")}
     return int(status), decoded
+
+
+@contextlib.contextmanager
+def posted(api: kubernetes.client.ApiClient, objects: Iterable[tuple[str, dict[str, Any]]]) -> Iterator[None]:
+    """POSTs each object to its collection path in order, each of which must be created, and deletes
+    what was created, newest first, when the block ends (also when a POST or the block fails)."""
+    made: list[str] = []
+    try:
+        for collection, obj in objects:
+            status, body = request(api, "POST", collection, obj)
+            assert status == 201, f"POST {collection} {obj['metadata']['name']}: {status} {body}"
+            made.append(f"{collection}/{obj['metadata']['name']}")
+        yield
+    finally:
+        for path in reversed(made):
+            request(api, "DELETE", path)
 
 
 def create(api: kubernetes.client.ApiClient, prefix: str = "test") -> str:
